@@ -1,0 +1,308 @@
+"""Load MNIST-format digits and split them into train / validation / test.
+
+Three sources, chosen by `data.name`:
+
+- ``mnist``: full MNIST through Keras' own loader and cache (``~/.keras/datasets``),
+  downloading it where a network answers; otherwise the bundled sample (``data.fallback``).
+- ``mnist_10k``: the 10,000 real MNIST digits bundled in ``src/datasets/mnist_10k.npz``.
+- ``idx``: a folder holding the four standard MNIST-format IDX files.
+
+Pixels are scaled to [0, 1] once, here. Splits are stratified and depend only on
+``data.split_seed``, so the held-out digits never change with the training seed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+log = logging.getLogger(__name__)
+
+BUNDLED_PATH = Path(__file__).with_name("datasets") / "mnist_10k.npz"
+# Checked at load time; `python -m src.datasets.build_mnist_10k` rebuilds the same bytes.
+BUNDLED_SHA256 = "a0e0814b0c4ef4f2697eb90909c9f1e387c056313130418e4868ce93cf620f3e"
+IMAGE_SHAPE = (28, 28)
+# Standard MNIST file names (each also accepted with a .gz suffix) and their IDX magic numbers.
+IDX_FILES = {
+    "train_images": ("train-images-idx3-ubyte", 0x0803),
+    "train_labels": ("train-labels-idx1-ubyte", 0x0801),
+    "test_images": ("t10k-images-idx3-ubyte", 0x0803),
+    "test_labels": ("t10k-labels-idx1-ubyte", 0x0801),
+}
+
+
+class DataError(RuntimeError):
+    """Data that cannot be loaded as configured; the message says which file and why."""
+
+
+@dataclass(frozen=True)
+class Split:
+    """Images as float32 ``(N, 28, 28, 1)`` in [0, 1] and integer labels ``(N,)``."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset split three ways, with a record of where it really came from.
+
+    Attributes:
+        name: The source actually loaded (``mnist``, ``mnist_10k`` or ``idx``); after a
+            fallback this is ``mnist_10k`` even though ``data=mnist`` was asked for.
+        origin: The file or folder read.
+        digest: SHA-256 of the raw uint8 images and labels, before splitting.
+        note: Why the source differs from the one asked for, if it does.
+    """
+
+    name: str
+    origin: str
+    digest: str
+    train: Split
+    val: Split
+    test: Split
+    note: str | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return int(max(self.train.labels.max(), self.val.labels.max(), self.test.labels.max())) + 1
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.images.shape[1:])
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary: source, origin, digest and split sizes."""
+        return {
+            "name": self.name,
+            "origin": self.origin,
+            "digest": self.digest,
+            "note": self.note,
+            "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+        }
+
+
+@dataclass(frozen=True)
+class _RawDigits:
+    """uint8 images and labels as read; ``test_*`` are None where the source has no test split."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    test_images: np.ndarray | None
+    test_labels: np.ndarray | None
+    origin: str
+
+
+def load_dataset(data_cfg: Mapping[str, Any], val_fraction: float) -> Dataset:
+    """Load the configured source and split it into train / validation / test.
+
+    Args:
+        data_cfg: The ``data`` config node.
+        val_fraction: Fraction of the training digits held out for validation.
+
+    Returns:
+        The split dataset.
+
+    Raises:
+        DataError: the data is missing, corrupt or of the wrong shape, or full MNIST is
+            unavailable and the fallback is off.
+    """
+    note = None
+    if data_cfg["name"] == "mnist":
+        try:
+            raw = _read_keras_mnist(data_cfg["path"], data_cfg["download_timeout_s"])
+        except _Unavailable as error:
+            fallback = data_cfg.get("fallback")
+            if fallback is None:
+                raise DataError(
+                    f"full MNIST is unavailable ({error}); use data=mnist_10k (bundled), "
+                    "data=idx data.path=FOLDER, or put mnist.npz in ~/.keras/datasets"
+                ) from None
+            note = f"full MNIST unavailable ({error}); used the bundled 10,000-digit sample"
+            log.warning("%s instead", note)
+            data_cfg = fallback
+    name = data_cfg["name"]
+    if name == "mnist_10k":
+        raw = _read_npz(data_cfg["path"])
+    elif name == "idx":
+        raw = _read_idx_folder(Path(data_cfg["path"]))
+    digest = _digest(raw)
+    return _split(raw, name, digest, note, data_cfg, val_fraction)
+
+
+class _Unavailable(Exception):
+    """Full MNIST is neither cached nor downloadable."""
+
+
+def _read_keras_mnist(path: str, timeout_s: float) -> _RawDigits:
+    # Imported here so that the other sources load without starting the Keras backend.
+    from keras.datasets import mnist
+
+    keras_home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
+    origin = Path(path) if Path(path).is_absolute() else keras_home / "datasets" / path
+    # Keras' downloader has no timeout of its own; bound every socket operation instead.
+    previous_timeout = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(timeout_s)
+    try:
+        (train_images, train_labels), (test_images, test_labels) = mnist.load_data(path=path)
+    except Exception as error:  # Keras wraps network errors in a bare Exception.
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise _Unavailable(f"not cached at {origin} and not downloadable: {reason}") from error
+    finally:
+        socket.setdefaulttimeout(previous_timeout)
+    return _RawDigits(train_images, train_labels, test_images, test_labels, str(origin))
+
+
+def _read_npz(path: str | None) -> _RawDigits:
+    file = BUNDLED_PATH if path is None else Path(path)
+    if not file.is_file():
+        raise DataError(f"data.path={str(file)!r}: no such file")
+    if path is None:
+        actual = hashlib.sha256(file.read_bytes()).hexdigest()
+        if actual != BUNDLED_SHA256:
+            raise DataError(
+                f"{file} is corrupt (SHA-256 {actual[:12]}..., expected {BUNDLED_SHA256[:12]}...); "
+                "rebuild it with `python -m src.datasets.build_mnist_10k`"
+            )
+    try:
+        with np.load(file, allow_pickle=False) as archive:
+            images, labels = archive["images"], archive["labels"]
+    except (KeyError, ValueError, OSError) as error:
+        raise DataError(f"{file}: not an .npz with `images` and `labels` ({error})") from None
+    _check_digits(images, labels, str(file))
+    return _RawDigits(images, labels, None, None, str(file))
+
+
+def _read_idx_folder(folder: Path) -> _RawDigits:
+    arrays = {}
+    for key, (stem, magic) in IDX_FILES.items():
+        candidates = [folder / stem, folder / f"{stem}.gz"]
+        file = next((c for c in candidates if c.is_file()), None)
+        if file is None:
+            raise DataError(f"data.path={str(folder)!r}: no {stem}[.gz] in that folder")
+        arrays[key] = read_idx(file, magic)
+    _check_digits(arrays["train_images"], arrays["train_labels"], str(folder))
+    _check_digits(arrays["test_images"], arrays["test_labels"], str(folder))
+    return _RawDigits(
+        arrays["train_images"],
+        arrays["train_labels"],
+        arrays["test_images"],
+        arrays["test_labels"],
+        str(folder),
+    )
+
+
+def read_idx(file: Path, expected_magic: int) -> np.ndarray:
+    """Read one IDX file (optionally gzipped) of unsigned bytes, checking its header.
+
+    Args:
+        file: The file to read.
+        expected_magic: 0x0803 for a 3-d image file, 0x0801 for a 1-d label file.
+
+    Returns:
+        A uint8 array of the shape the header declares.
+
+    Raises:
+        DataError: the file is truncated, corrupt, or not of the expected kind.
+    """
+    try:
+        with gzip.open(file) if file.suffix == ".gz" else open(file, "rb") as stream:
+            content = stream.read()
+    except (OSError, EOFError) as error:
+        raise DataError(f"{file}: cannot be read ({error})") from None
+    ndim = expected_magic & 0xFF
+    header_size = 4 + 4 * ndim
+    magic = int.from_bytes(content[:4], "big") if len(content) >= 4 else None
+    if magic != expected_magic:
+        found = "nothing" if magic is None else f"0x{magic:08x}"
+        raise DataError(
+            f"{file}: not an IDX file of {ndim}-d unsigned bytes "
+            f"(magic number {found}, expected 0x{expected_magic:08x})"
+        )
+    if len(content) < header_size:
+        raise DataError(f"{file}: truncated inside its header")
+    shape = tuple(
+        int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)
+    )
+    expected_size = int(np.prod(shape))
+    payload = content[header_size:]
+    if len(payload) != expected_size:
+        raise DataError(
+            f"{file}: header declares shape {shape} ({expected_size} bytes) but "
+            f"{len(payload)} bytes follow; the file is truncated or corrupt"
+        )
+    return np.frombuffer(payload, dtype=np.uint8).reshape(shape)
+
+
+def _check_digits(images: np.ndarray, labels: np.ndarray, origin: str) -> None:
+    if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
+        raise DataError(f"{origin}: images have shape {images.shape}, expected (N, 28, 28)")
+    if labels.shape != (len(images),):
+        raise DataError(f"{origin}: {len(images)} images but labels of shape {labels.shape}")
+    if images.dtype != np.uint8 or labels.dtype != np.uint8:
+        raise DataError(f"{origin}: images and labels must be uint8")
+
+
+def _digest(raw: _RawDigits) -> str:
+    digest = hashlib.sha256()
+    for array in (raw.images, raw.labels, raw.test_images, raw.test_labels):
+        if array is not None:
+            digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _split(
+    raw: _RawDigits,
+    name: str,
+    digest: str,
+    note: str | None,
+    data_cfg: Mapping[str, Any],
+    val_fraction: float,
+) -> Dataset:
+    seed = data_cfg["split_seed"]
+    images, labels = raw.images, raw.labels
+    try:
+        if raw.test_images is None:
+            images, test_images, labels, test_labels = train_test_split(
+                images, labels, test_size=data_cfg["test_size"], stratify=labels, random_state=seed
+            )
+        else:
+            test_images, test_labels = raw.test_images, raw.test_labels
+        train_images, val_images, train_labels, val_labels = train_test_split(
+            images, labels, test_size=val_fraction, stratify=labels, random_state=seed
+        )
+        limit = data_cfg.get("max_train_examples")
+        if limit is not None and limit < len(train_labels):
+            train_images, _, train_labels, _ = train_test_split(
+                train_images, train_labels, train_size=limit, stratify=train_labels,
+                random_state=seed,
+            )
+    except ValueError as error:  # e.g. a test or validation split smaller than the classes
+        raise DataError(f"cannot split {raw.origin} as configured: {error}") from None
+    return Dataset(
+        name=name,
+        origin=raw.origin,
+        digest=digest,
+        train=_scaled(train_images, train_labels),
+        val=_scaled(val_images, val_labels),
+        test=_scaled(test_images, test_labels),
+        note=note,
+    )
+
+
+def _scaled(images: np.ndarray, labels: np.ndarray) -> Split:
+    pixels = np.divide(images, 255.0, dtype=np.float32)[..., np.newaxis]
+    return Split(images=pixels, labels=labels.astype(np.int32))

@@ -1,0 +1,104 @@
+"""The CNN hypermodel: builds and compiles a Keras model from a search-space config.
+
+Every range and choice comes from ``conf/search_space/*.yaml``; this module only knows how
+to turn a knob into a Keras Tuner hyperparameter and the hyperparameters into layers.
+Model code uses Keras layers and ``keras.ops`` only, so it runs on any Keras backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import keras
+import keras_tuner
+from keras import layers
+
+
+def hp_value(hp: keras_tuner.HyperParameters, name: str, spec: Any) -> Any:
+    """Register one knob of the search space as a hyperparameter and return its value.
+
+    Args:
+        hp: The trial's hyperparameters.
+        name: The hyperparameter's name.
+        spec: A fixed value, a list of choices, or a mapping with ``min``/``max`` and
+            optional ``step`` and ``sampling`` (a range: Int if both ends are integers).
+
+    Returns:
+        The value for this trial, or None when the knob is inside an inactive
+        conditional scope.
+    """
+    if isinstance(spec, Mapping):
+        low, high = spec["min"], spec["max"]
+        if low == high:
+            return hp.Fixed(name, low)
+        step, sampling = spec.get("step"), spec.get("sampling", "linear")
+        if isinstance(low, int) and isinstance(high, int) and isinstance(step, int | None):
+            return hp.Int(name, low, high, step=step or 1, sampling=sampling)
+        return hp.Float(name, float(low), float(high), step=step, sampling=sampling)
+    if isinstance(spec, Sequence) and not isinstance(spec, str):
+        return hp.Choice(name, list(spec)) if len(spec) > 1 else hp.Fixed(name, spec[0])
+    return hp.Fixed(name, spec)
+
+
+def _choices(spec: Any) -> list[Any]:
+    """The values a choice knob can take (a fixed value is a single choice)."""
+    return list(spec) if isinstance(spec, Sequence) and not isinstance(spec, str) else [spec]
+
+
+class CNNHyperModel(keras_tuner.HyperModel):
+    """A stack of 3x3 conv layers with max-pooling, then dropout, a dense layer and softmax.
+
+    Args:
+        search_space: The ``search_space`` config as a plain mapping.
+        input_shape: Shape of one image, e.g. ``(28, 28, 1)``.
+        num_classes: Number of output classes.
+    """
+
+    def __init__(
+        self, search_space: Mapping[str, Any], input_shape: Sequence[int], num_classes: int
+    ) -> None:
+        super().__init__(name=str(search_space.get("name", "cnn")))
+        self.space = dict(search_space)
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+
+    def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
+        """Build and compile the model for one trial's hyperparameters."""
+        space = self.space
+        learning_rate = hp_value(hp, "learning_rate", space["learning_rate"])
+        conv_layers = hp_value(hp, "conv_layers", space["conv_layers"])
+        kernel_size = hp_value(hp, "kernel_size", space["kernel_size"])
+        pool_every = space["pool_every"]
+
+        inputs = keras.Input(shape=self.input_shape)
+        x = inputs
+        layer_choices = _choices(space["conv_layers"])
+        for index in range(max(layer_choices)):
+            # filters_i exists only in trials that build layer i: a conditional scope keeps
+            # inactive layers' filters out of the sampled (and logged) hyperparameters.
+            active_when = [n for n in layer_choices if n > index]
+            with hp.conditional_scope("conv_layers", active_when):
+                filters = hp_value(hp, f"filters_{index}", space["filters"])
+            if index >= conv_layers:
+                continue
+            x = layers.Conv2D(filters, kernel_size, padding="same", activation="relu")(x)
+            if (index + 1) % pool_every == 0:
+                x = layers.MaxPooling2D()(x)
+
+        dropout = hp_value(hp, "dropout", space["dropout"])
+        dense_units = hp_value(hp, "dense_units", space["dense_units"])
+        x = layers.Flatten()(x)
+        x = layers.Dropout(dropout)(x)
+        x = layers.Dense(dense_units, activation="relu")(x)
+        x = layers.Dropout(dropout)(x)
+        # float32 softmax: under a mixed dtype policy, probabilities stay well-conditioned.
+        outputs = layers.Dense(self.num_classes, activation="softmax", dtype="float32")(x)
+
+        model = keras.Model(inputs, outputs, name=self.name)
+        model.compile(
+            optimizer=keras.optimizers.Adam(learning_rate=learning_rate),
+            loss="sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        return model

@@ -1,0 +1,68 @@
+"""Shared fixtures: the real composed config, shrunk to run in seconds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig, open_dict
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "conf"
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+# A search that finishes in seconds: a few hundred digits, 1 epoch, 2 trials.
+TINY_OVERRIDES = [
+    "data=mnist_10k",
+    "data.max_train_examples=300",
+    "training.epochs=1",
+    "training.batch_size=64",
+    "training.verbose=0",
+    "tuner.max_trials=2",
+]
+
+
+def compose_config(overrides: Sequence[str] = (), output_dir: Path | None = None) -> DictConfig:
+    """Compose conf/config.yaml as `python -m src.run` would, outside a Hydra run."""
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    with open_dict(cfg):
+        # ${hydra:runtime.output_dir} exists only inside a Hydra run.
+        cfg.paths.output_dir = str(output_dir or "unused-output-dir")
+    return cfg
+
+
+@pytest.fixture
+def tiny_config(tmp_path: Path) -> Callable[..., DictConfig]:
+    """A factory of tiny configs writing under tmp_path; extra overrides win."""
+
+    def make(*overrides: str) -> DictConfig:
+        return compose_config([*TINY_OVERRIDES, *overrides], output_dir=tmp_path)
+
+    return make
+
+
+def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run `python -m src.run ARGS` in a subprocess from `cwd`, as a user would."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "src.run", *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+
+
+@pytest.fixture
+def fashion_mnist() -> Path:
+    """The Fashion-MNIST IDX folder from Debian's dataset-fashion-mnist (CI installs it)."""
+    if not FASHION_MNIST.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{FASHION_MNIST} is missing: .ci/run must install dataset-fashion-mnist")
+        pytest.skip("apt-get install dataset-fashion-mnist to run the IDX tests")
+    return FASHION_MNIST

@@ -1,0 +1,130 @@
+"""Composition of every config group, and fast, clear rejection of bad values."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import REPO_ROOT, compose_config, run_cli
+
+from src.config import ConfigError, validate_config
+
+GROUP_OPTIONS = {
+    "tuner": ["random", "bayesian", "hyperband", "grid"],
+    "data": ["mnist", "mnist_10k", "idx"],
+    "search_space": ["cnn"],
+    "experiment": ["quick"],
+}
+
+
+ALL_OPTIONS = [f"{group}={name}" for group, names in GROUP_OPTIONS.items() for name in names]
+
+
+@pytest.mark.parametrize("override", ALL_OPTIONS)
+def test_every_group_option_composes_and_validates(override, fashion_mnist):
+    cfg = compose_config([override])
+    validate_config(cfg)
+
+
+def test_default_config_is_the_documented_one():
+    cfg = compose_config()
+    assert cfg.data.name == "mnist"
+    assert cfg.data.fallback.name == "mnist_10k"
+    assert cfg.tuner._target_ == "keras_tuner.RandomSearch"
+    assert cfg.search_space.learning_rate.min == 0.001
+    assert cfg.search_space.learning_rate.max == 0.01
+    assert list(cfg.search_space.conv_layers) == [2, 4, 6]
+    assert cfg.tuner.seed == cfg.training.seed
+
+
+def test_quick_experiment_shrinks_the_run():
+    cfg = compose_config(["experiment=quick"])
+    assert cfg.data.name == "mnist_10k"
+    assert cfg.tuner.max_trials == 2
+    assert cfg.training.epochs == 1
+
+
+def test_hyperband_uses_training_epochs_as_its_epoch_budget():
+    cfg = compose_config(["tuner=hyperband", "training.epochs=9"])
+    assert cfg.tuner.max_epochs == 9
+    assert cfg.tuner.max_trials is None
+
+
+BAD_VALUES = [
+    ("search_space.learning_rate.min=0.1", "search_space.learning_rate.min=0.1"),
+    ("search_space.learning_rate.min=0", "search_space.learning_rate.min=0"),
+    ("search_space.dropout.max=1.0", "search_space.dropout.max=1.0"),
+    ("search_space.dropout.min=-0.1", "search_space.dropout.min=-0.1"),
+    ("search_space.conv_layers=[2,4,10]", "search_space.conv_layers=10"),
+    ("search_space.conv_layers=[]", "search_space.conv_layers=[]"),
+    ("search_space.filters=[16,0]", "search_space.filters=0"),
+    ("+search_space.droput=0.2", "search_space.droput"),
+    ("training.epochs=0", "training.epochs=0"),
+    ("training.epochs=abc", "training.epochs='abc'"),
+    ("training.batch_size=-8", "training.batch_size=-8"),
+    ("training.val_fraction=1.5", "training.val_fraction=1.5"),
+    ("training.precision=float8", "training.precision='float8'"),
+    ("tuner.max_trials=0", "tuner.max_trials=0"),
+    ("tuner._target_=keras_tuner.Nonsense", "tuner._target_='keras_tuner.Nonsense'"),
+    ("tuner.objective=val_f1", "tuner.objective='val_f1'"),
+    ("data.path=/no/such/folder", "data.path='/no/such/folder'"),
+    ("data.max_train_examples=0", "data.max_train_examples=0"),
+]
+
+
+@pytest.mark.parametrize(("override", "named"), BAD_VALUES)
+def test_bad_value_is_rejected_with_its_key(override, named):
+    data = ["data=idx"] if override.startswith("data.path") else []
+    cfg = compose_config([*data, override])
+    with pytest.raises(ConfigError) as error:
+        validate_config(cfg)
+    message = str(error.value)
+    assert named in message
+    assert "\n" not in message
+
+
+def test_mnist_10k_path_that_does_not_exist_is_rejected():
+    cfg = compose_config(["data=mnist_10k", "data.path=/no/such.npz"])
+    with pytest.raises(ConfigError, match=r"data.path='/no/such.npz': no such file"):
+        validate_config(cfg)
+
+
+def test_hyperband_rejects_a_factor_below_two():
+    cfg = compose_config(["tuner=hyperband", "tuner.factor=1"])
+    with pytest.raises(ConfigError, match=r"tuner\.factor=1"):
+        validate_config(cfg)
+
+
+def test_cli_rejects_bad_value_fast_with_one_line(tmp_path):
+    start = time.perf_counter()
+    result = run_cli("search_space.learning_rate.min=0.5", cwd=tmp_path)
+    elapsed = time.perf_counter() - start
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "error: search_space.learning_rate.min=0.5 is greater than "
+        "search_space.learning_rate.max=0.01"
+    ]
+    assert elapsed < 5, f"rejecting a bad value took {elapsed:.1f}s"
+    assert not (tmp_path / "outputs").exists() or not any((tmp_path / "outputs").rglob("*.json"))
+
+
+def test_cli_rejects_unknown_tuner(tmp_path):
+    result = run_cli("tuner=nonsense", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "Could not find 'tuner/nonsense'" in result.stderr
+
+
+def test_validation_does_not_import_tensorflow():
+    code = (
+        "import sys; from conftest import compose_config; from src.config import validate_config; "
+        "validate_config(compose_config()); import src.run; "
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'heavy import'"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO_ROOT / "tests", capture_output=True, text=True,
+        env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr

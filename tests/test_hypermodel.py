@@ -1,0 +1,71 @@
+"""The hypermodel builds a valid CNN for every corner of the search space."""
+
+from __future__ import annotations
+
+import keras_tuner
+import pytest
+from conftest import compose_config
+from omegaconf import OmegaConf
+
+from src.hypermodel import CNNHyperModel, hp_value
+
+
+@pytest.fixture
+def seed_space():
+    return OmegaConf.to_container(compose_config().search_space, resolve=True)
+
+
+def _build(space, **fixed):
+    hp = keras_tuner.HyperParameters()
+    for name, value in fixed.items():
+        hp.Fixed(name, value)
+    model = CNNHyperModel(space, (28, 28, 1), 10).build(hp)
+    return model, hp
+
+
+@pytest.mark.parametrize(
+    ("layers", "filters", "final_side"), [(2, 16, 14), (2, 128, 14), (6, 16, 3), (6, 128, 3)]
+)
+def test_extremes_of_the_space_build(seed_space, layers, filters, final_side):
+    fixed = {f"filters_{i}": filters for i in range(layers)}
+    model, _ = _build(seed_space, conv_layers=layers, **fixed)
+    assert model.output_shape == (None, 10)
+    convs = [layer for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
+    assert [conv.filters for conv in convs] == [filters] * layers
+    flatten = next(layer for layer in model.layers if layer.__class__.__name__ == "Flatten")
+    assert flatten.input.shape[1:3] == (final_side, final_side)
+
+
+def test_deepest_layer_count_the_validation_allows_still_builds(seed_space):
+    # 9 layers with pool_every=2 pool four times: 28 -> 14 -> 7 -> 3 -> 1.
+    model, _ = _build({**seed_space, "conv_layers": [2, 9]}, conv_layers=9)
+    flatten = next(layer for layer in model.layers if layer.__class__.__name__ == "Flatten")
+    assert flatten.input.shape[1:3] == (1, 1)
+
+
+def test_filters_of_layers_not_built_are_inactive(seed_space):
+    _, hp = _build(seed_space, conv_layers=2)
+    assert {"filters_0", "filters_1"} <= set(hp.values)
+    assert not {"filters_2", "filters_3", "filters_4", "filters_5"} & set(hp.values)
+
+
+def test_seed_study_best_model_builds_with_its_filters(seed_space):
+    best = {"learning_rate": 0.001, "conv_layers": 4, "filters_0": 32, "filters_1": 64,
+            "filters_2": 64, "filters_3": 128, "dropout": 0.25}
+    model, _ = _build(seed_space, **best)
+    convs = [layer.filters for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
+    assert convs == [32, 64, 64, 128]
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.001)
+
+
+def test_knob_specs_map_to_keras_tuner_types():
+    hp = keras_tuner.HyperParameters()
+    hp_value(hp, "fixed", 3)
+    hp_value(hp, "choice", [1, 2])
+    hp_value(hp, "int_range", {"min": 1, "max": 5})
+    hp_value(hp, "float_range", {"min": 0.001, "max": 0.01, "sampling": "log"})
+    hp_value(hp, "one_choice", [7])
+    kinds = {p.name: type(p).__name__ for p in hp.space}
+    assert kinds == {"fixed": "Fixed", "choice": "Choice", "int_range": "Int",
+                     "float_range": "Float", "one_choice": "Fixed"}
+    assert hp.get("float_range") == 0.001 and hp.get("one_choice") == 7

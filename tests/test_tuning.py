@@ -1,0 +1,155 @@
+"""Each tuner completes a tiny search; failures, NaN losses and results are reported honestly."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import keras_tuner
+import numpy as np
+import pytest
+
+from src.data import load_dataset
+from src.tuning import SearchFailed, TrialObserver, build_tuner, run_search
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset():
+    data_cfg = {"name": "mnist_10k", "path": None, "test_size": 1000, "split_seed": 0,
+                "max_train_examples": 300}
+    return load_dataset(data_cfg, val_fraction=0.05)
+
+
+@pytest.mark.parametrize("tuner", ["random", "bayesian", "grid", "hyperband"])
+def test_each_tuner_completes_a_tiny_search(tuner, tiny_config, tiny_dataset, tmp_path):
+    cfg = tiny_config(f"tuner={tuner}", "training.epochs=2")
+    result = run_search(cfg, tiny_dataset)
+    assert len(result.trials) >= 2
+    assert all(t.status == "COMPLETED" for t in result.trials)
+    if tuner != "hyperband":
+        assert len(result.trials) == 2
+    best = result.best
+    assert best.score == max(t.score for t in result.trials)
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["best"]["trial_id"] == best.trial_id
+    assert written["best"]["score"] == pytest.approx(best.score)
+    assert written["data"]["name"] == "mnist_10k"
+    assert len(written["trials"]) == len(result.trials)
+
+
+def test_same_config_gives_the_same_trials_and_scores(tiny_config, tiny_dataset, tmp_path):
+    first = run_search(tiny_config("tuner=bayesian"), tiny_dataset)
+    again = run_search(tiny_config("tuner=bayesian"), tiny_dataset)
+    assert [t.hyperparameters for t in first.trials] == [t.hyperparameters for t in again.trials]
+    assert [t.score for t in first.trials] == [t.score for t in again.trials]
+
+
+class _RecordingObserver(TrialObserver):
+    def __init__(self):
+        self.events = []
+
+    def on_search_begin(self, tuner):
+        self.events.append("search_begin")
+
+    def on_trial_begin(self, tuner, trial):
+        self.events.append(f"trial_begin {trial.trial_id}")
+
+    def on_epoch_end(self, tuner, trial, epoch, logs):
+        self.events.append(f"epoch {trial.trial_id} {epoch} {sorted(logs)}")
+
+    def on_trial_end(self, tuner, trial):
+        scored = tuner.oracle.get_trial(trial.trial_id)
+        self.events.append(f"trial_end {trial.trial_id} {scored.status} {scored.score is not None}")
+
+    def on_search_end(self, tuner):
+        self.events.append("search_end")
+
+
+def test_observers_hear_every_hook_in_order(tiny_config, tiny_dataset):
+    observer = _RecordingObserver()
+    run_search(tiny_config("training.epochs=2", "tuner.max_trials=1"), tiny_dataset, [observer])
+    metrics = ["accuracy", "loss", "val_accuracy", "val_loss"]
+    trial_id = observer.events[1].split()[1]
+    assert observer.events == [
+        "search_begin",
+        f"trial_begin {trial_id}",
+        f"epoch {trial_id} 0 {metrics}",
+        f"epoch {trial_id} 1 {metrics}",
+        f"trial_end {trial_id} COMPLETED True",
+        "search_end",
+    ]
+
+
+class _ExplodingHyperModel(keras_tuner.HyperModel):
+    """A tiny model whose loss becomes NaN when `explode` is chosen."""
+
+    def build(self, hp):
+        explode = hp.Choice("explode", [False, True])
+        inputs = keras.Input((28, 28, 1))
+        x = keras.layers.Flatten()(inputs)
+        if explode:
+            x = keras.layers.Lambda(lambda t: t * float("nan"))(x)
+        outputs = keras.layers.Dense(10, activation="softmax")(x)
+        model = keras.Model(inputs, outputs)
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+
+def _tiny_tuner(hypermodel, tmp_path, **overrides):
+    tuner_cfg = {"_target_": "keras_tuner.GridSearch", "name": "grid", "objective": "val_accuracy",
+                 "max_trials": 2, "seed": 0, "executions_per_trial": 1,
+                 "max_retries_per_trial": 0, "max_consecutive_failed_trials": 3,
+                 "directory": str(tmp_path), "project_name": "tuner", "overwrite": True,
+                 **overrides}
+    return build_tuner(tuner_cfg, hypermodel)
+
+
+def test_nan_loss_fails_the_trial(tiny_dataset, tmp_path):
+    tuner = _tiny_tuner(_ExplodingHyperModel(), tmp_path)
+    train, val = tiny_dataset.train, tiny_dataset.val
+    tuner.search(train.images, train.labels, validation_data=(val.images, val.labels),
+                 epochs=1, verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()])
+    statuses = {t.hyperparameters.values["explode"]: t.status for t in tuner.oracle.trials.values()}
+    assert statuses == {False: "COMPLETED", True: "FAILED"}
+    failed = next(t for t in tuner.oracle.trials.values() if t.status == "FAILED")
+    assert "loss became nan at epoch 0" in failed.message
+
+
+class _BrokenHyperModel(keras_tuner.HyperModel):
+    """Builds for the default value (Keras Tuner builds once up front), then always raises."""
+
+    def build(self, hp):
+        units = hp.Int("units", 1, 4)
+        if self.broken:
+            raise ValueError(f"cannot build with units={units}")
+        inputs = keras.Input((28, 28, 1))
+        outputs = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs))
+        model = keras.Model(inputs, outputs)
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+
+def test_search_where_every_trial_fails_raises_with_the_first_error(
+    tiny_config, tiny_dataset, monkeypatch
+):
+    hypermodel = _BrokenHyperModel()
+    hypermodel.broken = False
+
+    class _BreakAfterInit(TrialObserver):
+        def on_search_begin(self, tuner):
+            hypermodel.broken = True
+
+    import src.tuning as tuning
+
+    monkeypatch.setattr(tuning, "CNNHyperModel", lambda *args: hypermodel)
+    cfg = tiny_config("tuner.max_consecutive_failed_trials=5")
+    with pytest.raises(SearchFailed, match="every trial failed; the first with: ValueError"):
+        run_search(cfg, tiny_dataset, [_BreakAfterInit()])
+
+
+def test_tracking_nothing_changes_nothing(tiny_config, tiny_dataset):
+    """Observers only listen: the same search with and without one scores the same."""
+    bare = run_search(tiny_config(), tiny_dataset)
+    observed = run_search(tiny_config(), tiny_dataset, [_RecordingObserver()])
+    assert [t.score for t in bare.trials] == [t.score for t in observed.trials]
+    assert np.isfinite([t.score for t in bare.trials]).all()
