@@ -159,7 +159,8 @@ def _read_keras_mnist(path: str, timeout_s: float) -> _RawDigits:
     try:
         (train_images, train_labels), (test_images, test_labels) = mnist.load_data(path=path)
     except Exception as error:  # Keras wraps network errors in a bare Exception.
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        # Keras' message is "URL fetch failure on <url>: <code> -- <reason>"; keep the reason.
+        reason = str(error).splitlines()[0].rpartition(" -- ")[2] or type(error).__name__
         raise _Unavailable(f"not cached at {origin} and not downloadable: {reason}") from error
     finally:
         socket.setdefaulttimeout(previous_timeout)

@@ -153,3 +153,24 @@ def test_tracking_nothing_changes_nothing(tiny_config, tiny_dataset):
     observed = run_search(tiny_config(), tiny_dataset, [_RecordingObserver()])
     assert [t.score for t in bare.trials] == [t.score for t in observed.trials]
     assert np.isfinite([t.score for t in bare.trials]).all()
+
+
+def test_a_trial_scores_the_same_whatever_ran_before_it(tiny_config, tiny_dataset):
+    small_space = ["search_space.filters=[16]", "search_space.dense_units=[32]",
+                   "search_space.conv_layers=[2,4]"]
+    two_trials = run_search(tiny_config(*small_space), tiny_dataset)
+    second = two_trials.trials[1]
+    values = second.hyperparameters
+    alone = run_search(
+        tiny_config(
+            *small_space,
+            f"search_space.conv_layers=[{values['conv_layers']}]",
+            f"search_space.learning_rate={{min:{values['learning_rate']!r},"
+            f"max:{values['learning_rate']!r}}}",
+            f"search_space.dropout={{min:{values['dropout']!r},max:{values['dropout']!r}}}",
+            "tuner.max_trials=1",
+        ),
+        tiny_dataset,
+    )
+    assert alone.trials[0].hyperparameters == values
+    assert alone.trials[0].score == second.score
