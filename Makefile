@@ -9,7 +9,12 @@ comma := ,
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run quick test test-slow lint dataset clean
+.PHONY: help install run quick ui serve test test-slow lint dataset clean
+# The MLflow UI: the local store by default; MLFLOW_TRACKING_URI or STORE=... picks another.
+STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///mlruns/mlflow.db)
+UI_PORT ?= 5000
+MODEL ?= models:/mnist-cnn@champion
+SERVE_PORT ?= 5001
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
@@ -27,6 +32,19 @@ run: $(STAMP) ## Run a search (default config; pass overrides as ARGS="tuner=bay
 
 quick: $(STAMP) ## A smoke search in well under a minute (experiment=quick)
 	$(PYTHON) -m src.run experiment=quick $(ARGS)
+
+ui: $(STAMP) ## Open the MLflow UI on the runs' store (http://127.0.0.1:5000; UI_PORT=... to change)
+	@mkdir -p mlruns
+	@echo "MLflow UI at http://127.0.0.1:$(UI_PORT) (store $(STORE)); Ctrl-C stops it"
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri "$(STORE)" \
+		--host 127.0.0.1 --port $(UI_PORT) --workers 1
+
+# mlflow starts uvicorn by name, so the environment's bin/ goes first on PATH.
+serve: $(STAMP) ## Serve the champion model at http://127.0.0.1:5001/invocations (MODEL=... SERVE_PORT=...)
+	@echo "Serving $(MODEL) at http://127.0.0.1:$(SERVE_PORT)/invocations; Ctrl-C stops it"
+	PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_TRACKING_URI="$(STORE)" \
+		$(VENV)/bin/mlflow models serve -m "$(MODEL)" \
+		--env-manager local --host 127.0.0.1 --port $(SERVE_PORT) --workers 1
 
 test: $(STAMP) ## Run the test suite (offline, a few minutes on 2 cores)
 	$(PYTHON) -m pytest $(ARGS)

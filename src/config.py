@@ -47,6 +47,8 @@ def validate_config(cfg: DictConfig) -> None:
     _check_tuner(reader)
     _check_search_space(reader)
     _check_data(reader, "data")
+    _check_mlflow(reader)
+    _check_final(reader)
 
 
 class _Reader:
@@ -76,6 +78,18 @@ class _Reader:
             raise ConfigError(f"{key}={value!r}: expected an integer >= {minimum}")
         return value
 
+    def boolean(self, key: str) -> bool:
+        value = self.get(key)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected true or false")
+        return value
+
+    def text(self, key: str) -> str:
+        value = self.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{key}={value!r}: expected a non-empty string")
+        return value
+
     def one_of(self, key: str, options: tuple[str, ...]) -> str:
         value = self.get(key)
         if value not in options:
@@ -100,10 +114,7 @@ def _check_training(reader: _Reader) -> None:
     val_fraction = reader.get("training.val_fraction")
     if not _is_number(val_fraction) or not 0 < val_fraction < 1:
         raise ConfigError(f"training.val_fraction={val_fraction!r}: expected a number in (0, 1)")
-    if not isinstance(reader.get("training.deterministic"), bool):
-        raise ConfigError(
-            f"training.deterministic={reader.get('training.deterministic')!r}: expected true/false"
-        )
+    reader.boolean("training.deterministic")
     verbose = reader.get("training.verbose")
     if verbose not in (0, 1, 2) or isinstance(verbose, bool):
         raise ConfigError(f"training.verbose={verbose!r}: expected 0, 1 or 2")
@@ -228,3 +239,17 @@ def _check_data(reader: _Reader, prefix: str) -> None:
             raise ConfigError(f"{prefix}.path={path!r}: no such file")
     elif not Path(str(path)).is_dir():
         raise ConfigError(f"{prefix}.path={path!r}: no such folder (it must hold the IDX files)")
+
+
+def _check_mlflow(reader: _Reader) -> None:
+    reader.boolean("resume")
+    reader.boolean("mlflow.enabled")
+    reader.text("mlflow.tracking_uri")
+    reader.text("mlflow.experiment_name")
+
+
+def _check_final(reader: _Reader) -> None:
+    reader.boolean("final.enabled")
+    reader.boolean("final.register")
+    reader.text("final.model_name")
+    reader.integer("final.epochs", 1, optional=True)

@@ -1,19 +1,22 @@
-"""Entry point: a Hydra-composed hyperparameter search for an MNIST CNN.
+"""Entry point: a Hydra-composed hyperparameter search for an MNIST CNN, tracked in MLflow.
 
     python -m src.run                                  # default: random search, seed space
     python -m src.run tuner=bayesian                   # another tuner
     python -m src.run experiment=quick                 # a smoke run in well under a minute
     python -m src.run data=mnist_10k training.epochs=10 tuner.max_trials=20
     python -m src.run -m tuner=random,bayesian,hyperband   # one search per tuner
+    python -m src.run hydra.run.dir=outputs/runs/X resume=true   # continue an interrupted run
 
 Each run writes to its own folder under outputs/ (Hydra's run folder): the log,
-``results.json`` and the tuner's state.
+``results.json`` and the tuner's state; MLflow gets a parent run with a child per trial.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
+from types import FrameType
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
@@ -23,9 +26,14 @@ from src.config import ConfigError, validate_config
 log = logging.getLogger(__name__)
 
 
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    # SIGTERM (a scheduler stopping the job) ends the search like Ctrl-C: runs end KILLED.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    """Validate the config, then load the data and run the search.
+    """Validate the config, then load the data and run the tracked search.
 
     Returns:
         The best trial's score, so that Hydra sweepers can optimise over searches.
@@ -36,17 +44,32 @@ def main(cfg: DictConfig) -> float:
         raise SystemExit(f"error: {error}") from None
 
     # Heavy imports only after the config is known to be good.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # TensorFlow 2.21's C++ log prints a harmless tf.data attribute "error" at every fit;
+    # real failures still raise Python exceptions.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from src.data import DataError, load_dataset
+    from src.tracking import tracked_search
     from src.tuning import SearchFailed, run_search
 
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         dataset = load_dataset(
             OmegaConf.to_container(cfg.data, resolve=True), cfg.training.val_fraction
         )
-        result = run_search(cfg, dataset)
+        with tracked_search(cfg, dataset, resume=cfg.resume) as tracker:
+            result = run_search(cfg, dataset, observers=[tracker] if tracker else [])
+            if cfg.final.enabled:
+                from src.registry import run_final_stage
+
+                run_final_stage(cfg, dataset, result, tracker)
     except (DataError, SearchFailed) as error:
         raise SystemExit(f"error: {error}") from None
+    except KeyboardInterrupt:
+        log.error(
+            "interrupted; continue with the same command plus hydra.run.dir=%s resume=true",
+            cfg.paths.output_dir,
+        )
+        raise SystemExit(130) from None
     log.info("results written to %s", os.path.join(cfg.paths.output_dir, "results.json"))
     return result.best.score
 

@@ -219,7 +219,7 @@ def summarize(tuner: keras_tuner.Tuner, wall_time_s: float, data: dict[str, Any]
     """Collect every trial of a tuner's oracle into a `SearchResult`."""
     trials = []
     for trial_id, trial in sorted(tuner.oracle.trials.items()):
-        error = _last_line(trial.message) if trial.status != TrialStatus.COMPLETED else None
+        error = error_line(trial.message) if trial.status != TrialStatus.COMPLETED else None
         trials.append(
             TrialSummary(
                 trial_id=trial_id,
@@ -240,7 +240,8 @@ def summarize(tuner: keras_tuner.Tuner, wall_time_s: float, data: dict[str, Any]
     )
 
 
-def _last_line(message: str | None) -> str | None:
+def error_line(message: str | None) -> str | None:
+    """The last non-empty line of a trial's message: the exception, without its traceback."""
     lines = [line.strip() for line in (message or "").splitlines() if line.strip()]
     return lines[-1] if lines else None
 
@@ -263,6 +264,8 @@ def run_search(
     """
     training = OmegaConf.to_container(cfg.training, resolve=True)
     tuner_cfg = OmegaConf.to_container(cfg.tuner, resolve=True)
+    # A resumed search reloads the tuner's state from its folder; a new one starts afresh.
+    tuner_cfg["overwrite"] = not cfg.get("resume", False)
     search_space = OmegaConf.to_container(cfg.search_space, resolve=True)
     configure_backend(training)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -12,16 +13,20 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Tests log to stores under tmp_path, never to a server the environment points at.
+os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "conf"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
-# A search that finishes in seconds: a few hundred digits, 1 epoch, 2 trials.
+# A search that finishes in seconds: a few hundred digits, 1 epoch, 2 trials, narrow layers.
 TINY_OVERRIDES = [
     "data=mnist_10k",
     "data.max_train_examples=300",
+    "search_space.filters=[8,16]",
+    "search_space.dense_units=[32,64]",
     "training.epochs=1",
     "training.batch_size=64",
     "training.verbose=0",
@@ -39,14 +44,28 @@ def compose_config(overrides: Sequence[str] = (), output_dir: Path | None = None
     return cfg
 
 
+def sqlite_uri(folder: Path) -> str:
+    """A fresh MLflow SQLite store in `folder`."""
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
 @pytest.fixture
 def tiny_config(tmp_path: Path) -> Callable[..., DictConfig]:
-    """A factory of tiny configs writing under tmp_path; extra overrides win."""
+    """A factory of tiny configs writing (results, tuner state, MLflow) under tmp_path."""
 
     def make(*overrides: str) -> DictConfig:
-        return compose_config([*TINY_OVERRIDES, *overrides], output_dir=tmp_path)
+        store = [
+            f"mlflow.tracking_uri={sqlite_uri(tmp_path)}",
+            f"mlflow.artifact_location={tmp_path / 'artifacts'}",
+        ]
+        return compose_config([*TINY_OVERRIDES, *store, *overrides], output_dir=tmp_path)
 
     return make
+
+
+# For HTTP to the servers tests start: loopback never goes through a proxy, whatever the
+# environment (or an earlier test) set.
+loopback = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:

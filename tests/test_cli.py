@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 
 from conftest import run_cli
+from mlflow import MlflowClient
+
+PARENT = "mlflow.parentRunId"
 
 
 def test_quick_experiment_runs_end_to_end(tmp_path):
@@ -19,7 +22,7 @@ def test_quick_experiment_runs_end_to_end(tmp_path):
     assert "trial 1/2" in log and "trial 2/2" in log and "best trial" in log
 
 
-def test_multirun_writes_one_folder_per_tuner_under_outputs(tmp_path):
+def test_multirun_writes_one_folder_and_one_parent_run_per_tuner(tmp_path):
     result = run_cli(
         "-m", "experiment=quick", "tuner=random,hyperband", "tuner.max_trials=1", cwd=tmp_path
     )
@@ -31,3 +34,15 @@ def test_multirun_writes_one_folder_per_tuner_under_outputs(tmp_path):
     for folder in folders:
         results = json.loads((sweep / folder / "results.json").read_text())
         assert results["best"] is not None
+
+    # Both searches went to the default store, mlruns/ where the command ran.
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mnist-cnn")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = {r.info.run_id: r.data.tags["tuner"] for r in runs if PARENT not in r.data.tags}
+    assert sorted(parents.values()) == ["hyperband", "random"]
+    trials = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
+    finals = [r for r in runs if r.data.tags.get("run_kind") == "final"]
+    assert {r.data.tags[PARENT] for r in trials} == set(parents)
+    assert {r.data.tags[PARENT] for r in finals} == set(parents)
+    assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in runs)

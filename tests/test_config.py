@@ -16,6 +16,7 @@ GROUP_OPTIONS = {
     "data": ["mnist", "mnist_10k", "idx"],
     "search_space": ["cnn"],
     "experiment": ["quick"],
+    "mlflow": ["local", "server"],
 }
 
 
@@ -28,8 +29,11 @@ def test_every_group_option_composes_and_validates(override, fashion_mnist):
     validate_config(cfg)
 
 
-def test_default_config_is_the_documented_one():
+def test_default_config_is_the_documented_one(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     cfg = compose_config()
+    assert cfg.mlflow.tracking_uri == "sqlite:///mlruns/mlflow.db"
+    assert cfg.resume is False
     assert cfg.data.name == "mnist"
     assert cfg.data.fallback.name == "mnist_10k"
     assert cfg.tuner._target_ == "keras_tuner.RandomSearch"
@@ -37,6 +41,12 @@ def test_default_config_is_the_documented_one():
     assert cfg.search_space.learning_rate.max == 0.01
     assert list(cfg.search_space.conv_layers) == [2, 4, 6]
     assert cfg.tuner.seed == cfg.training.seed
+
+
+def test_tracking_uri_follows_the_environment(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert compose_config().mlflow.tracking_uri == "http://127.0.0.1:5999"
+    assert compose_config(["mlflow=server"]).mlflow.tracking_uri == "http://127.0.0.1:5999"
 
 
 def test_quick_experiment_shrinks_the_run():
@@ -71,6 +81,9 @@ BAD_VALUES = [
     ("tuner.objective=val_f1", "tuner.objective='val_f1'"),
     ("data.path=/no/such/folder", "data.path='/no/such/folder'"),
     ("data.max_train_examples=0", "data.max_train_examples=0"),
+    ("resume=maybe", "resume='maybe'"),
+    ("mlflow.enabled=1", "mlflow.enabled=1"),
+    ("mlflow.experiment_name=''", "mlflow.experiment_name=''"),
 ]
 
 

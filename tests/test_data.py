@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +125,9 @@ def offline_keras_home(tmp_path, monkeypatch):
         monkeypatch.setenv(variable, "http://127.0.0.1:9")
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
-    return tmp_path / "keras"
+    yield tmp_path / "keras"
+    # urllib caches its first opener with the proxies of that moment: drop it.
+    urllib.request.install_opener(None)
 
 
 MNIST = {"name": "mnist", "path": "mnist.npz", "download_timeout_s": 5, "split_seed": 0,

@@ -1,0 +1,101 @@
+"""Does MLflow tracking cost time or change results? Same search with tracking off and on.
+
+Runs the same seeded search (random tuner, seed space, 4 trials of 2 epochs on the bundled
+sample) four times in one process, after an untimed warm-up search, in the order off, on,
+on, off so that drift in the machine's speed cancels, and prints each wall time, the on/off
+ratio, and whether the trial scores were identical. Wall times on a shared machine vary by
+several percent from run to run, so it also times the tracker's own work (its hooks and its
+connection), which is the overhead itself, as a share of the tracked searches' wall time.
+Tracking goes to a fresh SQLite store in a temporary folder (created during the warm-up).
+
+    .venv/bin/python bench/tracking_overhead.py [--trials 4] [--epochs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf, open_dict
+
+from src.data import load_dataset
+from src.tracking import MLflowTracker, tracked_search
+from src.tuning import run_search
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+TRACKER_WORK = ("__init__", "on_search_begin", "on_trial_begin", "on_epoch_end", "on_trial_end",
+                "on_search_end", "close")
+time_in_tracker = [0.0]
+
+
+def _timed(method):
+    def wrapper(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            time_in_tracker[0] += time.perf_counter() - start
+
+    return wrapper
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=2)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    workdir = Path(tempfile.mkdtemp(prefix="tracking-overhead-"))
+    overrides = [
+        "data=mnist_10k", f"tuner.max_trials={args.trials}", f"training.epochs={args.epochs}",
+        "training.verbose=0", f"mlflow.tracking_uri=sqlite:///{workdir}/mlflow.db",
+        f"mlflow.artifact_location={workdir}/artifacts",
+    ]
+    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
+        cfg = compose(config_name="config", overrides=overrides)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(workdir)
+    dataset = load_dataset(OmegaConf.to_container(cfg.data, resolve=True), 0.1)
+
+    warm_up = cfg.copy()
+    warm_up.tuner.max_trials, warm_up.training.epochs = 1, 1
+    with tracked_search(warm_up, dataset) as tracker:
+        run_search(warm_up, dataset, [tracker])
+
+    for name in TRACKER_WORK:
+        setattr(MLflowTracker, name, _timed(getattr(MLflowTracker, name)))
+    time_in_tracker[0] = 0.0
+
+    timings: dict[bool, list[float]] = {False: [], True: []}
+    scores: dict[bool, list[float]] = {}
+    for tracked in (False, True, True, False):
+        start = time.perf_counter()
+        if tracked:
+            with tracked_search(cfg, dataset) as tracker:
+                result = run_search(cfg, dataset, [tracker])
+        else:
+            result = run_search(cfg, dataset)
+        timings[tracked].append(time.perf_counter() - start)
+        scores[tracked] = [t.score for t in result.trials]
+        print(f"tracking {'on ' if tracked else 'off'}: {timings[tracked][-1]:.1f} s")
+
+    off, on = sum(timings[False]), sum(timings[True])
+    print(f"{args.trials} trials x {args.epochs} epochs, {len(dataset.train)} digits, "
+          f"{os.cpu_count()} CPUs")
+    print(f"wall time with tracking / without: {on / off:.3f} ({on:.1f} s / {off:.1f} s)")
+    print(f"time inside the tracker: {time_in_tracker[0]:.2f} s of {on:.1f} s tracked "
+          f"({100 * time_in_tracker[0] / on:.2f}%)")
+    print(f"identical trial scores: {scores[True] == scores[False]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Classify digits with a registered model (the champion by default).
+
+    python -m src.predict digit.png other.png          # PNG (or any image Pillow reads)
+    python -m src.predict digits.npz                   # an .npz with `images` (N, 28, 28)
+    python -m src.predict digit.png --model models:/mnist-cnn@challenger
+
+Images are converted to 28x28 grey levels; a dark digit on a light background is inverted
+to MNIST's white on black. The tracking store is ``MLFLOW_TRACKING_URI``, or the project's
+local store (``mlruns/mlflow.db``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_MODEL = "models:/mnist-cnn@champion"
+DEFAULT_STORE = "sqlite:///mlruns/mlflow.db"
+SIDE = 28
+
+
+def load_images(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
+    """Read image files and .npz archives into float32 ``(N, 28, 28, 1)`` in [0, 1].
+
+    Returns:
+        The images and a name for each (the file, with an index inside an .npz).
+
+    Raises:
+        ValueError: a file that is not an image, or an .npz without 28x28 ``images``.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    images, names = [], []
+    for path in paths:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                if "images" not in archive or archive["images"].shape[1:3] != (SIDE, SIDE):
+                    raise ValueError(f"{path}: expected an array `images` of shape (N, 28, 28)")
+                batch = archive["images"].reshape(-1, SIDE, SIDE).astype(np.float32)
+            if batch.max() > 1:  # uint8 pixels
+                batch /= 255.0
+            images.extend(batch)
+            names.extend(f"{path}[{i}]" for i in range(len(batch)))
+            continue
+        try:
+            with Image.open(path) as image:
+                grey = image.convert("L").resize((SIDE, SIDE), Image.Resampling.LANCZOS)
+        except (UnidentifiedImageError, OSError) as error:
+            raise ValueError(f"{path}: not a readable image ({error})") from None
+        pixels = np.asarray(grey, dtype=np.float32) / 255.0
+        if pixels.mean() > 0.5:  # dark ink on light paper: MNIST is light on dark
+            pixels = 1.0 - pixels
+        images.append(pixels)
+        names.append(str(path))
+    return np.stack(images)[..., np.newaxis], names
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print one line per digit: the name, the predicted label and its probability."""
+    parser = argparse.ArgumentParser(description="Classify digits with a registered model.")
+    parser.add_argument("files", nargs="+", type=Path, help="image files or .npz archives")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model URI ({DEFAULT_MODEL})")
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in args.files if not p.is_file()]
+    if missing:
+        print(f"error: no such file: {missing[0]}", file=sys.stderr)
+        return 2
+    try:
+        images, names = load_images(args.files)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import keras
+    import mlflow
+
+    keras.config.disable_interactive_logging()  # no progress bar in the middle of the output
+
+    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_STORE))
+    try:
+        model = mlflow.pyfunc.load_model(args.model)
+    except mlflow.exceptions.MlflowException as error:
+        print(f"error: cannot load {args.model}: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 1
+    probabilities = np.asarray(model.predict(images))
+    for name, row in zip(names, probabilities, strict=True):
+        print(f"{name}\t{int(row.argmax())}\t{row.max():.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,352 @@
+"""MLflow tracking: one parent run per search, one nested child run per trial.
+
+`MLflowTracker` is a `TrialObserver`: Keras Tuner drives it through its own hooks (trial
+begin, every epoch end, trial end), so it sees each trial with its id, hyperparameters and
+the oracle's score. Plain Keras callbacks could not: Keras Tuner deep-copies them for every
+execution and never hands them the trial. `mlflow.keras.autolog` is not used either: it
+logs per model, not per trial, and it perturbs training (it changed the seeded search's
+best score here), while this tracker only listens.
+
+Store semantics, which the tests check:
+
+- one search is one parent run, also across an interruption and ``resume=true``;
+- one child per trial id, nested under the parent, FINISHED or FAILED with the error;
+- an attempt that was interrupted (Ctrl-C, SIGTERM, SIGKILL) ends KILLED and, once its
+  trial is run again, is moved to MLflow's trash (restorable), so the store ends with one
+  child per trial and no RUNNING run.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import subprocess
+import time
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import keras_tuner
+from keras_tuner.engine.trial import Trial, TrialStatus
+from mlflow import MlflowClient
+from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID
+from omegaconf import DictConfig, OmegaConf
+
+from src.data import Dataset
+from src.tuning import TrialObserver, error_line
+
+log = logging.getLogger(__name__)
+
+# Saved in the tuner's project folder, so that a resumed search reopens its parent run.
+PARENT_RUN_FILE = "mlflow_parent_run_id.txt"
+TRIAL_ID_TAG = "trial_id"
+# Without it MLflow 3's UI opens the experiment on its GenAI overview, which hides the runs.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# MLflow's limits per log_batch call and per tag value.
+_MAX_PARAMS_PER_BATCH = 100
+_MAX_TAG_LENGTH = 5000
+_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "keras-tuner", "mlflow", "hydra-core")
+_REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class MLflowTracker(TrialObserver):
+    """Logs a search and its trials to MLflow as a parent run with nested children.
+
+    Args:
+        cfg: The validated root config (``mlflow`` group included).
+        dataset: The dataset searched on, logged as the parent run's input.
+        resume: Reopen the parent run saved in the tuner's folder, if there is one.
+    """
+
+    def __init__(self, cfg: DictConfig, dataset: Dataset, resume: bool = False) -> None:
+        self.cfg = cfg
+        self.dataset = dataset
+        self.resume = resume
+        uri = str(cfg.mlflow.tracking_uri)
+        with _sqlite_store_lock(uri):
+            self.client = MlflowClient(tracking_uri=uri)  # creates a new store's tables
+            self.experiment_id = ensure_experiment(
+                self.client, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location
+            )
+        self.parent_run_id: str | None = None
+        self.child_runs: dict[str, str] = {}
+
+    # -- the search ------------------------------------------------------------------------
+    def on_search_begin(self, tuner: keras_tuner.Tuner) -> None:
+        id_file = Path(tuner.project_dir) / PARENT_RUN_FILE
+        previous = id_file.read_text().strip() if self.resume and id_file.is_file() else None
+        if previous and not self._exists(previous):
+            log.warning("MLflow: run %s is not in this store; starting a new parent run", previous)
+            previous = None
+        if previous:
+            self.parent_run_id = previous
+            self.client.update_run(previous, status=RunStatus.to_string(RunStatus.RUNNING))
+            log.info("MLflow: resuming parent run %s", previous)
+        else:
+            self.parent_run_id = self._create_parent_run()
+            id_file.write_text(self.parent_run_id + "\n")
+            log.info(
+                "MLflow: parent run %s in experiment %r at %s",
+                self.parent_run_id, self.cfg.mlflow.experiment_name, self.cfg.mlflow.tracking_uri,
+            )
+
+    def _exists(self, run_id: str) -> bool:
+        try:
+            return self.client.get_run(run_id).info.lifecycle_stage == "active"
+        except MlflowException:
+            return False
+
+    def _create_parent_run(self) -> str:
+        cfg = self.cfg
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=f"{cfg.tuner.name}-{cfg.search_space.name}",
+            tags=self._search_tags(),
+        )
+        run_id = run.info.run_id
+        self._log_params(run_id, flatten_config(cfg))
+        self.client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        self.client.log_inputs(run_id, datasets=[self._dataset_input()])
+        return run_id
+
+    def _search_tags(self) -> dict[str, str]:
+        dataset = self.dataset
+        tags = {
+            "tuner": str(self.cfg.tuner.name),
+            "search_space": str(self.cfg.search_space.name),
+            "objective": str(self.cfg.tuner.objective),
+            "data.source": dataset.name,
+            "data.origin": dataset.origin,
+            "data.digest": dataset.digest,
+            "data.train_size": str(len(dataset.train)),
+            "data.val_size": str(len(dataset.val)),
+            "data.test_size": str(len(dataset.test)),
+            MLFLOW_GIT_COMMIT: _git_commit(),
+        }
+        if dataset.note:
+            tags["data.note"] = dataset.note[:_MAX_TAG_LENGTH]
+        for package in _PACKAGES:
+            try:
+                tags[f"version.{package}"] = metadata.version(package)
+            except metadata.PackageNotFoundError:
+                continue
+        return tags
+
+    def _dataset_input(self) -> DatasetInput:
+        import mlflow.data
+
+        dataset = self.dataset
+        with warnings.catch_warnings():
+            # MLflow registers two equivalent local-file source kinds and warns that both fit.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be")
+            logged = mlflow.data.from_numpy(
+                features=dataset.train.images,
+                targets=dataset.train.labels,
+                source=dataset.origin,
+                name=dataset.name,
+                digest=dataset.digest[:32],  # MLflow keeps at most 36 characters
+            )
+        return DatasetInput(logged._to_mlflow_entity(), [InputTag("mlflow.data.context", "train")])
+
+    # -- each trial -------------------------------------------------------------------------
+    def on_trial_begin(self, tuner: keras_tuner.Tuner, trial: Trial) -> None:
+        attempts = self._retire_earlier_attempts(trial.trial_id)
+        tags = {
+            MLFLOW_PARENT_RUN_ID: self.parent_run_id,
+            TRIAL_ID_TAG: trial.trial_id,
+            "tuner": str(self.cfg.tuner.name),
+            "run_kind": "trial",
+            "attempt": str(attempts + 1),
+        }
+        run = self.client.create_run(
+            self.experiment_id, run_name=f"trial-{trial.trial_id}", tags=tags
+        )
+        self.child_runs[trial.trial_id] = run.info.run_id
+        self._log_params(run.info.run_id, trial.hyperparameters.values)
+
+    def _log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        entries = [Param(name, str(value)) for name, value in params.items()]
+        for start in range(0, len(entries), _MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(run_id, params=entries[start : start + _MAX_PARAMS_PER_BATCH])
+
+    def _retire_earlier_attempts(self, trial_id: str) -> int:
+        """End earlier runs of this trial id KILLED and trash them; returns how many."""
+        earlier = self._children(f"tags.{TRIAL_ID_TAG} = '{trial_id}'")
+        for run in earlier:
+            if run.info.status == "RUNNING":
+                self.client.set_terminated(run.info.run_id, "KILLED")
+            self.client.delete_run(run.info.run_id)
+        if earlier:
+            log.info("MLflow: trial %s runs again; its earlier attempt is in the trash", trial_id)
+        return len(earlier)
+
+    def on_epoch_end(
+        self, tuner: keras_tuner.Tuner, trial: Trial, epoch: int, logs: Mapping[str, float]
+    ) -> None:
+        run_id = self.child_runs.get(trial.trial_id)
+        if run_id is None:
+            return
+        timestamp = _now_ms()
+        metrics = [Metric(name, float(value), timestamp, epoch) for name, value in logs.items()]
+        self.client.log_batch(run_id, metrics=metrics)
+
+    def on_trial_end(self, tuner: keras_tuner.Tuner, trial: Trial) -> None:
+        run_id = self.child_runs.pop(trial.trial_id, None)
+        if run_id is None:
+            return
+        scored = tuner.oracle.get_trial(trial.trial_id)
+        metrics, tags = [], [RunTag("trial_status", scored.status)]
+        if scored.score is not None:
+            timestamp = _now_ms()
+            metrics.append(Metric("trial_score", float(scored.score), timestamp, 0))
+            if scored.best_step is not None:
+                metrics.append(Metric("best_epoch", float(scored.best_step), timestamp, 0))
+        completed = scored.status == TrialStatus.COMPLETED
+        if not completed:
+            error = error_line(scored.message) or "unknown error"
+            tags.append(RunTag("error", error[:_MAX_TAG_LENGTH]))
+        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        self.client.set_terminated(run_id, "FINISHED" if completed else "FAILED")
+
+    def on_search_end(self, tuner: keras_tuner.Tuner) -> None:
+        self.record_best(tuner)
+
+    def record_best(self, tuner: keras_tuner.Tuner) -> None:
+        """Tag each child with its rank and the parent with the best trial, as the tuner ranks."""
+        ranked = tuner.oracle.get_best_trials(len(tuner.oracle.trials))
+        runs = {run.data.tags.get(TRIAL_ID_TAG): run.info.run_id for run in self._children()}
+        for rank, trial in enumerate(ranked, start=1):
+            if trial.trial_id in runs:
+                self.client.set_tag(runs[trial.trial_id], "rank", str(rank))
+        if not ranked:
+            return
+        best = ranked[0]
+        tags = [RunTag("best_trial_id", best.trial_id)]
+        tags += [RunTag(f"best.{k}", str(v)) for k, v in best.hyperparameters.values.items()]
+        metrics = [Metric("best_score", float(best.score), _now_ms(), 0)]
+        self.client.log_batch(self.parent_run_id, metrics=metrics, tags=tags)
+
+    # -- the end ----------------------------------------------------------------------------
+    def close(self, status: str) -> None:
+        """End every run still open: children KILLED (or FAILED), the parent with `status`."""
+        if self.parent_run_id is None:
+            return
+        child_status = "KILLED" if status == "KILLED" else "FAILED"
+        for run in self._children("attributes.status = 'RUNNING'"):
+            self.client.set_terminated(run.info.run_id, child_status)
+        self.child_runs.clear()
+        results = Path(self.cfg.paths.output_dir) / "results.json"
+        if results.is_file():
+            self.client.log_artifact(self.parent_run_id, str(results))
+        self.client.set_terminated(self.parent_run_id, status)
+
+    def _children(self, extra_filter: str | None = None) -> list[Any]:
+        query = f"tags.{MLFLOW_PARENT_RUN_ID} = '{self.parent_run_id}'"
+        if extra_filter:
+            query += f" and {extra_filter}"
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], filter_string=query, max_results=1000, page_token=token
+            )
+            runs.extend(page)
+            token = page.token
+            if not token:
+                return runs
+
+
+@contextmanager
+def tracked_search(
+    cfg: DictConfig, dataset: Dataset, resume: bool = False
+) -> Iterator[MLflowTracker | None]:
+    """Yield a tracker (None when ``mlflow.enabled`` is false) whose runs end however the
+    search does: FINISHED, FAILED on an error, KILLED on Ctrl-C or SIGTERM."""
+    if not cfg.mlflow.enabled:
+        yield None
+        return
+    tracker = MLflowTracker(cfg, dataset, resume=resume)
+    status = "FAILED"
+    try:
+        yield tracker
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        tracker.close(status)
+
+
+def ensure_experiment(
+    client: MlflowClient, name: str, artifact_location: str | None = None
+) -> str:
+    """Return the experiment's id, creating it (tagged for the UI's training view) if needed."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        location = None
+        if artifact_location and "://" not in artifact_location:
+            location = Path(artifact_location).resolve().as_uri()
+        try:
+            return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
+        except Exception:  # another process created it first
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
+        for key, value in EXPERIMENT_KIND.items():
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
+
+
+@contextmanager
+def _sqlite_store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock beside a SQLite store while it may be created.
+
+    MLflow creates a new SQLite store's tables on first use, and two processes doing that
+    at once crash ("table ... already exists"); a parallel multirun's first jobs would.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    # SQLite creates the database file but not the folder holding it.
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def flatten_config(cfg: DictConfig) -> dict[str, str]:
+    """The resolved config as ``{"training.epochs": "4", ...}``, for MLflow params."""
+    flat: dict[str, str] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                walk(value, f"{prefix}{key}.")
+        else:
+            flat[prefix.rstrip(".")] = str(node)
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def _git_commit() -> str:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=_REPO_ROOT, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"

@@ -1,0 +1,193 @@
+"""The final stage: retraining, testing, registration with aliases, loading and serving."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import REPO_ROOT, TINY_OVERRIDES, compose_config, loopback, sqlite_uri
+from mlflow import MlflowClient
+from PIL import Image
+from test_tracking import _free_port, _wait_for
+
+from src.data import load_dataset
+from src.registry import run_final_stage
+from src.tracking import tracked_search
+from src.tuning import run_search
+
+MODEL = "mnist-cnn"
+
+
+def search_and_finalize(cfg):
+    """A tracked tiny search followed by its final stage, as `python -m src.run` does."""
+    dataset = load_dataset({**cfg.data}, cfg.training.val_fraction)
+    with tracked_search(cfg, dataset) as tracker:
+        result = run_search(cfg, dataset, [tracker])
+        final = run_final_stage(cfg, dataset, result, tracker)
+    return result, final
+
+
+def config(folder, *overrides):
+    store = [f"mlflow.tracking_uri={sqlite_uri(folder)}",
+             f"mlflow.artifact_location={folder / 'artifacts'}"]
+    return compose_config([*TINY_OVERRIDES, *store, "tuner.max_trials=1", *overrides],
+                          output_dir=folder / f"run{len(list(folder.glob('run*')))}")
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory):
+    """One store with three registered versions: weak, strong, weak again."""
+    folder = tmp_path_factory.mktemp("registry")
+    weak = ("data.max_train_examples=20", "final.epochs=1")
+    strong = ("data.max_train_examples=600", "final.epochs=3")
+    finals = [search_and_finalize(config(folder, *overrides))[1]
+              for overrides in (weak, strong, weak)]
+    return folder, finals
+
+
+def test_versions_get_challenger_and_champion_only_when_better(registry):
+    folder, (first, second, third) = registry
+    client = MlflowClient(sqlite_uri(folder))
+    assert [f.model_version for f in (first, second, third)] == ["1", "2", "3"]
+    assert first.promoted and first.champion_accuracy is None
+    assert second.test_accuracy > first.test_accuracy
+    assert second.promoted and second.champion_accuracy == pytest.approx(first.test_accuracy)
+    assert not third.promoted
+    assert third.champion_accuracy == pytest.approx(second.test_accuracy)
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "2"
+    assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == "3"
+    final_run = client.get_run(third.run_id)
+    assert final_run.data.tags["registry.promoted"] == "false"
+    assert "stays behind champion version 2" in final_run.data.tags["registry.decision"]
+    assert final_run.data.metrics["test_accuracy"] == pytest.approx(third.test_accuracy)
+    assert final_run.data.metrics["champion_test_accuracy"] == pytest.approx(second.test_accuracy)
+    parent = client.get_run(final_run.data.tags["mlflow.parentRunId"])
+    assert parent.data.metrics["test_accuracy"] == pytest.approx(third.test_accuracy)
+    assert len(final_run.data.params) > 0 and "final_epochs" in final_run.data.params
+
+
+def test_figures_and_model_card_are_written_and_logged(registry):
+    folder, (first, _, _) = registry
+    final_dir = folder / "run0" / "final"
+    expected = ["learning_curves.png", "confusion_matrix.png", "worst_misclassified.png",
+                "trial_scores.png", "model_card.md", "final.json"]
+    for name in expected:
+        assert (final_dir / name).stat().st_size > 0, name
+        if name.endswith(".png"):
+            with Image.open(final_dir / name) as image:
+                assert image.size[0] > 300
+    card = (final_dir / "model_card.md").read_text()
+    assert f"{first.test_accuracy:.4f}" in card and "models:/mnist-cnn/1" in card
+    logged = {a.path for a in MlflowClient(sqlite_uri(folder)).list_artifacts(first.run_id)}
+    assert set(expected) | {"model"} <= logged | {"model"}
+    summary = json.loads((final_dir / "final.json").read_text())
+    assert summary["test_accuracy"] == pytest.approx(first.test_accuracy)
+    assert len(summary["per_class_accuracy"]) == 10
+
+
+def _subprocess_env(folder):
+    # `mlflow models serve` starts uvicorn by name: the environment's bin/ must be on PATH.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MLFLOW_TRACKING_URI": sqlite_uri(folder),
+            "PATH": path}
+
+
+def test_champion_loads_in_a_fresh_process_with_pyfunc_and_keras(registry):
+    folder, _ = registry
+    code = """
+import numpy as np, mlflow
+images = np.random.default_rng(0).random((4, 28, 28, 1), dtype=np.float32)
+pyfunc = np.asarray(mlflow.pyfunc.load_model("models:/mnist-cnn@champion").predict(images))
+keras_model = mlflow.keras.load_model("models:/mnist-cnn@champion")
+direct = keras_model.predict(images, verbose=0)
+print(pyfunc.shape, pyfunc.dtype, direct.shape, bool(np.allclose(pyfunc, direct, atol=1e-6)))
+"""
+    result = subprocess.run([sys.executable, "-c", code], env=_subprocess_env(folder),
+                            capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip().splitlines()[-1] == "(4, 10) float32 (4, 10) True"
+
+
+def _test_digits(count):
+    data_cfg = {"name": "mnist_10k", "path": None, "test_size": 1000, "split_seed": 0,
+                "max_train_examples": None}
+    test = load_dataset(data_cfg, val_fraction=0.1).test
+    return test.images[:count], test.labels[:count]
+
+
+def test_serving_answers_invocations_on_loopback(registry):
+    folder, _ = registry
+    images, _ = _test_digits(4)
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/mnist-cnn@champion",
+         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        env=_subprocess_env(folder), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            with loopback.open(f"{url}/ping", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        _wait_for(ready, 120, "mlflow models serve /ping")
+        request = urllib.request.Request(
+            f"{url}/invocations", data=json.dumps({"inputs": images.tolist()}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with loopback.open(request, timeout=60) as response:
+            served = np.asarray(json.load(response)["predictions"])
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    import mlflow
+
+    mlflow.set_tracking_uri(sqlite_uri(folder))
+    local = mlflow.keras.load_model("models:/mnist-cnn@champion").predict(images, verbose=0)
+    assert served.shape == (4, 10)
+    assert served.argmax(axis=1).tolist() == local.argmax(axis=1).tolist()
+
+
+def test_predict_cli_classifies_png_and_npz(registry, tmp_path):
+    folder, _ = registry
+    images, _ = _test_digits(3)
+    png = tmp_path / "digit.png"
+    Image.fromarray((images[0].squeeze() * 255).astype(np.uint8)).save(png)
+    npz = tmp_path / "digits.npz"
+    np.savez(npz, images=(images.squeeze(-1) * 255).astype(np.uint8))
+    result = subprocess.run(
+        [sys.executable, "-m", "src.predict", str(png), str(npz)], env=_subprocess_env(folder),
+        capture_output=True, text=True, timeout=180, cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line.split("\t") for line in result.stdout.strip().splitlines()]
+    assert [name for name, _, _ in lines] == [str(png)] + [f"{npz}[{i}]" for i in range(3)]
+    assert all(0 <= int(label) <= 9 and 0 < float(p) <= 1 for _, label, p in lines)
+    assert lines[0][1] == lines[1][1]  # the same digit as PNG and in the archive
+
+    bad = subprocess.run([sys.executable, "-m", "src.predict", str(tmp_path / "none.png")],
+                         env=_subprocess_env(folder), capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.strip() == f"error: no such file: {tmp_path}/none.png"
+
+
+def test_same_config_gives_the_same_best_and_test_accuracy(tmp_path):
+    outcomes = []
+    for attempt in ("a", "b"):
+        folder = tmp_path / attempt
+        folder.mkdir()
+        cfg = config(folder, "tuner.max_trials=2", "final.register=false")
+        result, final = search_and_finalize(cfg)
+        outcomes.append((result.best.hyperparameters, final.test_accuracy, final.test_loss))
+    assert outcomes[0] == outcomes[1]

@@ -1,0 +1,273 @@
+"""MLflow tracking: parent and child runs, failures, interruptions, resumption, a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import keras
+import keras_tuner
+import pytest
+from conftest import REPO_ROOT, TINY_OVERRIDES, loopback, run_cli, sqlite_uri
+from mlflow import MlflowClient
+from mlflow.entities import ViewType
+
+import src.tuning as tuning
+from src.data import load_dataset
+from src.tracking import PARENT_RUN_FILE, tracked_search
+from src.tuning import TrialObserver, run_search
+
+PARENT_TAG = "mlflow.parentRunId"
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset():
+    data_cfg = {"name": "mnist_10k", "path": None, "test_size": 1000, "split_seed": 0,
+                "max_train_examples": 300}
+    return load_dataset(data_cfg, val_fraction=0.05)
+
+
+def tracked_run(cfg, dataset, *observers):
+    with tracked_search(cfg, dataset, resume=cfg.resume) as tracker:
+        return run_search(cfg, dataset, [tracker, *observers]), tracker
+
+
+def all_runs(uri, view=ViewType.ACTIVE_ONLY):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("mnist-cnn")
+    return client, client.search_runs([experiment.experiment_id], run_view_type=view)
+
+
+def split_runs(runs):
+    """The parent runs and the trials' child runs (the final stage's run left out)."""
+    parents = [r for r in runs if PARENT_TAG not in r.data.tags]
+    children = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
+    return parents, children
+
+
+def test_search_logs_one_parent_and_one_child_per_trial(tiny_config, tiny_dataset, tmp_path):
+    cfg = tiny_config("training.epochs=2", "tuner.max_trials=3")
+    result, tracker = tracked_run(cfg, tiny_dataset)
+    client, runs = all_runs(cfg.mlflow.tracking_uri)
+    parents, children = split_runs(runs)
+    assert len(parents) == 1 and len(children) == 3
+    parent = parents[0]
+    assert parent.info.run_id == tracker.parent_run_id
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == "random-cnn"
+    assert parent.data.tags["data.source"] == "mnist_10k"
+    assert parent.data.tags["data.train_size"] == "300"
+    assert parent.data.params["training.epochs"] == "2"
+    assert parent.data.params["search_space.learning_rate.max"] == "0.01"
+    assert parent.data.tags["best_trial_id"] == result.best.trial_id
+    assert parent.data.metrics["best_score"] == pytest.approx(result.best.score)
+    assert parent.inputs.dataset_inputs[0].dataset.name == "mnist_10k"
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"config.yaml", "results.json"} <= artifacts
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"
+
+    by_trial = {run.data.tags["trial_id"]: run for run in children}
+    assert set(by_trial) == {t.trial_id for t in result.trials}
+    ranked = sorted(result.trials, key=lambda t: -t.score)
+    for trial in result.trials:
+        run = by_trial[trial.trial_id]
+        assert run.data.tags[PARENT_TAG] == parent.info.run_id
+        assert run.info.status == "FINISHED"
+        assert run.data.params == {k: str(v) for k, v in trial.hyperparameters.items()}
+        assert run.data.metrics["trial_score"] == pytest.approx(trial.score)
+        assert run.data.metrics["best_epoch"] == trial.best_step
+        history = client.get_metric_history(run.info.run_id, "val_accuracy")
+        assert [m.step for m in history] == [0, 1]
+        assert max(m.value for m in history) == pytest.approx(trial.score)
+        for metric in ("loss", "accuracy", "val_loss"):
+            assert len(client.get_metric_history(run.info.run_id, metric)) == 2
+        assert run.data.tags["rank"] == str(ranked.index(trial) + 1)
+    # Inactive conditional hyperparameters are not logged.
+    for run in children:
+        layers = int(run.data.params["conv_layers"])
+        assert f"filters_{layers - 1}" in run.data.params
+        assert f"filters_{layers}" not in run.data.params
+
+
+def test_tracking_does_not_change_trial_scores(tiny_config, tiny_dataset):
+    cfg = tiny_config("tuner=bayesian", "tuner.max_trials=3")
+    bare = run_search(cfg, tiny_dataset)
+    tracked, _ = tracked_run(cfg, tiny_dataset)
+    assert [t.score for t in tracked.trials] == [t.score for t in bare.trials]
+    assert [t.hyperparameters for t in tracked.trials] == [t.hyperparameters for t in bare.trials]
+
+
+class _PickyHyperModel(keras_tuner.HyperModel):
+    """Raises for one value of `units`, builds a tiny model otherwise."""
+
+    def build(self, hp):
+        units = hp.Choice("units", [8, 16, 99])
+        if units == 99:
+            raise ValueError("units=99 is not supported")
+        inputs = keras.Input((28, 28, 1))
+        hidden = keras.layers.Dense(units, activation="relu")(keras.layers.Flatten()(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(hidden))
+        model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+        return model
+
+
+def test_failing_trial_is_logged_failed_with_its_error(
+    tiny_config, tiny_dataset, monkeypatch
+):
+    monkeypatch.setattr(tuning, "CNNHyperModel", lambda *args: _PickyHyperModel())
+    cfg = tiny_config("tuner=grid", "tuner.max_trials=3")
+    tracked_run(cfg, tiny_dataset)
+    _, runs = all_runs(cfg.mlflow.tracking_uri)
+    parents, children = split_runs(runs)
+    statuses = {r.data.params["units"]: r.info.status for r in children}
+    assert statuses == {"8": "FINISHED", "16": "FINISHED", "99": "FAILED"}
+    failed = next(r for r in children if r.info.status == "FAILED")
+    assert "units=99 is not supported" in failed.data.tags["error"]
+    assert "trial_score" not in failed.data.metrics
+    assert parents[0].info.status == "FINISHED"
+
+
+class _InterruptInSecondTrial(TrialObserver):
+    def on_epoch_end(self, tuner, trial, epoch, logs):
+        if len(tuner.oracle.trials) == 2:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_search_leaves_no_running_runs(tiny_config, tiny_dataset):
+    cfg = tiny_config("tuner.max_trials=3")
+    with pytest.raises(KeyboardInterrupt):
+        tracked_run(cfg, tiny_dataset, _InterruptInSecondTrial())
+    _, runs = all_runs(cfg.mlflow.tracking_uri)
+    parents, children = split_runs(runs)
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert sorted(r.info.status for r in children) == ["FINISHED", "KILLED"]
+
+
+def _wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_search_killed_mid_trial_resumes_into_the_same_parent(tmp_path):
+    store = sqlite_uri(tmp_path)
+    args = [*TINY_OVERRIDES, "tuner.max_trials=3", "training.epochs=4",
+            f"mlflow.tracking_uri={store}", "hydra.run.dir=run"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "src.run", *args], cwd=tmp_path, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    log_file = tmp_path / "run" / "run.log"
+    try:
+        _wait_for(lambda: log_file.is_file() and "trial 2/3" in log_file.read_text(), 120,
+                  "the second trial to start")
+        time.sleep(1.0)  # into the trial's epochs
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    _, runs = all_runs(store)
+    assert any(r.info.status == "RUNNING" for r in runs)  # what SIGKILL leaves behind
+
+    resumed = run_cli(*args, "resume=true", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "MLflow: resuming parent run" in log_file.read_text()
+
+    _, runs = all_runs(store)
+    parents, children = split_runs(runs)
+    assert len(parents) == 1
+    parent_id = (tmp_path / "run" / "tuner" / PARENT_RUN_FILE).read_text().strip()
+    assert parents[0].info.run_id == parent_id
+    trial_ids = [r.data.tags["trial_id"] for r in children]
+    assert sorted(trial_ids) == sorted(set(trial_ids)) and len(trial_ids) == 3
+    assert all(r.info.status == "FINISHED" for r in runs)
+    everything = all_runs(store, ViewType.ALL)[1]
+    assert not [r for r in everything if r.info.status == "RUNNING"]
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert [t["status"] for t in results["trials"]] == ["COMPLETED"] * 3
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """A real `mlflow server` on a free loopback port, stopped after the test."""
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1", "--backend-store-uri", sqlite_uri(tmp_path / "server"),
+         "--artifacts-destination", str(tmp_path / "server" / "artifacts")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    (tmp_path / "server").mkdir()
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            with loopback.open(f"{url}/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        _wait_for(healthy, 60, "mlflow server /health")
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def test_tracking_server_serves_the_logged_runs(mlflow_server, tiny_config, tiny_dataset):
+    cfg = tiny_config("mlflow=server", f"mlflow.tracking_uri={mlflow_server}")
+    result, tracker = tracked_run(cfg, tiny_dataset)
+    client = MlflowClient(mlflow_server)
+    experiment_id = client.get_experiment_by_name("mnist-cnn").experiment_id
+    request = urllib.request.Request(
+        f"{mlflow_server}/api/2.0/mlflow/runs/search",
+        data=json.dumps({"experiment_ids": [experiment_id], "max_results": 100}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with loopback.open(request, timeout=10) as response:
+        runs = json.load(response)["runs"]
+    ids = {run["info"]["run_id"] for run in runs}
+    assert tracker.parent_run_id in ids
+    assert len(runs) == 1 + len(result.trials)
+    assert {run["info"]["status"] for run in runs} == {"FINISHED"}
+
+
+def test_concurrent_searches_into_one_new_store_lose_nothing(tmp_path):
+    store = sqlite_uri(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "src.run", *TINY_OVERRIDES, f"tuner={tuner}",
+             f"mlflow.tracking_uri={store}", f"hydra.run.dir=run_{tuner}"],
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        )
+        for tuner in ("random", "bayesian")
+    ]
+    for process in processes:
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 0, stderr[-2000:]
+    _, runs = all_runs(store)
+    parents, children = split_runs(runs)
+    assert sorted(p.data.tags["tuner"] for p in parents) == ["bayesian", "random"]
+    for parent in parents:
+        mine = [c for c in children if c.data.tags[PARENT_TAG] == parent.info.run_id]
+        assert len(mine) == 2
+    assert all(r.info.status == "FINISHED" for r in runs)
