@@ -9,7 +9,7 @@ comma := ,
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run quick ui serve test test-slow lint dataset clean
+.PHONY: help install run quick reproduce ui serve test test-slow lint dataset clean
 # The MLflow UI: the local store by default; MLFLOW_TRACKING_URI or STORE=... picks another.
 STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///mlruns/mlflow.db)
 UI_PORT ?= 5000
@@ -32,6 +32,11 @@ run: $(STAMP) ## Run a search (default config; pass overrides as ARGS="tuner=bay
 
 quick: $(STAMP) ## A smoke search in well under a minute (experiment=quick)
 	$(PYTHON) -m src.run experiment=quick $(ARGS)
+
+reproduce: $(STAMP) ## Rerun the whole study (baseline, seed space, improved space); update the README
+	rm -rf outputs/reproduce
+	$(PYTHON) -m src.run -m experiment=reproduce $(ARGS)
+	$(PYTHON) -m src.study outputs/reproduce --readme README.md
 
 ui: $(STAMP) ## Open the MLflow UI on the runs' store (http://127.0.0.1:5000; UI_PORT=... to change)
 	@mkdir -p mlruns

@@ -149,6 +149,10 @@ def _dropout(value: Any) -> bool:
     return _is_number(value) and 0 <= value < 1
 
 
+def _fraction(value: Any) -> bool:
+    return _is_number(value) and 0 <= value <= 0.5
+
+
 _KNOB_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "learning_rate": (_learning_rate, "a number in (0, 1)"),
     "conv_layers": (_positive_int, "an integer >= 1"),
@@ -158,7 +162,15 @@ _KNOB_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "dropout": (_dropout, "a number in [0, 1)"),
     "dense_units": (_positive_int, "an integer >= 1"),
 }
-SEARCH_SPACE_KNOBS = tuple(_KNOB_RULES)
+# Optional knobs: absent means off (no batch norm, no augmentation, constant learning rate).
+_OPTIONAL_KNOB_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "batch_norm": (lambda v: isinstance(v, bool), "true or false"),
+    "augment_rotation": (_fraction, "a fraction of a turn in [0, 0.5]"),
+    "augment_translation": (_fraction, "a fraction of the side in [0, 0.5]"),
+    "augment_zoom": (_fraction, "a fraction in [0, 0.5]"),
+    "lr_schedule": (lambda v: v in ("constant", "cosine"), "constant or cosine"),
+}
+SEARCH_SPACE_KNOBS = (*_KNOB_RULES, *_OPTIONAL_KNOB_RULES)
 
 
 def _check_search_space(reader: _Reader) -> None:
@@ -170,8 +182,10 @@ def _check_search_space(reader: _Reader) -> None:
         raise ConfigError(
             f"search_space.{unknown[0]}: unknown knob (known: {', '.join(SEARCH_SPACE_KNOBS)})"
         )
-    for knob, (is_valid, expected) in _KNOB_RULES.items():
+    for knob, (is_valid, expected) in {**_KNOB_RULES, **_OPTIONAL_KNOB_RULES}.items():
         key = f"search_space.{knob}"
+        if knob in _OPTIONAL_KNOB_RULES and knob not in space:
+            continue
         for value_key, value in _knob_values(key, reader.get(key)):
             if not is_valid(value):
                 raise ConfigError(f"{value_key}={value!r}: expected {expected}")

@@ -3,10 +3,15 @@
 Every range and choice comes from ``conf/search_space/*.yaml``; this module only knows how
 to turn a knob into a Keras Tuner hyperparameter and the hyperparameters into layers.
 Model code uses Keras layers and ``keras.ops`` only, so it runs on any Keras backend.
+
+Optional knobs (absent means off): ``batch_norm``, ``augment_rotation`` (fraction of a full
+turn), ``augment_translation`` and ``augment_zoom`` (fractions of the image side), and
+``lr_schedule`` (``constant`` or ``cosine``, applied per epoch in `CNNHyperModel.fit`).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -71,8 +76,12 @@ class CNNHyperModel(keras_tuner.HyperModel):
         kernel_size = hp_value(hp, "kernel_size", space["kernel_size"])
         pool_every = space["pool_every"]
 
+        batch_norm = self._optional(hp, "batch_norm", False)
+        # Registered here so that `fit` can read it from the same hyperparameters.
+        self._optional(hp, "lr_schedule", "constant")
+
         inputs = keras.Input(shape=self.input_shape)
-        x = inputs
+        x = self._augmentation(hp, inputs)
         layer_choices = _choices(space["conv_layers"])
         for index in range(max(layer_choices)):
             # filters_i exists only in trials that build layer i: a conditional scope keeps
@@ -82,7 +91,14 @@ class CNNHyperModel(keras_tuner.HyperModel):
                 filters = hp_value(hp, f"filters_{index}", space["filters"])
             if index >= conv_layers:
                 continue
-            x = layers.Conv2D(filters, kernel_size, padding="same", activation="relu")(x)
+            if batch_norm:  # the normalisation replaces the bias
+                x = layers.Conv2D(filters, kernel_size, padding="same", use_bias=False)(x)
+                # Momentum 0.9, not Keras' 0.99: a 10k-digit epoch is only ~64 steps, and
+                # slower moving statistics left validation at chance for several epochs.
+                normalised = layers.BatchNormalization(momentum=0.9)(x)
+                x = layers.Activation("relu")(normalised)
+            else:
+                x = layers.Conv2D(filters, kernel_size, padding="same", activation="relu")(x)
             if (index + 1) % pool_every == 0:
                 x = layers.MaxPooling2D()(x)
 
@@ -102,3 +118,38 @@ class CNNHyperModel(keras_tuner.HyperModel):
             metrics=["accuracy"],
         )
         return model
+
+    def _optional(self, hp: keras_tuner.HyperParameters, name: str, default: Any) -> Any:
+        """An optional knob's value; a knob the space leaves out is not a hyperparameter."""
+        return hp_value(hp, name, self.space[name]) if name in self.space else default
+
+    def _augmentation(self, hp: keras_tuner.HyperParameters, x: Any) -> Any:
+        """Random rotation, shift and zoom: active while training, identity at inference."""
+        rotation = self._optional(hp, "augment_rotation", 0.0)
+        translation = self._optional(hp, "augment_translation", 0.0)
+        zoom = self._optional(hp, "augment_zoom", 0.0)
+        if rotation:
+            x = layers.RandomRotation(rotation, fill_mode="constant")(x)
+        if translation:
+            x = layers.RandomTranslation(translation, translation, fill_mode="constant")(x)
+        if zoom:
+            x = layers.RandomZoom(zoom, fill_mode="constant")(x)
+        return x
+
+    def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any):
+        """Train, with the cosine learning-rate schedule when the trial chose it.
+
+        The schedule decays per epoch from the trial's learning rate to zero over the
+        epochs this fit runs, so the tuner and the final stage train the same way.
+        """
+        if hp.values.get("lr_schedule") == "cosine":
+            initial, epochs = hp.get("learning_rate"), kwargs.get("epochs", 1)
+            first = kwargs.get("initial_epoch", 0)
+
+            def cosine(epoch: int) -> float:
+                progress = (epoch - first) / max(epochs - first, 1)
+                return initial * 0.5 * (1 + math.cos(math.pi * progress))
+
+            callbacks = list(kwargs.pop("callbacks", None) or [])
+            kwargs["callbacks"] = [*callbacks, keras.callbacks.LearningRateScheduler(cosine)]
+        return model.fit(*args, **kwargs)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
@@ -52,16 +53,15 @@ class FinalResult:
     promoted: bool = False
     decision: str = "not registered"
     run_id: str | None = None
+    wall_time_s: float = 0.0
 
 
-def build_model(
-    search_space: dict[str, Any], values: dict[str, Any], dataset: Dataset
-) -> keras.Model:
-    """The hypermodel's model with every hyperparameter fixed to `values`."""
+def fixed_hyperparameters(values: dict[str, Any]) -> keras_tuner.HyperParameters:
+    """Hyperparameters with every value fixed, to rebuild one trial's model."""
     hp = keras_tuner.HyperParameters()
     for name, value in values.items():
         hp.Fixed(name, value)
-    return CNNHyperModel(search_space, dataset.input_shape, dataset.num_classes).build(hp)
+    return hp
 
 
 def run_final_stage(
@@ -82,6 +82,7 @@ def run_final_stage(
         The test metrics and the registry's decision. Figures, ``model_card.md`` and
         ``final.json`` are written to ``<run folder>/final/``.
     """
+    start = time.perf_counter()
     training = OmegaConf.to_container(cfg.training, resolve=True)
     search_space = OmegaConf.to_container(cfg.search_space, resolve=True)
     best = search.best
@@ -90,15 +91,18 @@ def run_final_stage(
     epochs = epochs or training["epochs"]
 
     configure_backend(training)
-    model = build_model(search_space, values, dataset)
+    hypermodel = CNNHyperModel(search_space, dataset.input_shape, dataset.num_classes)
+    hp = fixed_hyperparameters(values)
+    model = hypermodel.build(hp)
     images = np.concatenate([dataset.train.images, dataset.val.images])
     labels = np.concatenate([dataset.train.labels, dataset.val.labels])
     log.info(
         "final stage: retraining trial %s's configuration on %d digits for %d epochs",
         best.trial_id, len(labels), epochs,
     )
-    history = model.fit(
-        images, labels, epochs=epochs, batch_size=training["batch_size"],
+    # Through the hypermodel's fit, so a learning-rate schedule applies as in the search.
+    history = hypermodel.fit(
+        hp, model, images, labels, epochs=epochs, batch_size=training["batch_size"],
         verbose={0: 0, 1: 2, 2: 1}[training["verbose"]],
     ).history
 
@@ -132,6 +136,7 @@ def run_final_stage(
     ]
     if tracker is not None:
         _log_and_register(cfg, tracker, model, final, history, test, figures)
+    final.wall_time_s = round(time.perf_counter() - start, 2)
     facts = {
         **asdict(final),
         "model_name": cfg.final.model_name,

@@ -141,3 +141,18 @@ def test_validation_does_not_import_tensorflow():
         env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("stage", ["baseline", "cnn", "cnn_plus"])
+def test_every_stage_of_the_reproduce_study_composes(stage):
+    cfg = compose_config(["experiment=reproduce", f"+study={stage}"])
+    validate_config(cfg)
+    assert cfg.search_space.name == stage
+    assert cfg.data.name == "mnist_10k"
+    assert cfg.training.deterministic is True
+
+
+def test_improved_space_rejects_an_unknown_schedule():
+    cfg = compose_config(["search_space=cnn_plus", "search_space.lr_schedule=[cosine,step]"])
+    with pytest.raises(ConfigError, match=r"search_space\.lr_schedule='step'"):
+        validate_config(cfg)

@@ -69,3 +69,42 @@ def test_knob_specs_map_to_keras_tuner_types():
     assert kinds == {"fixed": "Fixed", "choice": "Choice", "int_range": "Int",
                      "float_range": "Float", "one_choice": "Fixed"}
     assert hp.get("float_range") == 0.001 and hp.get("one_choice") == 7
+
+
+@pytest.fixture
+def plus_space():
+    return OmegaConf.to_container(compose_config(["search_space=cnn_plus"]).search_space)
+
+
+@pytest.mark.parametrize("batch_norm", [True, False])
+def test_improved_space_builds_with_and_without_its_extras(plus_space, batch_norm):
+    augment = 0.1 if batch_norm else 0.0
+    model, hp = _build(plus_space, conv_layers=6, batch_norm=batch_norm, augment_rotation=augment,
+                       augment_translation=augment, augment_zoom=augment)
+    names = [layer.__class__.__name__ for layer in model.layers]
+    assert ("BatchNormalization" in names) is batch_norm
+    assert ("RandomRotation" in names) is batch_norm
+    assert model.output_shape == (None, 10)
+    assert hp.get("lr_schedule") in ("cosine", "constant")
+
+
+def test_seed_space_registers_none_of_the_optional_knobs(seed_space):
+    _, hp = _build(seed_space)
+    assert not {"batch_norm", "lr_schedule", "augment_rotation"} & set(hp.values)
+
+
+def test_cosine_schedule_decays_the_learning_rate_per_epoch(plus_space):
+    import numpy as np
+
+    hypermodel = CNNHyperModel(plus_space, (28, 28, 1), 10)
+    hp = keras_tuner.HyperParameters()
+    for name, value in {"conv_layers": 4, "learning_rate": 0.004, "lr_schedule": "cosine",
+                        "batch_norm": False, "augment_rotation": 0.0,
+                        "augment_translation": 0.0, "augment_zoom": 0.0}.items():
+        hp.Fixed(name, value)
+    model = hypermodel.build(hp)
+    images = np.zeros((8, 28, 28, 1), np.float32)
+    history = hypermodel.fit(hp, model, images, np.zeros(8, np.int32), epochs=4, verbose=0)
+    rates = history.history["learning_rate"]
+    assert rates[0] == pytest.approx(0.004)
+    assert rates == sorted(rates, reverse=True) and rates[-1] < 0.001

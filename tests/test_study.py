@@ -1,0 +1,58 @@
+"""The study summary: the table `make reproduce` prints and writes into the README."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from src.study import README_END, README_START, collect, format_table, main
+
+DATA = {"name": "mnist_10k", "origin": "bundled", "digest": "ab" * 32, "note": None,
+        "sizes": {"train": 8100, "val": 900, "test": 1000}}
+
+
+def _stage(folder, score, test_accuracy, wall):
+    folder.mkdir(parents=True)
+    trials = [{"trial_id": "0", "status": "COMPLETED", "score": score, "best_step": 3,
+               "hyperparameters": {"learning_rate": 0.001}, "error": None}]
+    search = {"objective": "val_accuracy", "wall_time_s": wall, "data": DATA,
+              "stopped_early": None, "best": trials[0], "trials": trials}
+    (folder / "results.json").write_text(json.dumps(search))
+    (folder / "final").mkdir()
+    final = {"test_accuracy": test_accuracy, "wall_time_s": 30.0,
+             "hyperparameters": {"learning_rate": 0.001}, "decision": "first champion"}
+    (folder / "final" / "final.json").write_text(json.dumps(final))
+
+
+@pytest.fixture
+def study(tmp_path):
+    _stage(tmp_path / "0_baseline", 0.97, 0.975, 60.0)
+    _stage(tmp_path / "1_cnn", 0.98, 0.983, 300.0)
+    _stage(tmp_path / "2_cnn_plus", 0.99, 0.992, 900.0)
+    return tmp_path
+
+
+def test_table_lists_each_stage_beside_the_seed_study(study):
+    stages = collect(study)
+    assert [s["stage"] for s in stages] == ["baseline", "cnn", "cnn_plus"]
+    assert stages[2]["wall_time_s"] == 930.0
+    table = format_table(stages).splitlines()
+    assert table[2] == ("| seed study's default model (no search) | 1 | 97.00% | 97.50% | 96% | "
+                        "1 min 30 s |")
+    assert table[4].endswith("| 99.20% | - | 15 min 30 s |")
+
+
+def test_readme_section_is_replaced_in_place(study, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title\n{README_START}\nold table\n{README_END}\nafter\n")
+    assert main([str(study), "--readme", str(readme)]) == 0
+    content = readme.read_text()
+    assert "old table" not in content and content.endswith(f"{README_END}\nafter\n")
+    assert "| tuned, improved space | 1 | 99.00% | 99.20% |" in content
+    assert "Whole study: 22.5 min" in capsys.readouterr().out
+
+
+def test_missing_folder_is_a_clear_error(tmp_path, capsys):
+    assert main([str(tmp_path / "nothing")]) == 2
+    assert capsys.readouterr().err.startswith("error: no such folder")
