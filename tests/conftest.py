@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -77,6 +81,16 @@ def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Completed
     )
 
 
+@pytest.fixture(scope="session")
+def tiny_dataset():
+    """300 training digits of the bundled sample (validation and test as usual)."""
+    from src.data import load_dataset
+
+    data_cfg = {"name": "mnist_10k", "path": None, "test_size": 1000, "split_seed": 0,
+                "max_train_examples": 300}
+    return load_dataset(data_cfg, val_fraction=0.05)
+
+
 @pytest.fixture
 def fashion_mnist() -> Path:
     """The Fashion-MNIST IDX folder from Debian's dataset-fashion-mnist (CI installs it)."""
@@ -85,3 +99,45 @@ def fashion_mnist() -> Path:
             pytest.fail(f"{FASHION_MNIST} is missing: .ci/run must install dataset-fashion-mnist")
         pytest.skip("apt-get install dataset-fashion-mnist to run the IDX tests")
     return FASHION_MNIST
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `predicate` until it holds, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def http_service(
+    command: Sequence[str], ready_path: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> Iterator[str]:
+    """Start `command` (with `{port}` filled in) on a free loopback port; yield its URL.
+
+    The process gets a session of its own and is stopped, with everything it started, at exit.
+    """
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    process = subprocess.Popen(
+        [part.format(port=port) for part in command], env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            with loopback.open(f"{url}{ready_path}", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    try:
+        wait_for(ready, timeout, f"{command[2:4]} to answer {ready_path}")
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)

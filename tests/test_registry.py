@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import urllib.request
@@ -12,10 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO_ROOT, TINY_OVERRIDES, compose_config, loopback, sqlite_uri
+from conftest import (
+    REPO_ROOT,
+    TINY_OVERRIDES,
+    compose_config,
+    http_service,
+    loopback,
+    sqlite_uri,
+)
 from mlflow import MlflowClient
 from PIL import Image
-from test_tracking import _free_port, _wait_for
 
 from src.data import load_dataset
 from src.registry import run_final_stage
@@ -43,38 +48,41 @@ def config(folder, *overrides):
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory):
-    """One store with three registered versions: weak, strong, weak again."""
+    """One store with four registered versions: weak, strong, strong again (a tie), weak."""
     folder = tmp_path_factory.mktemp("registry")
     weak = ("data.max_train_examples=20", "final.epochs=1")
     strong = ("data.max_train_examples=600", "final.epochs=3")
     finals = [search_and_finalize(config(folder, *overrides))[1]
-              for overrides in (weak, strong, weak)]
+              for overrides in (weak, strong, strong, weak)]
     return folder, finals
 
 
 def test_versions_get_challenger_and_champion_only_when_better(registry):
-    folder, (first, second, third) = registry
+    folder, (first, second, tie, third) = registry
     client = MlflowClient(sqlite_uri(folder))
-    assert [f.model_version for f in (first, second, third)] == ["1", "2", "3"]
+    assert [f.model_version for f in (first, second, tie, third)] == ["1", "2", "3", "4"]
     assert first.promoted and first.champion_accuracy is None
     assert second.test_accuracy > first.test_accuracy
-    assert second.promoted and second.champion_accuracy == pytest.approx(first.test_accuracy)
+    assert second.promoted
+    assert second.champion_accuracy == first.test_accuracy  # counted the same way, exactly
+    assert tie.test_accuracy == second.test_accuracy and not tie.promoted  # a tie is no win
     assert not third.promoted
-    assert third.champion_accuracy == pytest.approx(second.test_accuracy)
+    assert third.champion_accuracy == second.test_accuracy
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == "2"
-    assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == "3"
+    assert str(client.get_model_version_by_alias(MODEL, "challenger").version) == "4"
     final_run = client.get_run(third.run_id)
     assert final_run.data.tags["registry.promoted"] == "false"
     assert "stays behind champion version 2" in final_run.data.tags["registry.decision"]
     assert final_run.data.metrics["test_accuracy"] == pytest.approx(third.test_accuracy)
     assert final_run.data.metrics["champion_test_accuracy"] == pytest.approx(second.test_accuracy)
+    assert "stays behind" in client.get_run(tie.run_id).data.tags["registry.decision"]
     parent = client.get_run(final_run.data.tags["mlflow.parentRunId"])
     assert parent.data.metrics["test_accuracy"] == pytest.approx(third.test_accuracy)
     assert len(final_run.data.params) > 0 and "final_epochs" in final_run.data.params
 
 
 def test_figures_and_model_card_are_written_and_logged(registry):
-    folder, (first, _, _) = registry
+    folder, (first, *_) = registry
     final_dir = folder / "run0" / "final"
     expected = ["learning_curves.png", "confusion_matrix.png", "worst_misclassified.png",
                 "trial_scores.png", "model_card.md", "final.json"]
@@ -125,33 +133,16 @@ def _test_digits(count):
 def test_serving_answers_invocations_on_loopback(registry):
     folder, _ = registry
     images, _ = _test_digits(4)
-    port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/mnist-cnn@champion",
-         "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        env=_subprocess_env(folder), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            with loopback.open(f"{url}/ping", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    try:
-        _wait_for(ready, 120, "mlflow models serve /ping")
+    command = [sys.executable, "-m", "mlflow", "models", "serve",
+               "-m", "models:/mnist-cnn@champion", "--env-manager", "local",
+               "--host", "127.0.0.1", "--port", "{port}", "--workers", "1"]
+    with http_service(command, "/ping", _subprocess_env(folder)) as url:
         request = urllib.request.Request(
             f"{url}/invocations", data=json.dumps({"inputs": images.tolist()}).encode(),
             headers={"Content-Type": "application/json"},
         )
         with loopback.open(request, timeout=60) as response:
             served = np.asarray(json.load(response)["predictions"])
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
     import mlflow
 
     mlflow.set_tracking_uri(sqlite_uri(folder))

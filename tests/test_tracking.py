@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,23 +13,23 @@ import urllib.request
 import keras
 import keras_tuner
 import pytest
-from conftest import REPO_ROOT, TINY_OVERRIDES, loopback, run_cli, sqlite_uri
+from conftest import (
+    REPO_ROOT,
+    TINY_OVERRIDES,
+    http_service,
+    loopback,
+    run_cli,
+    sqlite_uri,
+    wait_for,
+)
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 import src.tuning as tuning
-from src.data import load_dataset
 from src.tracking import PARENT_RUN_FILE, tracked_search
 from src.tuning import TrialObserver, run_search
 
 PARENT_TAG = "mlflow.parentRunId"
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset():
-    data_cfg = {"name": "mnist_10k", "path": None, "test_size": 1000, "split_seed": 0,
-                "max_train_examples": 300}
-    return load_dataset(data_cfg, val_fraction=0.05)
 
 
 def tracked_run(cfg, dataset, *observers):
@@ -150,15 +149,6 @@ def test_interrupted_search_leaves_no_running_runs(tiny_config, tiny_dataset):
     assert sorted(r.info.status for r in children) == ["FINISHED", "KILLED"]
 
 
-def _wait_for(predicate, timeout, what):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_search_killed_mid_trial_resumes_into_the_same_parent(tmp_path):
     store = sqlite_uri(tmp_path)
     args = [*TINY_OVERRIDES, "tuner.max_trials=3", "training.epochs=4",
@@ -170,7 +160,7 @@ def test_search_killed_mid_trial_resumes_into_the_same_parent(tmp_path):
     )
     log_file = tmp_path / "run" / "run.log"
     try:
-        _wait_for(lambda: log_file.is_file() and "trial 2/3" in log_file.read_text(), 120,
+        wait_for(lambda: log_file.is_file() and "trial 2/3" in log_file.read_text(), 120,
                   "the second trial to start")
         time.sleep(1.0)  # into the trial's epochs
     finally:
@@ -197,39 +187,17 @@ def test_search_killed_mid_trial_resumes_into_the_same_parent(tmp_path):
     assert [t["status"] for t in results["trials"]] == ["COMPLETED"] * 3
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     """A real `mlflow server` on a free loopback port, stopped after the test."""
-    port = _free_port()
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1", "--backend-store-uri", sqlite_uri(tmp_path / "server"),
-         "--artifacts-destination", str(tmp_path / "server" / "artifacts")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
     (tmp_path / "server").mkdir()
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            with loopback.open(f"{url}/health", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    try:
-        _wait_for(healthy, 60, "mlflow server /health")
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
+               "--port", "{port}", "--workers", "1",
+               "--backend-store-uri", sqlite_uri(tmp_path / "server"),
+               "--artifacts-destination", str(tmp_path / "server" / "artifacts")]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    with http_service(command, "/health", env, timeout=60) as url:
         yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
 
 
 def test_tracking_server_serves_the_logged_runs(mlflow_server, tiny_config, tiny_dataset):

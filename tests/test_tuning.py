@@ -9,15 +9,7 @@ import keras_tuner
 import numpy as np
 import pytest
 
-from src.data import load_dataset
 from src.tuning import SearchFailed, TrialObserver, build_tuner, run_search
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset():
-    data_cfg = {"name": "mnist_10k", "path": None, "test_size": 1000, "split_seed": 0,
-                "max_train_examples": 300}
-    return load_dataset(data_cfg, val_fraction=0.05)
 
 
 @pytest.mark.parametrize("tuner", ["random", "bayesian", "grid", "hyperband"])
