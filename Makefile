@@ -9,7 +9,7 @@ comma := ,
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run quick reproduce ui serve test test-slow lint dataset clean
+.PHONY: help install run quick reproduce ui serve test lint dataset clean
 # The MLflow UI: the local store by default; MLFLOW_TRACKING_URI or STORE=... picks another.
 STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///mlruns/mlflow.db)
 UI_PORT ?= 5000
@@ -53,9 +53,6 @@ serve: $(STAMP) ## Serve the champion model at http://127.0.0.1:5001/invocations
 
 test: $(STAMP) ## Run the test suite (offline, a few minutes on 2 cores)
 	$(PYTHON) -m pytest $(ARGS)
-
-test-slow: $(STAMP) ## Run only the slow end-to-end tests
-	$(PYTHON) -m pytest -m slow $(ARGS)
 
 lint: $(STAMP) ## Lint with ruff
 	$(VENV)/bin/ruff check .
