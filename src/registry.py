@@ -15,7 +15,6 @@ import logging
 import tempfile
 import time
 from dataclasses import asdict, dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +30,8 @@ from omegaconf import DictConfig, OmegaConf
 from src import report
 from src.data import Dataset, Split
 from src.hypermodel import CNNHyperModel
-from src.tracking import MLflowTracker
-from src.tuning import SearchResult, configure_backend
+from src.tracking import MLflowTracker, installed_versions
+from src.tuning import SearchResult, configure_backend, keras_verbosity
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ def run_final_stage(
     # Through the hypermodel's fit, so a learning-rate schedule applies as in the search.
     history = hypermodel.fit(
         hp, model, images, labels, epochs=epochs, batch_size=training["batch_size"],
-        verbose={0: 0, 1: 2, 2: 1}[training["verbose"]],
+        verbose=keras_verbosity(training["verbose"]),
     ).history
 
     test = dataset.test
@@ -178,8 +177,9 @@ def _log_and_register(
     final.run_id = run.info.run_id
     params = [Param(name, str(value)) for name, value in final.hyperparameters.items()]
     params.append(Param("final_epochs", str(final.epochs)))
-    metrics = [Metric("test_accuracy", final.test_accuracy, 0, 0),
-               Metric("test_loss", final.test_loss, 0, 0)]
+    headline = [Metric("test_accuracy", final.test_accuracy, 0, 0),
+                Metric("test_loss", final.test_loss, 0, 0)]
+    metrics = [*headline]
     metrics += [Metric(f"test_accuracy_digit_{digit}", accuracy, 0, 0)
                 for digit, accuracy in enumerate(final.per_class_accuracy)]
     metrics += [Metric(f"final_{name}", float(value), 0, epoch)
@@ -188,7 +188,7 @@ def _log_and_register(
     for figure in figures:
         client.log_artifact(final.run_id, str(figure))
     # The parent carries the headline figures too, so the search list shows them.
-    client.log_batch(tracker.parent_run_id, metrics=metrics[:2])
+    client.log_batch(tracker.parent_run_id, metrics=headline)
 
     if not cfg.final.register:
         client.set_terminated(final.run_id, "FINISHED")
@@ -276,10 +276,5 @@ def _format(value: float | None) -> str:
 
 def _pip_requirements() -> list[str]:
     """The packages a served model needs, pinned to the versions that trained it."""
-    requirements = []
-    for package in ("keras", "tensorflow", "tensorflow-cpu", "numpy", "mlflow"):
-        try:
-            requirements.append(f"{package}=={metadata.version(package)}")
-        except metadata.PackageNotFoundError:
-            continue
-    return requirements
+    packages = ("keras", "tensorflow", "tensorflow-cpu", "numpy", "mlflow")
+    return [f"{name}=={version}" for name, version in installed_versions(packages).items()]

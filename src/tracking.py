@@ -23,7 +23,7 @@ import logging
 import subprocess
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
@@ -134,11 +134,7 @@ class MLflowTracker(TrialObserver):
         }
         if dataset.note:
             tags["data.note"] = dataset.note[:_MAX_TAG_LENGTH]
-        for package in _PACKAGES:
-            try:
-                tags[f"version.{package}"] = metadata.version(package)
-            except metadata.PackageNotFoundError:
-                continue
+        tags.update({f"version.{name}": v for name, v in installed_versions(_PACKAGES).items()})
         return tags
 
     def _dataset_input(self) -> DatasetInput:
@@ -325,6 +321,17 @@ def _sqlite_store_lock(uri: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def installed_versions(packages: Iterable[str]) -> dict[str, str]:
+    """The installed version of each package that is installed."""
+    versions = {}
+    for package in packages:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
 
 
 def flatten_config(cfg: DictConfig) -> dict[str, str]:

@@ -37,6 +37,11 @@ class SearchFailed(RuntimeError):
     """The search produced no usable result (every trial failed, or Keras Tuner gave up)."""
 
 
+def keras_verbosity(verbose: int) -> int:
+    """Keras' `fit(verbose=...)` for `training.verbose`: 1 is a line per epoch (Keras' 2)."""
+    return {0: 0, 1: 2, 2: 1}[verbose]
+
+
 def configure_backend(training: Mapping[str, Any]) -> None:
     """Seed every RNG, select the dtype policy and, on TensorFlow, op determinism.
 
@@ -293,8 +298,7 @@ def run_search(
             epochs=training["epochs"],
             batch_size=training["batch_size"],
             callbacks=callbacks,
-            # training.verbose 1 means a line per epoch, which is Keras' verbose=2.
-            verbose={0: 0, 1: 2, 2: 1}[training["verbose"]],
+            verbose=keras_verbosity(training["verbose"]),
         )
     except RuntimeError as error:  # Keras Tuner: too many consecutive failed trials
         stopped_early = str(error).splitlines()[0]
