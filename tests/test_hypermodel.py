@@ -79,7 +79,7 @@ def plus_space():
 @pytest.mark.parametrize("batch_norm", [True, False])
 def test_improved_space_builds_with_and_without_its_extras(plus_space, batch_norm):
     augment = 0.1 if batch_norm else 0.0
-    model, hp = _build(plus_space, conv_layers=6, batch_norm=batch_norm, augment_rotation=augment,
+    model, hp = _build(plus_space, conv_layers=4, batch_norm=batch_norm, augment_rotation=augment,
                        augment_translation=augment, augment_zoom=augment)
     names = [layer.__class__.__name__ for layer in model.layers]
     assert ("BatchNormalization" in names) is batch_norm
