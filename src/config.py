@@ -49,6 +49,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check_data(reader, "data")
     _check_mlflow(reader)
     _check_final(reader)
+    _check_distributed(reader)
 
 
 class _Reader:
@@ -110,6 +111,7 @@ def _check_training(reader: _Reader) -> None:
     reader.integer("training.batch_size", 1)
     reader.integer("training.early_stopping_patience", 0)
     reader.integer("training.seed", 0)
+    reader.integer("training.threads", 1, optional=True)
     reader.one_of("training.precision", PRECISIONS)
     val_fraction = reader.get("training.val_fraction")
     if not _is_number(val_fraction) or not 0 < val_fraction < 1:
@@ -267,3 +269,14 @@ def _check_final(reader: _Reader) -> None:
     reader.boolean("final.register")
     reader.text("final.model_name")
     reader.integer("final.epochs", 1, optional=True)
+
+
+def _check_distributed(reader: _Reader) -> None:
+    role = reader.get("distributed.role")
+    if role is not None and role not in ("chief", "worker"):
+        raise ConfigError(f"distributed.role={role!r}: expected null, chief or worker")
+    if role is not None:
+        reader.text("distributed.search_id")
+    timeout = reader.get("distributed.chief_timeout_s")
+    if not _is_number(timeout) or timeout <= 0:
+        raise ConfigError(f"distributed.chief_timeout_s={timeout!r}: expected a number > 0")

@@ -6,6 +6,7 @@
     python -m src.run data=mnist_10k training.epochs=10 tuner.max_trials=20
     python -m src.run -m tuner=random,bayesian,hyperband   # one search per tuner
     python -m src.run hydra.run.dir=outputs/runs/X resume=true   # continue an interrupted run
+    KERASTUNER_ORACLE_IP=... python -m src.run distributed.role=worker ...   # see the README
 
 Each run writes to its own folder under outputs/ (Hydra's run folder): the log,
 ``results.json`` and the tuner's state; MLflow gets a parent run with a child per trial.
@@ -22,6 +23,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import ConfigError, validate_config
+from src.distributed import DistributedError, configure_role
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,8 @@ def main(cfg: DictConfig) -> float:
     """
     try:
         validate_config(cfg)
-    except ConfigError as error:
+        configure_role(cfg.distributed)
+    except (ConfigError, DistributedError) as error:
         raise SystemExit(f"error: {error}") from None
 
     # Heavy imports only after the config is known to be good.
@@ -58,11 +61,13 @@ def main(cfg: DictConfig) -> float:
         )
         with tracked_search(cfg, dataset, resume=cfg.resume) as tracker:
             result = run_search(cfg, dataset, observers=[tracker] if tracker else [])
+            if result is None:  # a distributed worker: the chief has the results
+                return float("nan")
             if cfg.final.enabled:
                 from src.registry import run_final_stage
 
                 run_final_stage(cfg, dataset, result, tracker)
-    except (DataError, SearchFailed) as error:
+    except (DataError, DistributedError, SearchFailed) as error:
         raise SystemExit(f"error: {error}") from None
     except KeyboardInterrupt:
         log.error(

@@ -38,6 +38,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig, OmegaConf
 
 from src.data import Dataset
+from src.distributed import DistributedError, tuner_id
 from src.tuning import TrialObserver, error_line
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 # Saved in the tuner's project folder, so that a resumed search reopens its parent run.
 PARENT_RUN_FILE = "mlflow_parent_run_id.txt"
 TRIAL_ID_TAG = "trial_id"
+SEARCH_ID_TAG = "search_id"
+WORKER_TAG = "worker"
 # Without it MLflow 3's UI opens the experiment on its GenAI overview, which hides the runs.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # MLflow's limits per log_batch call and per tag value.
@@ -71,19 +74,32 @@ class MLflowTracker(TrialObserver):
         self.cfg = cfg
         self.dataset = dataset
         self.resume = resume
-        uri = str(cfg.mlflow.tracking_uri)
-        with _sqlite_store_lock(uri):
-            self.client = MlflowClient(tracking_uri=uri)  # creates a new store's tables
-            self.experiment_id = ensure_experiment(
-                self.client, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location
-            )
+        # Distributed: the chief opens the search's parent run, tagged with the search id;
+        # each worker finds it by that tag and logs its trials under it.
+        self.role = cfg.distributed.role
+        self.search_id = cfg.distributed.search_id
+        self.client, self.experiment_id = open_store(
+            str(cfg.mlflow.tracking_uri), cfg.mlflow.experiment_name, cfg.mlflow.artifact_location
+        )
         self.parent_run_id: str | None = None
         self.child_runs: dict[str, str] = {}
 
     # -- the search ------------------------------------------------------------------------
     def on_search_begin(self, tuner: keras_tuner.Tuner) -> None:
+        if self.role == "worker":
+            self.parent_run_id = self._distributed_parent()
+            if self.parent_run_id is None:
+                raise DistributedError(
+                    f"no MLflow run of search {self.search_id!r} in experiment "
+                    f"{self.cfg.mlflow.experiment_name!r} at {self.cfg.mlflow.tracking_uri}: "
+                    "the chief and its workers must share the tracking store"
+                )
+            log.info("MLflow: worker logs trials under parent run %s", self.parent_run_id)
+            return
         id_file = Path(tuner.project_dir) / PARENT_RUN_FILE
         previous = id_file.read_text().strip() if self.resume and id_file.is_file() else None
+        if self.role == "chief":
+            previous = self._distributed_parent()  # a restarted chief reopens its search
         if previous and not self._exists(previous):
             log.warning("MLflow: run %s is not in this store; starting a new parent run", previous)
             previous = None
@@ -98,6 +114,14 @@ class MLflowTracker(TrialObserver):
                 "MLflow: parent run %s in experiment %r at %s",
                 self.parent_run_id, self.cfg.mlflow.experiment_name, self.cfg.mlflow.tracking_uri,
             )
+
+    def _distributed_parent(self) -> str | None:
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.{SEARCH_ID_TAG} = '{self.search_id}' and tags.run_kind = 'search'",
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else None
 
     def _exists(self, run_id: str) -> bool:
         try:
@@ -121,6 +145,7 @@ class MLflowTracker(TrialObserver):
     def _search_tags(self) -> dict[str, str]:
         dataset = self.dataset
         tags = {
+            "run_kind": "search",
             "tuner": str(self.cfg.tuner.name),
             "search_space": str(self.cfg.search_space.name),
             "objective": str(self.cfg.tuner.objective),
@@ -132,6 +157,8 @@ class MLflowTracker(TrialObserver):
             "data.test_size": str(len(dataset.test)),
             MLFLOW_GIT_COMMIT: _git_commit(),
         }
+        if self.search_id:
+            tags[SEARCH_ID_TAG] = str(self.search_id)
         if dataset.note:
             tags["data.note"] = dataset.note[:_MAX_TAG_LENGTH]
         tags.update({f"version.{name}": v for name, v in installed_versions(_PACKAGES).items()})
@@ -162,6 +189,7 @@ class MLflowTracker(TrialObserver):
             "tuner": str(self.cfg.tuner.name),
             "run_kind": "trial",
             "attempt": str(attempts + 1),
+            WORKER_TAG: tuner_id(),
         }
         run = self.client.create_run(
             self.experiment_id, run_name=f"trial-{trial.trial_id}", tags=tags
@@ -214,7 +242,8 @@ class MLflowTracker(TrialObserver):
         self.client.set_terminated(run_id, "FINISHED" if completed else "FAILED")
 
     def on_search_end(self, tuner: keras_tuner.Tuner) -> None:
-        self.record_best(tuner)
+        if self.role != "worker":  # only the chief's oracle knows every trial
+            self.record_best(tuner)
 
     def record_best(self, tuner: keras_tuner.Tuner) -> None:
         """Tag each child with its rank and the parent with the best trial, as the tuner ranks."""
@@ -237,6 +266,12 @@ class MLflowTracker(TrialObserver):
         if self.parent_run_id is None:
             return
         child_status = "KILLED" if status == "KILLED" else "FAILED"
+        if self.role == "worker":
+            # The search is the chief's: a worker ends only the trial it was running.
+            for run_id in self.child_runs.values():
+                self.client.set_terminated(run_id, child_status)
+            self.child_runs.clear()
+            return
         for run in self._children("attributes.status = 'RUNNING'"):
             self.client.set_terminated(run.info.run_id, child_status)
         self.child_runs.clear()
@@ -281,6 +316,21 @@ def tracked_search(
         tracker.close(status)
 
 
+def open_store(
+    uri: str, experiment_name: str, artifact_location: str | None = None
+) -> tuple[MlflowClient, str]:
+    """A client of the store at ``uri`` and the experiment's id, both created if need be.
+
+    A tracking server chooses (and proxies) artifact locations itself: a local folder
+    configured for file stores would mean nothing to clients on other machines.
+    """
+    if uri.startswith(("http://", "https://")):
+        artifact_location = None
+    with sqlite_store_lock(uri):
+        client = MlflowClient(tracking_uri=uri)  # creates a new store's tables
+        return client, ensure_experiment(client, experiment_name, artifact_location)
+
+
 def ensure_experiment(
     client: MlflowClient, name: str, artifact_location: str | None = None
 ) -> str:
@@ -303,7 +353,7 @@ def ensure_experiment(
 
 
 @contextmanager
-def _sqlite_store_lock(uri: str) -> Iterator[None]:
+def sqlite_store_lock(uri: str) -> Iterator[None]:
     """Hold an exclusive lock beside a SQLite store while it may be created.
 
     MLflow creates a new SQLite store's tables on first use, and two processes doing that

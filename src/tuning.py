@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.config import HYPERBAND
 from src.data import Dataset
+from src.distributed import serve_oracle, tuner_id, wait_for_chief
 from src.hypermodel import CNNHyperModel
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,15 @@ def configure_backend(training: Mapping[str, Any]) -> None:
     Args:
         training: The ``training`` config node.
     """
+    threads = training.get("threads")
+    if threads and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        # Must come before TensorFlow's first op, which fixes its thread pools (the final
+        # stage calls this again, with the pools already set).
+        if tf.config.threading.get_intra_op_parallelism_threads() != threads:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
     keras.utils.set_random_seed(training["seed"])
     keras.config.set_dtype_policy(training["precision"])
     if training["deterministic"] and keras.backend.backend() == "tensorflow":
@@ -94,16 +104,36 @@ class ObservedTunerMixin:
         *args: Any,
         observers: Sequence[TrialObserver] = (),
         trial_seed: int = 0,
+        role: str | None = None,
+        chief_timeout_s: float = 300,
         **kwargs: Any,
     ) -> None:
         self.observers = list(observers)
         self.trial_seed = trial_seed
+        self.role = role
+        self.chief_timeout_s = chief_timeout_s
         super().__init__(*args, **kwargs)
+
+    def search(self, *fit_args: Any, **fit_kwargs: Any) -> None:
+        if self.role == "chief":
+            # Keras Tuner's chief serves the oracle and returns without calling the search
+            # hooks; call them here so that observers open and close the search (the MLflow
+            # parent run) on the chief, before any worker asks for a trial.
+            self.save()
+            self.on_search_begin()
+            serve_oracle(self.oracle)
+            self.on_search_end()
+            return
+        if self.role == "worker":
+            wait_for_chief(self.chief_timeout_s)
+        super().search(*fit_args, **fit_kwargs)
 
     def on_search_begin(self) -> None:
         super().on_search_begin()
-        # Keras Tuner's own multi-line display repeats what ProgressReporter says in one line.
-        self.oracle.verbose = 0
+        # Keras Tuner's own multi-line display repeats what ProgressReporter says in one
+        # line; on the chief, which runs no trial, it is the only news of the workers' trials.
+        if self.role != "chief":
+            self.oracle.verbose = 0
         for observer in self.observers:
             observer.on_search_begin(self)
 
@@ -151,6 +181,7 @@ def build_tuner(
     hypermodel: keras_tuner.HyperModel,
     observers: Sequence[TrialObserver] = (),
     trial_seed: int = 0,
+    **distributed: Any,
 ) -> keras_tuner.Tuner:
     """Instantiate the configured Keras Tuner class, wrapped with `ObservedTunerMixin`.
 
@@ -159,6 +190,7 @@ def build_tuner(
         hypermodel: The hypermodel to tune.
         observers: Receive the tuner's hooks, in order.
         trial_seed: The seed every trial starts from.
+        distributed: ``role`` (chief, worker or None) and ``chief_timeout_s``.
 
     Returns:
         The tuner, ready to ``search``.
@@ -168,7 +200,7 @@ def build_tuner(
     max_trials = kwargs.pop("max_trials", None) if tuner_cfg["_target_"] == HYPERBAND else None
     observed_class = type(f"Observed{tuner_class.__name__}", (ObservedTunerMixin, tuner_class), {})
     tuner = observed_class(
-        hypermodel=hypermodel, observers=observers, trial_seed=trial_seed, **kwargs
+        hypermodel=hypermodel, observers=observers, trial_seed=trial_seed, **distributed, **kwargs
     )
     if max_trials is not None:
         # Hyperband takes no max_trials, but the base Oracle honours it as a cap on trials.
@@ -253,8 +285,11 @@ def error_line(message: str | None) -> str | None:
 
 def run_search(
     cfg: DictConfig, dataset: Dataset, observers: Sequence[TrialObserver] = ()
-) -> SearchResult:
+) -> SearchResult | None:
     """Run the configured search on a dataset and write ``results.json``.
+
+    On a distributed worker (``distributed.role=worker``) it runs the trials the chief hands
+    out and returns None: the chief writes the results.
 
     Args:
         cfg: The validated root config.
@@ -262,7 +297,7 @@ def run_search(
         observers: Extra observers of the tuner's hooks (progress lines are always on).
 
     Returns:
-        Every trial and the best one.
+        Every trial and the best one (None on a worker).
 
     Raises:
         SearchFailed: no trial completed, or Keras Tuner stopped after too many failures.
@@ -276,7 +311,11 @@ def run_search(
 
     hypermodel = CNNHyperModel(search_space, dataset.input_shape, dataset.num_classes)
     progress = ProgressReporter()
-    tuner = build_tuner(tuner_cfg, hypermodel, [progress, *observers], training["seed"])
+    role = cfg.distributed.role
+    tuner = build_tuner(
+        tuner_cfg, hypermodel, [progress, *observers], training["seed"],
+        role=role, chief_timeout_s=cfg.distributed.chief_timeout_s,
+    )
     callbacks = [
         keras.callbacks.EarlyStopping(
             monitor=tuner_cfg["objective"], patience=training["early_stopping_patience"]
@@ -302,6 +341,13 @@ def run_search(
         )
     except RuntimeError as error:  # Keras Tuner: too many consecutive failed trials
         stopped_early = str(error).splitlines()[0]
+    if role == "worker":
+        # The chief holds the oracle: it summarises the search and runs the final stage.
+        log.info(
+            "worker %s: the chief has no more trials; this worker ran %d in %s",
+            tuner_id(), len(progress.durations), _duration(time.perf_counter() - start),
+        )
+        return None
     result = summarize(tuner, time.perf_counter() - start, dataset.describe())
     result.stopped_early = stopped_early
 
@@ -356,8 +402,11 @@ class ProgressReporter(TrialObserver):
         self.search_start = time.perf_counter()
 
     def _position(self, tuner: keras_tuner.Tuner) -> str:
+        created = _trials_created(tuner)
+        if created is None:  # a distributed worker sees only its own trials
+            return f"{len(self.durations) + 1} of this worker"
         total = tuner.oracle.max_trials
-        return f"{len(tuner.oracle.trials)}/{total}" if total else str(len(tuner.oracle.trials))
+        return f"{created}/{total}" if total else str(created)
 
     def on_trial_begin(self, tuner: keras_tuner.Tuner, trial: Trial) -> None:
         self.trial_start = time.perf_counter()
@@ -368,6 +417,7 @@ class ProgressReporter(TrialObserver):
 
     def on_trial_end(self, tuner: keras_tuner.Tuner, trial: Trial) -> None:
         now = time.perf_counter()
+        position = self._position(tuner)
         self.durations.append(now - self.trial_start)
         trial = tuner.oracle.get_trial(trial.trial_id)
         objective = tuner.oracle.objective.name
@@ -379,15 +429,22 @@ class ProgressReporter(TrialObserver):
             else "no best yet"
         )
         left = ""
-        if tuner.oracle.max_trials:
-            remaining = max(tuner.oracle.max_trials - len(tuner.oracle.trials), 0)
+        created = _trials_created(tuner)
+        if tuner.oracle.max_trials and created is not None:
+            remaining = max(tuner.oracle.max_trials - created, 0)
             mean = sum(self.durations) / len(self.durations)
             left = f", ~{_duration(remaining * mean)} left"
         log.info(
             "trial %s (id %s) %s in %s: %s | %s | elapsed %s%s",
-            self._position(tuner), trial.trial_id, trial.status, _duration(self.durations[-1]),
+            position, trial.trial_id, trial.status, _duration(self.durations[-1]),
             outcome, best, _duration(now - self.search_start), left,
         )
+
+
+def _trials_created(tuner: keras_tuner.Tuner) -> int | None:
+    """How many trials the oracle has created; None on a worker, whose oracle is remote."""
+    trials = getattr(tuner.oracle, "trials", None)  # Keras Tuner's OracleClient has none
+    return None if trials is None else len(trials)
 
 
 def _duration(seconds: float) -> str:

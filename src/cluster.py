@@ -1,0 +1,285 @@
+"""One distributed search on this machine: tracking server, chief, workers, supervised.
+
+    make distributed WORKERS=2                       # python -m src.cluster --workers 2
+    python -m src.cluster --workers 2 -- tuner=bayesian tuner.max_trials=12
+    python -m src.cluster --workers 3 --tracking-uri http://127.0.0.1:5002 -- experiment=quick
+
+It starts, in this order: PostgreSQL and an MLflow tracking server on it (``src.services``;
+skipped with ``--tracking-uri``), then ``python -m src.run`` as Keras Tuner's chief and as
+N workers on loopback, each with its own run folder under
+``outputs/distributed/<search id>/``. The chief serves the oracle and opens the MLflow
+parent run; the workers run the trials and log them under it; the chief then runs the
+final stage once. Every process it started is stopped when it ends, however it ends.
+
+Supervision is the part Keras Tuner leaves to its users: a worker that dies is restarted
+under the same ``KERASTUNER_TUNER_ID``, so the oracle hands it back its unfinished trial;
+after ``--max-restarts`` deaths it is given up, and once no worker is left the chief is
+sent SIGUSR1, which fails the orphaned trials instead of waiting for them forever
+(``src.distributed``). On one machine a worker should use one thread
+(``training.threads=1``, the default here) so that workers do not fight over cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from src.distributed import CHIEF_ID, ORACLE_IP, ORACLE_PORT, TUNER_ID
+from src.services import (
+    DEFAULT_ARTIFACTS,
+    DEFAULT_PG_DIR,
+    Postgres,
+    Service,
+    ServiceError,
+    free_port,
+    load_credentials,
+    mlflow_server,
+    start_mlflow,
+)
+
+log = logging.getLogger("src.cluster")
+
+OUTPUT_ROOT = Path("outputs") / "distributed"
+# Lines of the processes' logs worth echoing: the project's own log lines and errors.
+_ECHO_MARKERS = ("][src.", "error:", "Error:", "Error executing")
+
+
+@dataclass
+class Member:
+    """One process of the search: the chief or a worker."""
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
+    log_path: Path
+    service: Service | None = None
+    deaths: int = 0
+    finished: bool = False
+    given_up: bool = False
+
+    def start(self) -> None:
+        """Start (or restart) the process; its output goes to its log and, filtered, here."""
+        first = self.service is None
+        self.service = Service(self.name, self.command, self.log_path, self.env)
+        self.service.start(lambda: True, timeout=5)
+        if first:  # a restart appends to the same log, which is already followed
+            threading.Thread(target=_follow, args=(self.name, self.log_path), daemon=True).start()
+
+    @property
+    def pid(self) -> int | None:
+        return self.service.process.pid if self.service and self.service.process else None
+
+    def poll(self) -> int | None:
+        """The exit code once the process has ended, else None."""
+        return self.service.process.poll() if self.service and self.service.process else None
+
+
+def _follow(name: str, path: Path, stop_after_s: float = 24 * 3600) -> None:
+    """Echo the interesting new lines of a member's log, prefixed with its name."""
+    deadline = time.monotonic() + stop_after_s
+    with open(path, errors="replace") as handle:
+        handle.seek(0, os.SEEK_END)
+        while time.monotonic() < deadline:
+            line = handle.readline()
+            if not line:
+                time.sleep(0.3)
+                continue
+            if any(marker in line for marker in _ECHO_MARKERS):
+                print(f"[{name}] {line.rstrip()}", flush=True)
+
+
+def _run_command(overrides: Sequence[str], role: str, search_id: str, run_dir: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "src.run", *overrides,
+        f"distributed.role={role}", f"distributed.search_id={search_id}",
+        f"hydra.run.dir={run_dir}",
+    ]
+
+
+def _check_config(overrides: Sequence[str]) -> DictConfig:
+    """Validate the search's config here, before any process starts; return its mlflow node."""
+    from hydra import compose, initialize_config_dir
+
+    from src.config import validate_config
+
+    config_dir = Path(__file__).resolve().parents[1] / "conf"
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir)):
+        cfg = compose(config_name="config", overrides=list(overrides))
+    validate_config(cfg)
+    return cfg.mlflow
+
+
+def _prepare_store(tracking_uri: str, mlflow_cfg: DictConfig) -> None:
+    """Create the store's tables and the experiment once, before several processes race to."""
+    from src.tracking import open_store
+
+    open_store(tracking_uri, mlflow_cfg.experiment_name, mlflow_cfg.artifact_location)
+
+
+class Cluster:
+    """The supervisor of one distributed search (see the module docstring)."""
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.search_id = args.search_id or time.strftime("search-%Y%m%d-%H%M%S")
+        self.folder = OUTPUT_ROOT / self.search_id
+        self.services: list[Service | Postgres] = []
+        self.members: list[Member] = []
+
+    def run(self) -> int:
+        """Start everything, supervise until the chief ends, stop everything; the exit code."""
+        tracking_uri = ""
+        try:
+            mlflow_cfg = _check_config(self.args.overrides)
+        except Exception as error:  # a ConfigError, or Hydra's own for an unknown override
+            print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+            return 1
+        self.folder.mkdir(parents=True, exist_ok=True)
+        try:
+            tracking_uri = self.args.tracking_uri or self._start_tracking_server()
+            _prepare_store(tracking_uri, mlflow_cfg)
+            self._start_members(tracking_uri)
+            code = self._supervise()
+        except ServiceError as error:
+            print(f"error: {error}", file=sys.stderr)
+            code = 1
+        except KeyboardInterrupt:
+            log.error("interrupted: stopping the search (its runs end KILLED)")
+            code = 130
+        finally:
+            self._stop_all()
+        if code == 0:
+            self._report(tracking_uri)
+        return code
+
+    def _start_tracking_server(self) -> str:
+        credentials = load_credentials(create=True)
+        postgres = Postgres(self.args.pg_dir, credentials)
+        postgres.start()
+        self.services.append(postgres)
+        port = free_port()
+        server = mlflow_server(credentials.sqlalchemy_uri, self.args.artifacts, port,
+                               self.folder / "mlflow-server.log", credentials.environment())
+        self.services.append(server)
+        url = start_mlflow(server, port)
+        log.info("MLflow tracking server on PostgreSQL at %s", url)
+        return url
+
+    def _start_members(self, tracking_uri: str) -> None:
+        oracle = {ORACLE_IP: "127.0.0.1", ORACLE_PORT: str(free_port())}
+        base_env = {**os.environ, **oracle, "MLFLOW_TRACKING_URI": tracking_uri}
+        overrides = list(self.args.overrides)
+        if not any(o.startswith("training.threads=") for o in overrides):
+            overrides.append(f"training.threads={self.args.threads}")
+        names = [CHIEF_ID] + [f"worker-{i}" for i in range(self.args.workers)]
+        for name in names:
+            role = "chief" if name == CHIEF_ID else "worker"
+            member = Member(
+                name=name,
+                command=_run_command(overrides, role, self.search_id, self.folder / name),
+                env={**base_env, TUNER_ID: name},
+                log_path=self.folder / f"{name}.log",
+            )
+            member.start()
+            log.info("started %s (pid %d)", name, member.pid)
+            self.members.append(member)
+
+    def _supervise(self) -> int:
+        chief, workers = self.members[0], self.members[1:]
+        released = False
+        while True:
+            code = chief.poll()
+            if code is not None:
+                if code != 0:
+                    log.error("the chief exited with %d; see %s", code, chief.log_path)
+                return 0 if code == 0 else 1
+            for worker in workers:
+                self._check_worker(worker)
+            if not released and all(w.finished or w.given_up for w in workers):
+                if any(w.given_up for w in workers):
+                    # No worker will come back for the orphaned trials: let the chief finish.
+                    log.warning("no worker left; asking the chief to finish without them")
+                    os.kill(chief.pid, signal.SIGUSR1)
+                released = True
+            time.sleep(0.5)
+
+    def _check_worker(self, worker: Member) -> None:
+        if worker.finished or worker.given_up:
+            return
+        code = worker.poll()
+        if code is None:
+            return
+        if code == 0:
+            worker.finished = True
+            return
+        worker.deaths += 1
+        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        if worker.deaths > self.args.max_restarts:
+            worker.given_up = True
+            log.error("%s ended with %s for the %d. time; giving it up (see %s)",
+                      worker.name, how, worker.deaths, worker.log_path)
+            return
+        log.warning("%s ended with %s; restarting it under the same id (%d of %d restarts)",
+                    worker.name, how, worker.deaths, self.args.max_restarts)
+        worker.start()
+
+    def _stop_all(self) -> None:
+        for member in reversed(self.members):
+            if member.service is not None:
+                member.service.stop()
+        for service in reversed(self.services):
+            service.stop()
+
+    def _report(self, tracking_uri: str) -> None:
+        results = self.folder / CHIEF_ID / "results.json"
+        final = self.folder / CHIEF_ID / "final" / "final.json"
+        if results.is_file():
+            summary = json.loads(results.read_text())
+            best = summary.get("best") or {}
+            log.info("search %s: %d trials, best %s=%s (trial %s)", self.search_id,
+                     len(summary["trials"]), summary["objective"], best.get("score"),
+                     best.get("trial_id"))
+        if final.is_file():
+            log.info("final stage: test_accuracy=%s", json.loads(final.read_text()).get(
+                "test_accuracy"))
+        log.info("runs in MLflow at %s (experiment search_id tag %s); outputs in %s",
+                 tracking_uri, self.search_id, self.folder)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m src.cluster --workers N [options] [-- hydra overrides]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m src.cluster", description=__doc__.split("\n\n")[0],
+        epilog="Arguments after -- are Hydra overrides for the search (as for src.run).",
+    )
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--max-restarts", type=int, default=2,
+                        help="restarts of a dying worker before it is given up (default 2)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="training.threads of each process unless overridden (default 1)")
+    parser.add_argument("--search-id", help="the search's id (default: search-<time>)")
+    parser.add_argument("--tracking-uri",
+                        help="an MLflow store to use instead of starting PostgreSQL + a server")
+    parser.add_argument("--pg-dir", type=Path, default=DEFAULT_PG_DIR)
+    parser.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args(argv)
+    if args.workers < 1 or args.max_restarts < 0 or args.threads < 1:
+        parser.error("--workers and --threads must be >= 1, --max-restarts >= 0")
+    logging.basicConfig(level=logging.INFO, format="[cluster] %(message)s")
+    return Cluster(args).run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
