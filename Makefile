@@ -9,15 +9,18 @@ comma := ,
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run quick reproduce ui serve test lint dataset clean
+.PHONY: help install run quick reproduce distributed tracking-server ui serve test lint dataset \
+	clean
 # The MLflow UI: the local store by default; MLFLOW_TRACKING_URI or STORE=... picks another.
 STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///mlruns/mlflow.db)
 UI_PORT ?= 5000
 MODEL ?= models:/mnist-cnn@champion
 SERVE_PORT ?= 5001
+WORKERS ?= 2
+TRACKING_PORT ?= 5002
 
 help: ## Show this help
-	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -37,6 +40,12 @@ reproduce: $(STAMP) ## Rerun the whole study (baseline, seed space, improved spa
 	rm -rf outputs/reproduce
 	$(PYTHON) -m src.run -m experiment=reproduce $(ARGS)
 	$(PYTHON) -m src.study outputs/reproduce --readme README.md
+
+distributed: $(STAMP) ## One search over a chief and WORKERS workers into PostgreSQL + MLflow server
+	$(PYTHON) -m src.cluster --workers $(WORKERS) -- $(ARGS)
+
+tracking-server: $(STAMP) ## MLflow server on PostgreSQL at http://127.0.0.1:5002 (TRACKING_PORT=...)
+	$(PYTHON) -m src.services tracking-server --port $(TRACKING_PORT)
 
 ui: $(STAMP) ## Open the MLflow UI on the runs' store (http://127.0.0.1:5000; UI_PORT=... to change)
 	@mkdir -p mlruns

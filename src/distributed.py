@@ -38,7 +38,7 @@ ROLES = ("chief", "worker")
 _POLL_S = 0.5
 
 
-class DistributedError(RuntimeError):
+class DistributedError(Exception):
     """The distributed set-up is inconsistent, or the chief cannot be reached."""
 
 

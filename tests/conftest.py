@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
-import signal
-import socket
+import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
@@ -16,6 +17,8 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
+
+from src.services import Service, free_port, http_ok
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Tests log to stores under tmp_path, never to a server the environment points at.
@@ -72,11 +75,13 @@ def tiny_config(tmp_path: Path) -> Callable[..., DictConfig]:
 loopback = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
-def run_cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    """Run `python -m src.run ARGS` in a subprocess from `cwd`, as a user would."""
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 300, module: str = "src.run"
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m MODULE ARGS` in a subprocess from `cwd`, as a user would."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run(
-        [sys.executable, "-m", "src.run", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
     )
 
@@ -119,25 +124,37 @@ def http_service(
 
     The process gets a session of its own and is stopped, with everything it started, at exit.
     """
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen(
-        [part.format(port=port) for part in command], env=env, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, start_new_session=True,
-    )
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-
-    def ready() -> bool:
-        try:
-            with loopback.open(f"{url}{ready_path}", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    try:
-        wait_for(ready, timeout, f"{command[2:4]} to answer {ready_path}")
+    log_file = Path(tempfile.mkdtemp(prefix="mnist-hps-service-")) / "service.log"
+    service = Service(Path(command[0]).name, [p.format(port=port) for p in command], log_file, env)
+    with service.start(lambda: http_ok(f"{url}{ready_path}"), timeout):
         yield url
+    shutil.rmtree(log_file.parent, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_tracking_server() -> Iterator[str]:
+    """An MLflow tracking server on a PostgreSQL cluster of the test's own, both on free
+    loopback ports in a temporary folder; stopped and removed after the session."""
+    from src.services import Credentials, Postgres, ServiceError, mlflow_server, start_mlflow
+
+    folder = Path(tempfile.mkdtemp(prefix="mnist-hps-pg-"))
+    folder.chmod(0o755)  # PostgreSQL runs as the postgres user when the tests run as root
+    credentials = Credentials(user="mlflow", password=secrets.token_urlsafe(12),
+                              database="mlflow", port=free_port())
+    try:
+        postgres = Postgres(folder / "cluster", credentials)
+    except ServiceError as error:
+        if os.environ.get("CI"):
+            pytest.fail(f"{error}: .ci/run must install postgresql")
+        pytest.skip(str(error))
+    try:
+        with postgres.start():
+            port = free_port()
+            server = mlflow_server(credentials.sqlalchemy_uri, folder / "artifacts", port,
+                                   folder / "mlflow-server.log", credentials.environment())
+            with server:
+                yield start_mlflow(server, port)
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)

@@ -1,0 +1,299 @@
+"""Scale-out: Keras Tuner's chief and workers, the supervisor, PostgreSQL, parallel multirun.
+
+The end-to-end tests run `python -m src.cluster` against a real MLflow server on a real
+PostgreSQL cluster (`postgres_tracking_server`), every process on loopback and stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import keras_tuner
+import pytest
+from conftest import REPO_ROOT, TINY_OVERRIDES, run_cli, sqlite_uri, wait_for
+from mlflow import MlflowClient
+from mlflow.entities import ViewType
+
+from src.distributed import (
+    ORACLE_IP,
+    ORACLE_PORT,
+    TUNER_ID,
+    DistributedError,
+    configure_role,
+    fail_orphaned_trials,
+    serve_oracle,
+)
+from src.services import free_port
+
+PARENT = "mlflow.parentRunId"
+ROLE_DEFAULTS = {"search_id": "s1", "chief_timeout_s": 5}
+
+
+# -- roles -----------------------------------------------------------------------------------
+@pytest.fixture
+def kt_env(monkeypatch):
+    for name in (ORACLE_IP, ORACLE_PORT, TUNER_ID):
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_a_plain_run_has_no_role_and_a_stray_chief_address_is_refused(kt_env):
+    assert configure_role({"role": None, **ROLE_DEFAULTS}) is None
+    kt_env.setenv(ORACLE_IP, "127.0.0.1")
+    with pytest.raises(DistributedError, match="KERASTUNER_ORACLE_IP is set but distributed"):
+        configure_role({"role": None, **ROLE_DEFAULTS})
+
+
+def test_roles_need_keras_tuners_variables(kt_env):
+    with pytest.raises(DistributedError, match="needs KERASTUNER_ORACLE_IP and KERASTUNER_ORA"):
+        configure_role({"role": "chief", **ROLE_DEFAULTS})
+    kt_env.setenv(ORACLE_IP, "127.0.0.1")
+    kt_env.setenv(ORACLE_PORT, "http")
+    with pytest.raises(DistributedError, match="'http' is not a port number"):
+        configure_role({"role": "chief", **ROLE_DEFAULTS})
+    kt_env.setenv(ORACLE_PORT, "8000")
+    with pytest.raises(DistributedError, match="needs KERASTUNER_TUNER_ID"):
+        configure_role({"role": "worker", **ROLE_DEFAULTS})
+    kt_env.setenv(TUNER_ID, "chief-1")
+    with pytest.raises(DistributedError, match="without 'chief'"):
+        configure_role({"role": "worker", **ROLE_DEFAULTS})
+    kt_env.delenv(TUNER_ID)
+    assert configure_role({"role": "chief", **ROLE_DEFAULTS}) == "chief"
+    assert os.environ[TUNER_ID] == "chief"
+
+
+def test_a_role_without_a_search_id_fails_in_a_second_with_one_line(tmp_path):
+    start = time.monotonic()
+    result = run_cli("distributed.role=worker", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: distributed.search_id=None: expected a non-empty string"
+    )
+    assert time.monotonic() - start < 20
+
+
+def test_a_worker_without_a_chief_gives_up_with_a_clear_message(tmp_path, kt_env):
+    port = free_port()
+    for name, value in {ORACLE_IP: "127.0.0.1", ORACLE_PORT: str(port), TUNER_ID: "w0"}.items():
+        kt_env.setenv(name, value)
+    result = run_cli(*TINY_OVERRIDES, "distributed.role=worker", "distributed.search_id=s1",
+                     "distributed.chief_timeout_s=2", "mlflow.enabled=false",
+                     "hydra.run.dir=run", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"error: no chief answered at 127.0.0.1:{port} within 2s "
+        "(distributed.chief_timeout_s): start the chief first, or check the address"
+    )
+
+
+# -- the chief's way out -------------------------------------------------------------------
+def _oracle(tmp_path: Path) -> keras_tuner.Oracle:
+    hp = keras_tuner.HyperParameters()
+    hp.Choice("units", [8, 16, 32])
+    oracle = keras_tuner.oracles.RandomSearchOracle(
+        objective="val_accuracy", max_trials=3, hyperparameters=hp, seed=1
+    )
+    oracle._set_project_dir(str(tmp_path), "oracle")
+    return oracle
+
+
+def test_releasing_the_chief_fails_orphaned_trials_and_ends_its_loop(tmp_path, kt_env):
+    """Keras Tuner's own loop would wait forever for a worker that died mid-trial."""
+    from keras_tuner.src.distribute import oracle_chief
+
+    oracle = _oracle(tmp_path)
+    orphan = oracle.create_trial("worker-0")
+    assert not oracle_chief.exit_chief(oracle)  # what keeps Keras Tuner's chief waiting
+    kt_env.setenv(ORACLE_IP, "127.0.0.1")
+    kt_env.setenv(ORACLE_PORT, str(free_port()))
+    # SIGUSR1 as src.cluster sends it once no worker is left.
+    threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGUSR1)).start()
+    start = time.monotonic()
+    serve_oracle(oracle)
+    assert time.monotonic() - start < 10
+    trial = oracle.get_trial(orphan.trial_id)
+    assert trial.status == "FAILED"
+    assert "worker worker-0 stopped during this trial" in trial.message
+    assert oracle_chief.exit_chief(oracle)
+    assert fail_orphaned_trials(oracle) == []
+
+
+# -- end to end: the supervisor, the workers, the tracking server ---------------------------
+# Long enough trials (1,000 digits, 2 epochs) that a test can kill a worker mid-trial.
+CLUSTER_OVERRIDES = [*TINY_OVERRIDES, "data.max_train_examples=1000", "training.epochs=2",
+                     "tuner.max_trials=4"]
+
+
+def _cluster_command(search_id: str, tracking_uri: str, *options: str) -> list[str]:
+    return [sys.executable, "-m", "src.cluster", "--workers", "2", "--search-id", search_id,
+            "--tracking-uri", tracking_uri, *options, "--", *CLUSTER_OVERRIDES]
+
+
+def _search_runs(tracking_uri: str, search_id: str) -> tuple[object, list, list]:
+    """The search's parent run, its trial runs (deleted ones too) and its final run."""
+    client = MlflowClient(tracking_uri)
+    experiment = client.get_experiment_by_name("mnist-cnn")
+    runs = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL,
+                              max_results=1000)
+    parents = [r for r in runs if r.data.tags.get("search_id") == search_id]
+    assert len(parents) == 1
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get(PARENT) == parent.info.run_id]
+    trials = [r for r in children if r.data.tags.get("run_kind") == "trial"]
+    finals = [r for r in children if r.data.tags.get("run_kind") == "final"]
+    return parent, trials, finals
+
+
+def test_chief_and_two_workers_run_one_search_into_postgres(tmp_path, postgres_tracking_server):
+    result = run_cli(*_cluster_command("e2e", postgres_tracking_server)[3:], cwd=tmp_path,
+                     module="src.cluster", timeout=400)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    parent, trials, finals = _search_runs(postgres_tracking_server, "e2e")
+    assert parent.info.status == "FINISHED"
+    assert len(trials) == 4
+    assert sorted(r.data.tags["trial_id"] for r in trials) == ["0", "1", "2", "3"]
+    assert {r.info.status for r in trials} == {"FINISHED"}
+    assert {r.data.tags["worker"] for r in trials} == {"worker-0", "worker-1"}
+    assert all("val_accuracy" in r.data.metrics for r in trials)
+    assert len(finals) == 1 and finals[0].data.metrics["test_accuracy"] > 0.5
+    assert "best_trial_id" in parent.data.tags
+    assert (tmp_path / "outputs/distributed/e2e/chief/results.json").is_file()
+
+
+def _pid_of(search_id: str, member: str) -> int | None:
+    """The pid of a member process that src.cluster started (found by its run folder)."""
+    marker = f"hydra.run.dir=outputs/distributed/{search_id}/{member}".encode()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "cmdline").read_bytes().split(b"\0"):
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None
+
+
+def _kill_mid_trial(tracking_uri: str, search_id: str, member: str) -> str:
+    """Wait until `member` runs a trial, SIGKILL it, and return that trial's id."""
+    client = MlflowClient(tracking_uri)
+    running: list = []
+
+    def member_runs_a_trial() -> bool:
+        experiment = client.get_experiment_by_name("mnist-cnn")
+        running[:] = client.search_runs(
+            [experiment.experiment_id],
+            filter_string=f"tags.worker = '{member}' and attributes.status = 'RUNNING'",
+        )
+        return bool(running)
+
+    wait_for(member_runs_a_trial, 240, f"{member} to start a trial")
+    pid = _pid_of(search_id, member)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    return running[0].data.tags["trial_id"]
+
+
+def _start_cluster(tmp_path: Path, command: list[str]) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def test_a_worker_killed_mid_trial_is_restarted_and_the_search_completes(
+    tmp_path, postgres_tracking_server
+):
+    cluster = _start_cluster(tmp_path, _cluster_command("kill", postgres_tracking_server))
+    try:
+        killed_trial = _kill_mid_trial(postgres_tracking_server, "kill", "worker-0")
+        output, _ = cluster.communicate(timeout=400)
+    finally:
+        cluster.kill()
+    assert cluster.returncode == 0, output[-3000:]
+    assert "worker-0 ended with signal 9; restarting it under the same id" in output
+    parent, trials, _ = _search_runs(postgres_tracking_server, "kill")
+    assert parent.info.status == "FINISHED"
+    active = [r for r in trials if r.info.lifecycle_stage == "active"]
+    assert sorted(r.data.tags["trial_id"] for r in active) == ["0", "1", "2", "3"]
+    assert {r.info.status for r in active} == {"FINISHED"}
+    # The killed attempt ended KILLED (in MLflow's trash); the trial ran again on worker-0.
+    stale = [r for r in trials if r.info.lifecycle_stage == "deleted"]
+    assert [(r.data.tags["trial_id"], r.info.status) for r in stale] == [(killed_trial, "KILLED")]
+    rerun = next(r for r in active if r.data.tags["trial_id"] == killed_trial)
+    assert rerun.data.tags["worker"] == "worker-0" and rerun.data.tags["attempt"] == "2"
+
+
+@pytest.mark.slow
+def test_a_worker_that_never_comes_back_does_not_hang_the_chief(
+    tmp_path, postgres_tracking_server
+):
+    command = _cluster_command("gone", postgres_tracking_server, "--max-restarts", "0")
+    cluster = _start_cluster(tmp_path, command)
+    try:
+        lost_trial = _kill_mid_trial(postgres_tracking_server, "gone", "worker-0")
+        output, _ = cluster.communicate(timeout=400)
+    finally:
+        cluster.kill()
+    assert cluster.returncode == 0, output[-3000:]
+    assert "giving it up" in output and "asking the chief to finish without them" in output
+    parent, trials, finals = _search_runs(postgres_tracking_server, "gone")
+    assert parent.info.status == "FINISHED" and len(finals) == 1
+    statuses = {r.data.tags["trial_id"]: r.info.status for r in trials}
+    assert statuses.pop(lost_trial) == "FAILED"
+    assert set(statuses.values()) == {"FINISHED"}
+
+
+# -- the shared store ------------------------------------------------------------------------
+_LOG_RUNS = """
+import sys
+from mlflow import MlflowClient
+client = MlflowClient(sys.argv[1])
+experiment = client.get_experiment_by_name("concurrency")
+for i in range(15):
+    run = client.create_run(experiment.experiment_id, tags={"writer": sys.argv[2]})
+    client.log_metric(run.info.run_id, "i", i)
+    client.set_terminated(run.info.run_id)
+"""
+
+
+def test_postgres_backed_server_keeps_every_run_of_two_concurrent_writers(
+    postgres_tracking_server,
+):
+    client = MlflowClient(postgres_tracking_server)
+    if client.get_experiment_by_name("concurrency") is None:
+        client.create_experiment("concurrency")
+    writers = [
+        subprocess.Popen([sys.executable, "-c", _LOG_RUNS, postgres_tracking_server, name],
+                         stderr=subprocess.PIPE, text=True)
+        for name in ("a", "b")
+    ]
+    for writer in writers:
+        _, stderr = writer.communicate(timeout=120)
+        assert writer.returncode == 0, stderr[-2000:]
+    experiment = client.get_experiment_by_name("concurrency")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert sorted(r.data.tags["writer"] for r in runs) == ["a"] * 15 + ["b"] * 15
+    assert all(r.data.metrics["i"] in range(15) for r in runs)
+
+
+def test_joblib_multirun_logs_every_job(tmp_path):
+    store = sqlite_uri(tmp_path)
+    result = run_cli(
+        "-m", *TINY_OVERRIDES, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+        "tuner=random,grid", "final.enabled=false", f"mlflow.tracking_uri={store}",
+        "hydra.sweep.dir=sweep", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("mnist-cnn")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if PARENT not in r.data.tags]
+    assert sorted(p.data.tags["tuner"] for p in parents) == ["grid", "random"]
+    for parent in parents:
+        children = [r for r in runs if r.data.tags.get(PARENT) == parent.info.run_id]
+        assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}
