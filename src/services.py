@@ -294,9 +294,9 @@ class Postgres:
 # -- MLflow ---------------------------------------------------------------------------------
 def mlflow_server(
     backend_uri: str, artifacts_dir: Path, port: int, log_file: Path,
-    env: Mapping[str, str] | None = None,
+    env: Mapping[str, str] | None = None, host: str = "127.0.0.1",
 ) -> Service:
-    """An `mlflow server` on 127.0.0.1:port (not started): one worker, no job runner.
+    """An `mlflow server` on host:port (not started): one worker, no job runner.
 
     ``--workers 1`` and MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: ~7 s to answer and two
     processes, against ~18 s and a dozen with MLflow's defaults.
@@ -309,16 +309,16 @@ def mlflow_server(
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     command = [
-        str(bin_dir / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+        str(bin_dir / "mlflow"), "server", "--host", host, "--port", str(port),
         "--workers", "1", "--backend-store-uri", backend_uri,
         "--artifacts-destination", str(Path(artifacts_dir).resolve()),
     ]
     return Service(f"mlflow server on port {port}", command, log_file, server_env)
 
 
-def start_mlflow(server: Service, port: int, timeout: float = 90) -> str:
+def start_mlflow(server: Service, port: int, timeout: float = 90, host: str = "127.0.0.1") -> str:
     """Start an `mlflow_server` and return its URL once /health answers."""
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}"
     server.start(lambda: http_ok(f"{url}/health"), timeout)
     return url
 
@@ -328,9 +328,9 @@ def _tracking_server(args: argparse.Namespace) -> int:
     with Postgres(args.data_dir, credentials).start():
         server = mlflow_server(credentials.sqlalchemy_uri, args.artifacts, args.port,
                                Path(args.data_dir).parent / "mlflow-server.log",
-                               credentials.environment())
+                               credentials.environment(), host=args.host)
         with server:
-            url = start_mlflow(server, args.port)
+            url = start_mlflow(server, args.port, host=args.host)
             print(f"MLflow tracking server at {url} (PostgreSQL {credentials.database} on "
                   f"127.0.0.1:{credentials.port}); use it with MLFLOW_TRACKING_URI={url} or "
                   "mlflow=server; Ctrl-C stops both", flush=True)
@@ -352,6 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     server = commands.add_parser("tracking-server", help="PostgreSQL + mlflow server")
     server.add_argument("--port", type=int, default=DEFAULT_SERVER_PORT)
+    server.add_argument("--host", default="127.0.0.1",
+                        help="interface to serve on (default loopback only; 0.0.0.0: every one)")
     server.add_argument("--data-dir", type=Path, default=DEFAULT_PG_DIR)
     server.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS)
     args = parser.parse_args(argv)
