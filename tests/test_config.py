@@ -41,6 +41,7 @@ def test_default_config_is_the_documented_one(monkeypatch):
     assert cfg.search_space.learning_rate.max == 0.01
     assert list(cfg.search_space.conv_layers) == [2, 4, 6]
     assert cfg.tuner.seed == cfg.training.seed
+    assert cfg.distributed.role is None and cfg.training.threads is None
 
 
 def test_tracking_uri_follows_the_environment(monkeypatch):
@@ -84,6 +85,9 @@ BAD_VALUES = [
     ("resume=maybe", "resume='maybe'"),
     ("mlflow.enabled=1", "mlflow.enabled=1"),
     ("mlflow.experiment_name=''", "mlflow.experiment_name=''"),
+    ("training.threads=0", "training.threads=0"),
+    ("distributed.role=boss", "distributed.role='boss'"),
+    ("distributed.chief_timeout_s=0", "distributed.chief_timeout_s=0"),
 ]
 
 

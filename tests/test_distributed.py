@@ -78,6 +78,16 @@ def test_a_role_without_a_search_id_fails_in_a_second_with_one_line(tmp_path):
     assert time.monotonic() - start < 20
 
 
+def test_the_supervisor_rejects_a_bad_search_before_starting_anything(tmp_path):
+    result = run_cli("--workers", "2", "--", "training.epochs=0", cwd=tmp_path,
+                     module="src.cluster", timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: training.epochs=0: expected an integer >= 1"
+    ]
+    assert not (tmp_path / "outputs").exists()
+
+
 def test_a_worker_without_a_chief_gives_up_with_a_clear_message(tmp_path, kt_env):
     port = free_port()
     for name, value in {ORACLE_IP: "127.0.0.1", ORACLE_PORT: str(port), TUNER_ID: "w0"}.items():
