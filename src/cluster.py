@@ -32,6 +32,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from omegaconf import DictConfig
 
@@ -278,7 +279,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers < 1 or args.max_restarts < 0 or args.threads < 1:
         parser.error("--workers and --threads must be >= 1, --max-restarts >= 0")
     logging.basicConfig(level=logging.INFO, format="[cluster] %(message)s")
+    # SIGTERM (a scheduler, a test) stops the search like Ctrl-C: every process is stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     return Cluster(args).run()
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import keras_tuner
@@ -140,9 +141,11 @@ CLUSTER_OVERRIDES = [*TINY_OVERRIDES, "data.max_train_examples=1000", "training.
                      "tuner.max_trials=4"]
 
 
-def _cluster_command(search_id: str, tracking_uri: str, *options: str) -> list[str]:
+def _cluster_command(
+    search_id: str, tracking_uri: str, *options: str, overrides: Sequence[str] = CLUSTER_OVERRIDES
+) -> list[str]:
     return [sys.executable, "-m", "src.cluster", "--workers", "2", "--search-id", search_id,
-            "--tracking-uri", tracking_uri, *options, "--", *CLUSTER_OVERRIDES]
+            "--tracking-uri", tracking_uri, *options, "--", *overrides]
 
 
 def _search_runs(tracking_uri: str, search_id: str) -> tuple[object, list, list]:
@@ -161,8 +164,9 @@ def _search_runs(tracking_uri: str, search_id: str) -> tuple[object, list, list]
 
 
 def test_chief_and_two_workers_run_one_search_into_postgres(tmp_path, postgres_tracking_server):
-    result = run_cli(*_cluster_command("e2e", postgres_tracking_server)[3:], cwd=tmp_path,
-                     module="src.cluster", timeout=400)
+    command = _cluster_command("e2e", postgres_tracking_server,
+                               overrides=[*TINY_OVERRIDES, "tuner.max_trials=4"])
+    result = run_cli(*command[3:], cwd=tmp_path, module="src.cluster", timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     parent, trials, finals = _search_runs(postgres_tracking_server, "e2e")
     assert parent.info.status == "FINISHED"
@@ -209,22 +213,28 @@ def _kill_mid_trial(tracking_uri: str, search_id: str, member: str) -> str:
     return running[0].data.tags["trial_id"]
 
 
-def _start_cluster(tmp_path: Path, command: list[str]) -> subprocess.Popen[str]:
+def _run_and_kill_worker_0(
+    tmp_path: Path, tracking_uri: str, search_id: str, *options: str
+) -> tuple[int, str, str]:
+    """Run src.cluster, SIGKILL worker-0 mid-trial; the exit code, output and killed trial."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    cluster = subprocess.Popen(_cluster_command(search_id, tracking_uri, *options), cwd=tmp_path,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        killed_trial = _kill_mid_trial(tracking_uri, search_id, "worker-0")
+        output, _ = cluster.communicate(timeout=400)
+    finally:
+        if cluster.poll() is None:  # SIGTERM: the supervisor stops what it started
+            cluster.terminate()
+            cluster.wait(timeout=60)
+    return cluster.returncode, output, killed_trial
 
 
 def test_a_worker_killed_mid_trial_is_restarted_and_the_search_completes(
     tmp_path, postgres_tracking_server
 ):
-    cluster = _start_cluster(tmp_path, _cluster_command("kill", postgres_tracking_server))
-    try:
-        killed_trial = _kill_mid_trial(postgres_tracking_server, "kill", "worker-0")
-        output, _ = cluster.communicate(timeout=400)
-    finally:
-        cluster.kill()
-    assert cluster.returncode == 0, output[-3000:]
+    code, output, killed_trial = _run_and_kill_worker_0(tmp_path, postgres_tracking_server, "kill")
+    assert code == 0, output[-3000:]
     assert "worker-0 ended with signal 9; restarting it under the same id" in output
     parent, trials, _ = _search_runs(postgres_tracking_server, "kill")
     assert parent.info.status == "FINISHED"
@@ -242,14 +252,10 @@ def test_a_worker_killed_mid_trial_is_restarted_and_the_search_completes(
 def test_a_worker_that_never_comes_back_does_not_hang_the_chief(
     tmp_path, postgres_tracking_server
 ):
-    command = _cluster_command("gone", postgres_tracking_server, "--max-restarts", "0")
-    cluster = _start_cluster(tmp_path, command)
-    try:
-        lost_trial = _kill_mid_trial(postgres_tracking_server, "gone", "worker-0")
-        output, _ = cluster.communicate(timeout=400)
-    finally:
-        cluster.kill()
-    assert cluster.returncode == 0, output[-3000:]
+    code, output, lost_trial = _run_and_kill_worker_0(
+        tmp_path, postgres_tracking_server, "gone", "--max-restarts", "0"
+    )
+    assert code == 0, output[-3000:]
     assert "giving it up" in output and "asking the chief to finish without them" in output
     parent, trials, finals = _search_runs(postgres_tracking_server, "gone")
     assert parent.info.status == "FINISHED" and len(finals) == 1
