@@ -16,7 +16,8 @@ under the same ``KERASTUNER_TUNER_ID``, so the oracle hands it back its unfinish
 after ``--max-restarts`` deaths it is given up, and once no worker is left the chief is
 sent SIGUSR1, which fails the orphaned trials instead of waiting for them forever
 (``src.distributed``). On one machine a worker should use one thread
-(``training.threads=1``, the default here) so that workers do not fight over cores.
+(``training.threads=1``, the default here) so that workers do not fight over cores; the
+chief, which trains only in the final stage, keeps them all.
 """
 
 from __future__ import annotations
@@ -181,14 +182,18 @@ class Cluster:
         oracle = {ORACLE_IP: "127.0.0.1", ORACLE_PORT: str(free_port())}
         base_env = {**os.environ, **oracle, "MLFLOW_TRACKING_URI": tracking_uri}
         overrides = list(self.args.overrides)
+        # Workers train side by side, one thread each by default; the chief trains only in
+        # the final stage, after the workers are done, so it keeps every core.
+        worker_overrides = overrides
         if not any(o.startswith("training.threads=") for o in overrides):
-            overrides.append(f"training.threads={self.args.threads}")
+            worker_overrides = [*overrides, f"training.threads={self.args.threads}"]
         names = [CHIEF_ID] + [f"worker-{i}" for i in range(self.args.workers)]
         for name in names:
             role = "chief" if name == CHIEF_ID else "worker"
+            member_overrides = overrides if role == "chief" else worker_overrides
             member = Member(
                 name=name,
-                command=_run_command(overrides, role, self.search_id, self.folder / name),
+                command=_run_command(member_overrides, role, self.search_id, self.folder / name),
                 env={**base_env, TUNER_ID: name},
                 log_path=self.folder / f"{name}.log",
             )
@@ -268,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-restarts", type=int, default=2,
                         help="restarts of a dying worker before it is given up (default 2)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="training.threads of each process unless overridden (default 1)")
+                        help="training.threads of each worker unless overridden (default 1)")
     parser.add_argument("--search-id", help="the search's id (default: search-<time>)")
     parser.add_argument("--tracking-uri",
                         help="an MLflow store to use instead of starting PostgreSQL + a server")
