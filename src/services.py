@@ -216,20 +216,27 @@ class Postgres:
         self.bin = _postgres_bin()
         self.as_postgres = os.geteuid() == 0
 
-    def _run(self, *command: str, env: Mapping[str, str] | None = None) -> None:
+    def _run(self, *command: str, check: bool = True) -> int:
         prefix = ["runuser", "-u", "postgres", "--"] if self.as_postgres else []
         result = subprocess.run(
-            [*prefix, *command], capture_output=True, text=True, env=env, timeout=120,
+            [*prefix, *command], capture_output=True, text=True, timeout=120,
             cwd="/",  # runuser keeps the working folder, which the postgres user may not read
         )
-        if result.returncode != 0:
+        if check and result.returncode != 0:
             message = (result.stderr or result.stdout).strip().splitlines()
             raise ServiceError(f"{Path(command[0]).name} failed: {' | '.join(message[-3:])}")
+        return result.returncode
 
     def start(self) -> Postgres:
         """Create the cluster if missing, start it, create the database if missing."""
         if not (self.data_dir / "PG_VERSION").is_file():
             self._init_cluster()
+        elif self._run(str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "status",
+                       check=False) == 0:
+            raise ServiceError(
+                f"a PostgreSQL server already runs on {self.data_dir} (make tracking-server?): "
+                "stop it, or use its tracking server (src.cluster --tracking-uri URL)"
+            )
         log_file = self.data_dir / "server.log"
         options = (f"-c listen_addresses={self.credentials.host} -p {self.credentials.port} "
                    f"-k {self.data_dir}")
