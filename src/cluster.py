@@ -259,8 +259,11 @@ class Cluster:
         if final.is_file():
             log.info("final stage: test_accuracy=%s", json.loads(final.read_text()).get(
                 "test_accuracy"))
-        log.info("runs in MLflow at %s (experiment search_id tag %s); outputs in %s",
-                 tracking_uri, self.search_id, self.folder)
+        where = tracking_uri
+        if not self.args.tracking_uri:  # the server started here is stopped now
+            where = "the PostgreSQL store: `make tracking-server`, then http://127.0.0.1:5002"
+        log.info("runs in MLflow (tag search_id=%s) in %s; outputs in %s",
+                 self.search_id, where, self.folder)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
