@@ -173,9 +173,10 @@ def load_credentials(env_file: Path = ENV_FILE, create: bool = False) -> Credent
         if not create:
             raise ServiceError(f"no PGPASSWORD in the environment or in {env_file}")
         password = secrets.token_urlsafe(18)
-        with open(env_file, "a") as handle:
+        # Created private: never readable by others, not even for a moment.
+        descriptor = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(descriptor, "a") as handle:
             handle.write(f"PGPASSWORD={password}\n")
-        env_file.chmod(0o600)
         log.info("wrote a new database password to %s (git-ignored)", env_file)
     port = values.get("PGPORT") or str(DEFAULT_PG_PORT)
     if not port.isdigit():

@@ -313,3 +313,24 @@ def test_joblib_multirun_logs_every_job(tmp_path):
     for parent in parents:
         children = [r for r in runs if r.data.tags.get(PARENT) == parent.info.run_id]
         assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}
+
+
+def test_database_credentials_come_from_the_environment_or_a_private_env_file(
+    tmp_path, monkeypatch
+):
+    from src.services import ServiceError, load_credentials
+
+    for name in ("PGUSER", "PGPASSWORD", "PGDATABASE", "PGPORT"):
+        monkeypatch.delenv(name, raising=False)
+    env_file = tmp_path / ".env"
+    with pytest.raises(ServiceError, match="no PGPASSWORD"):
+        load_credentials(env_file)
+    created = load_credentials(env_file, create=True)
+    assert env_file.stat().st_mode & 0o777 == 0o600
+    assert load_credentials(env_file).password == created.password  # read back, not renewed
+    env_file.write_text("PGPASSWORD=from-file\nPGPORT=6000\n")
+    monkeypatch.setenv("PGPASSWORD", "from-env")  # the environment wins over the file
+    credentials = load_credentials(env_file)
+    assert credentials.password == "from-env"
+    assert (credentials.port, credentials.user) == (6000, "mlflow")
+    assert "from-env" not in credentials.sqlalchemy_uri  # never on a command line
