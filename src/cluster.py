@@ -124,7 +124,7 @@ def _check_config(overrides: Sequence[str]) -> DictConfig:
 
 def _prepare_store(tracking_uri: str, mlflow_cfg: DictConfig) -> None:
     """Create the store's tables and the experiment once, before several processes race to."""
-    from src.tracking import open_store
+    from src.mlflow_store import open_store
 
     open_store(tracking_uri, mlflow_cfg.experiment_name, mlflow_cfg.artifact_location)
 

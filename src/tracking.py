@@ -18,7 +18,6 @@ Store semantics, which the tests check:
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import subprocess
 import time
@@ -31,7 +30,6 @@ from typing import Any
 
 import keras_tuner
 from keras_tuner.engine.trial import Trial, TrialStatus
-from mlflow import MlflowClient
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_GIT_COMMIT, MLFLOW_PARENT_RUN_ID
@@ -39,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.data import Dataset
 from src.distributed import DistributedError, tuner_id
+from src.mlflow_store import open_store
 from src.tuning import TrialObserver, error_line
 
 log = logging.getLogger(__name__)
@@ -48,8 +47,6 @@ PARENT_RUN_FILE = "mlflow_parent_run_id.txt"
 TRIAL_ID_TAG = "trial_id"
 SEARCH_ID_TAG = "search_id"
 WORKER_TAG = "worker"
-# Without it MLflow 3's UI opens the experiment on its GenAI overview, which hides the runs.
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # MLflow's limits per log_batch call and per tag value.
 _MAX_PARAMS_PER_BATCH = 100
 _MAX_TAG_LENGTH = 5000
@@ -314,63 +311,6 @@ def tracked_search(
         raise
     finally:
         tracker.close(status)
-
-
-def open_store(
-    uri: str, experiment_name: str, artifact_location: str | None = None
-) -> tuple[MlflowClient, str]:
-    """A client of the store at ``uri`` and the experiment's id, both created if need be.
-
-    A tracking server chooses (and proxies) artifact locations itself: a local folder
-    configured for file stores would mean nothing to clients on other machines.
-    """
-    if uri.startswith(("http://", "https://")):
-        artifact_location = None
-    with sqlite_store_lock(uri):
-        client = MlflowClient(tracking_uri=uri)  # creates a new store's tables
-        return client, ensure_experiment(client, experiment_name, artifact_location)
-
-
-def ensure_experiment(
-    client: MlflowClient, name: str, artifact_location: str | None = None
-) -> str:
-    """Return the experiment's id, creating it (tagged for the UI's training view) if needed."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        location = None
-        if artifact_location and "://" not in artifact_location:
-            location = Path(artifact_location).resolve().as_uri()
-        try:
-            return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
-        except Exception:  # another process created it first
-            experiment = client.get_experiment_by_name(name)
-            if experiment is None:
-                raise
-    if experiment.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
-        for key, value in EXPERIMENT_KIND.items():
-            client.set_experiment_tag(experiment.experiment_id, key, value)
-    return experiment.experiment_id
-
-
-@contextmanager
-def sqlite_store_lock(uri: str) -> Iterator[None]:
-    """Hold an exclusive lock beside a SQLite store while it may be created.
-
-    MLflow creates a new SQLite store's tables on first use, and two processes doing that
-    at once crash ("table ... already exists"); a parallel multirun's first jobs would.
-    """
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    database = Path(uri.removeprefix("sqlite:///"))
-    # SQLite creates the database file but not the folder holding it.
-    database.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{database}.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def installed_versions(packages: Iterable[str]) -> dict[str, str]:

@@ -134,10 +134,10 @@ def test_cli_rejects_unknown_tuner(tmp_path):
     assert "Could not find 'tuner/nonsense'" in result.stderr
 
 
-def test_validation_does_not_import_tensorflow():
+def test_validation_and_the_supervisor_do_not_import_tensorflow():
     code = (
         "import sys; from conftest import compose_config; from src.config import validate_config; "
-        "validate_config(compose_config()); import src.run; "
+        "validate_config(compose_config()); import src.run, src.cluster, src.mlflow_store; "
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'heavy import'"
     )
     result = subprocess.run(
