@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import shutil
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ from mlflow.entities import Metric
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from src.services import Credentials, Postgres, free_port, mlflow_server, start_mlflow  # noqa: E402
+from src.services import scratch_tracking_server  # noqa: E402
 
 
 def run_search(workers: int, tracking_uri: str, args: argparse.Namespace, cwd: Path) -> dict:
@@ -105,22 +104,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200, help="log_batch calls timed")
     args = parser.parse_args()
 
-    folder = Path(tempfile.mkdtemp(prefix="bench-scaling-"))
-    folder.chmod(0o755)  # PostgreSQL runs as the postgres user under root
-    credentials = Credentials(user="mlflow", password=secrets.token_urlsafe(12),
-                              database="mlflow", port=free_port())
-    try:
-        with Postgres(folder / "cluster", credentials).start():
-            port = free_port()
-            server = mlflow_server(credentials.sqlalchemy_uri, folder / "artifacts", port,
-                                   folder / "mlflow-server.log", credentials.environment())
-            with server:
-                url = start_mlflow(server, port)
-                runs = [run_search(workers, url, args, folder) for workers in (1, 2)]
-                server_ms = log_latency_ms(url, args.repeats)
-        sqlite_ms = log_latency_ms(f"sqlite:///{folder / 'latency.db'}", args.repeats)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    with scratch_tracking_server() as url:
+        with tempfile.TemporaryDirectory() as folder:
+            runs = [run_search(workers, url, args, Path(folder)) for workers in (1, 2)]
+            sqlite_ms = log_latency_ms(f"sqlite:///{Path(folder) / 'latency.db'}", args.repeats)
+        server_ms = log_latency_ms(url, args.repeats)
 
     print(f"\nsearch: random, seed space, {args.trials} trials x {args.epochs} epochs, "
           "8,100 digits, single-threaded workers, tracking server on PostgreSQL")

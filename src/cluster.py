@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -41,13 +42,11 @@ from src.distributed import CHIEF_ID, ORACLE_IP, ORACLE_PORT, TUNER_ID
 from src.services import (
     DEFAULT_ARTIFACTS,
     DEFAULT_PG_DIR,
-    Postgres,
     Service,
     ServiceError,
     free_port,
     load_credentials,
-    mlflow_server,
-    start_mlflow,
+    tracking_server,
 )
 
 log = logging.getLogger("src.cluster")
@@ -87,12 +86,12 @@ class Member:
         return self.service.process.poll() if self.service and self.service.process else None
 
 
-def _follow(name: str, path: Path, stop_after_s: float = 24 * 3600) -> None:
-    """Echo the interesting new lines of a member's log, prefixed with its name."""
-    deadline = time.monotonic() + stop_after_s
+def _follow(name: str, path: Path) -> None:
+    """Echo the interesting new lines of a member's log, prefixed with its name (a daemon
+    thread: it ends with the supervisor)."""
     with open(path, errors="replace") as handle:
         handle.seek(0, os.SEEK_END)
-        while time.monotonic() < deadline:
+        while True:
             line = handle.readline()
             if not line:
                 time.sleep(0.3)
@@ -136,7 +135,7 @@ class Cluster:
         self.args = args
         self.search_id = args.search_id or time.strftime("search-%Y%m%d-%H%M%S")
         self.folder = OUTPUT_ROOT / self.search_id
-        self.services: list[Service | Postgres] = []
+        self.services = ExitStack()  # the tracking server, stopped after the members
         self.members: list[Member] = []
 
     def run(self) -> int:
@@ -166,15 +165,10 @@ class Cluster:
         return code
 
     def _start_tracking_server(self) -> str:
-        credentials = load_credentials(create=True)
-        postgres = Postgres(self.args.pg_dir, credentials)
-        postgres.start()
-        self.services.append(postgres)
-        port = free_port()
-        server = mlflow_server(credentials.sqlalchemy_uri, self.args.artifacts, port,
-                               self.folder / "mlflow-server.log", credentials.environment())
-        self.services.append(server)
-        url = start_mlflow(server, port)
+        server = tracking_server(self.args.pg_dir, self.args.artifacts,
+                                 load_credentials(create=True), free_port(),
+                                 self.folder / "mlflow-server.log")
+        url = self.services.enter_context(server)
         log.info("MLflow tracking server on PostgreSQL at %s", url)
         return url
 
@@ -244,8 +238,7 @@ class Cluster:
         for member in reversed(self.members):
             if member.service is not None:
                 member.service.stop()
-        for service in reversed(self.services):
-            service.stop()
+        self.services.close()
 
     def _report(self, tracking_uri: str) -> None:
         results = self.folder / CHIEF_ID / "results.json"

@@ -29,7 +29,8 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -331,26 +332,54 @@ def start_mlflow(server: Service, port: int, timeout: float = 90, host: str = "1
     return url
 
 
+@contextmanager
+def tracking_server(
+    pg_dir: Path, artifacts_dir: Path, credentials: Credentials, port: int, log_file: Path,
+    host: str = "127.0.0.1",
+) -> Iterator[str]:
+    """PostgreSQL in ``pg_dir`` and an MLflow server on it; yields the server's URL and
+    stops both at exit."""
+    with Postgres(pg_dir, credentials).start():
+        server = mlflow_server(credentials.sqlalchemy_uri, artifacts_dir, port, log_file,
+                               credentials.environment(), host=host)
+        with server:
+            yield start_mlflow(server, port, host=host)
+
+
+@contextmanager
+def scratch_tracking_server() -> Iterator[str]:
+    """A throw-away `tracking_server` (temporary folder, random password, free loopback
+    ports) for tests and benchmarks; removed at exit."""
+    folder = Path(tempfile.mkdtemp(prefix="mnist-hps-pg-"))
+    folder.chmod(0o755)  # PostgreSQL runs as the postgres user when this runs as root
+    credentials = Credentials(user="mlflow", password=secrets.token_urlsafe(12),
+                              database="mlflow", port=free_port())
+    try:
+        with tracking_server(folder / "cluster", folder / "artifacts", credentials, free_port(),
+                             folder / "mlflow-server.log") as url:
+            yield url
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def _tracking_server(args: argparse.Namespace) -> int:
     credentials = load_credentials(create=True)
-    with Postgres(args.data_dir, credentials).start():
-        server = mlflow_server(credentials.sqlalchemy_uri, args.artifacts, args.port,
-                               Path(args.data_dir).parent / "mlflow-server.log",
-                               credentials.environment(), host=args.host)
-        with server:
-            url = start_mlflow(server, args.port, host=args.host)
-            print(f"MLflow tracking server at {url} (PostgreSQL {credentials.database} on "
-                  f"127.0.0.1:{credentials.port}); use it with MLFLOW_TRACKING_URI={url} or "
-                  "mlflow=server; Ctrl-C stops both", flush=True)
-            stop = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-            try:
-                while server.process is not None and server.process.poll() is None:
-                    time.sleep(1)
-            except KeyboardInterrupt:
-                pass
-            finally:
-                signal.signal(signal.SIGTERM, stop)
-    return 0
+    log_file = Path(args.data_dir).parent / "mlflow-server.log"
+    with tracking_server(args.data_dir, args.artifacts, credentials, args.port, log_file,
+                         host=args.host) as url:
+        print(f"MLflow tracking server at {url} (PostgreSQL {credentials.database} on "
+              f"127.0.0.1:{credentials.port}); use it with MLFLOW_TRACKING_URI={url} or "
+              "mlflow=server; Ctrl-C stops both", flush=True)
+        stop = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            while http_ok(f"{url}/health", timeout=10):
+                time.sleep(2)
+            print(f"error: the MLflow server stopped answering; see {log_file}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            signal.signal(signal.SIGTERM, stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

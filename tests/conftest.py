@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -128,33 +127,25 @@ def http_service(
     url = f"http://127.0.0.1:{port}"
     log_file = Path(tempfile.mkdtemp(prefix="mnist-hps-service-")) / "service.log"
     service = Service(Path(command[0]).name, [p.format(port=port) for p in command], log_file, env)
-    with service.start(lambda: http_ok(f"{url}{ready_path}"), timeout):
-        yield url
-    shutil.rmtree(log_file.parent, ignore_errors=True)
+    try:
+        with service.start(lambda: http_ok(f"{url}{ready_path}"), timeout):
+            yield url
+    finally:
+        shutil.rmtree(log_file.parent, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def postgres_tracking_server() -> Iterator[str]:
-    """An MLflow tracking server on a PostgreSQL cluster of the test's own, both on free
+    """An MLflow tracking server on a PostgreSQL cluster of the session's own, both on free
     loopback ports in a temporary folder; stopped and removed after the session."""
-    from src.services import Credentials, Postgres, ServiceError, mlflow_server, start_mlflow
+    from src.services import ServiceError, scratch_tracking_server
 
-    folder = Path(tempfile.mkdtemp(prefix="mnist-hps-pg-"))
-    folder.chmod(0o755)  # PostgreSQL runs as the postgres user when the tests run as root
-    credentials = Credentials(user="mlflow", password=secrets.token_urlsafe(12),
-                              database="mlflow", port=free_port())
     try:
-        postgres = Postgres(folder / "cluster", credentials)
+        with scratch_tracking_server() as url:
+            yield url
     except ServiceError as error:
+        if "not installed" not in str(error):
+            raise
         if os.environ.get("CI"):
             pytest.fail(f"{error}: .ci/run must install postgresql")
         pytest.skip(str(error))
-    try:
-        with postgres.start():
-            port = free_port()
-            server = mlflow_server(credentials.sqlalchemy_uri, folder / "artifacts", port,
-                                   folder / "mlflow-server.log", credentials.environment())
-            with server:
-                yield start_mlflow(server, port)
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)

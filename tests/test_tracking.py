@@ -16,7 +16,6 @@ import pytest
 from conftest import (
     REPO_ROOT,
     TINY_OVERRIDES,
-    http_service,
     loopback,
     run_cli,
     sqlite_uri,
@@ -25,7 +24,9 @@ from conftest import (
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
+import src.services as services
 import src.tuning as tuning
+from src.services import free_port
 from src.tracking import PARENT_RUN_FILE, tracked_search
 from src.tuning import TrialObserver, run_search
 
@@ -189,15 +190,13 @@ def test_search_killed_mid_trial_resumes_into_the_same_parent(tmp_path):
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    """A real `mlflow server` on a free loopback port, stopped after the test."""
+    """A real `mlflow server` on a SQLite store and a free loopback port, stopped after."""
     (tmp_path / "server").mkdir()
-    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
-               "--port", "{port}", "--workers", "1",
-               "--backend-store-uri", sqlite_uri(tmp_path / "server"),
-               "--artifacts-destination", str(tmp_path / "server" / "artifacts")]
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    with http_service(command, "/health", env, timeout=60) as url:
-        yield url
+    port = free_port()
+    server = services.mlflow_server(sqlite_uri(tmp_path / "server"), tmp_path / "server" /
+                                    "artifacts", port, tmp_path / "server" / "server.log")
+    with server:
+        yield services.start_mlflow(server, port, timeout=60)
 
 
 def test_tracking_server_serves_the_logged_runs(mlflow_server, tiny_config, tiny_dataset):
