@@ -307,8 +307,9 @@ def mlflow_server(
 ) -> Service:
     """An `mlflow server` on host:port (not started): one worker, no job runner.
 
-    ``--workers 1`` and MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: ~7 s to answer and two
-    processes, against ~18 s and a dozen with MLflow's defaults.
+    ``--workers 1`` and MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false: /health answered after
+    6.0 s from 2 processes, against 11.8 s from 15 with MLflow's defaults (SQLite store,
+    measured here on 2 cores).
     """
     bin_dir = Path(sys.executable).parent
     server_env = {
