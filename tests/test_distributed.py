@@ -200,6 +200,8 @@ def _kill_mid_trial(tracking_uri: str, search_id: str, member: str) -> str:
 
     def member_runs_a_trial() -> bool:
         experiment = client.get_experiment_by_name("mnist-cnn")
+        if experiment is None:  # src.cluster has not prepared the store yet
+            return False
         running[:] = client.search_runs(
             [experiment.experiment_id],
             filter_string=f"tags.worker = '{member}' and attributes.status = 'RUNNING'",
