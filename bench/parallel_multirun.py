@@ -28,8 +28,11 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "basic launcher, sequential": [],
     "joblib, 2 jobs": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],
-    "joblib, 2 jobs, 1 thread each": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                                      "training.threads=1"],
+    "joblib, 2 jobs, 1 thread each": [
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "training.threads=1",
+    ],
 }
 
 
@@ -38,9 +41,16 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2)
     args = parser.parse_args()
-    sweep = ["-m", "tuner=random,bayesian,grid", "data=mnist_10k", "search_space=cnn",
-             f"tuner.max_trials={args.trials}", f"training.epochs={args.epochs}",
-             "training.verbose=0", "final.enabled=false"]
+    sweep = [
+        "-m",
+        "tuner=random,bayesian,grid",
+        "data=mnist_10k",
+        "search_space=cnn",
+        f"tuner.max_trials={args.trials}",
+        f"training.epochs={args.epochs}",
+        "training.verbose=0",
+        "final.enabled=false",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     env.pop("MLFLOW_TRACKING_URI", None)
     folder = Path(tempfile.mkdtemp(prefix="bench-multirun-"))
@@ -48,8 +58,15 @@ def main() -> None:
     try:
         for index, (name, launcher) in enumerate(VARIANTS.items()):
             store = f"mlflow.tracking_uri=sqlite:///{folder / f'{index}.db'}"
-            command = [sys.executable, "-m", "src.run", *sweep, *launcher, store,
-                       f"hydra.sweep.dir={folder / f'sweep{index}'}"]
+            command = [
+                sys.executable,
+                "-m",
+                "src.run",
+                *sweep,
+                *launcher,
+                store,
+                f"hydra.sweep.dir={folder / f'sweep{index}'}",
+            ]
             start = time.perf_counter()
             result = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
             times[name] = time.perf_counter() - start
@@ -58,8 +75,10 @@ def main() -> None:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
-    print(f"\n3 searches (random, bayesian, grid; {args.trials} trials x {args.epochs} epochs, "
-          "8,100 digits, no final stage), wall time with start-up:")
+    print(
+        f"\n3 searches (random, bayesian, grid; {args.trials} trials x {args.epochs} epochs, "
+        "8,100 digits, no final stage), wall time with start-up:"
+    )
     baseline = times["basic launcher, sequential"]
     for name, seconds in times.items():
         print(f"  {name:<32} {seconds:6.1f} s   speed-up {baseline / seconds:.2f}x")

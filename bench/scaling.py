@@ -46,11 +46,26 @@ def run_search(workers: int, tracking_uri: str, args: argparse.Namespace, cwd: P
     """One distributed search; its trial rate, wall time and mean epoch time."""
     search_id = f"scaling-{workers}w-{secrets.token_hex(3)}"
     command = [
-        sys.executable, "-m", "src.cluster", "--workers", str(workers), "--threads", "1",
-        "--search-id", search_id, "--tracking-uri", tracking_uri, "--",
-        "data=mnist_10k", "tuner=random", "search_space=cnn", f"tuner.max_trials={args.trials}",
-        f"training.epochs={args.epochs}", f"training.early_stopping_patience={args.epochs}",
-        "training.verbose=0", "final.enabled=false",
+        sys.executable,
+        "-m",
+        "src.cluster",
+        "--workers",
+        str(workers),
+        "--threads",
+        "1",
+        "--search-id",
+        search_id,
+        "--tracking-uri",
+        tracking_uri,
+        "--",
+        "data=mnist_10k",
+        "tuner=random",
+        "search_space=cnn",
+        f"tuner.max_trials={args.trials}",
+        f"training.epochs={args.epochs}",
+        f"training.early_stopping_patience={args.epochs}",
+        "training.verbose=0",
+        "final.enabled=false",
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     start = time.perf_counter()
@@ -66,17 +81,27 @@ def run_search(workers: int, tracking_uri: str, args: argparse.Namespace, cwd: P
         filter_string="tags.run_kind = 'trial' and attributes.status = 'FINISHED'",
         max_results=1000,
     )
-    parent = client.search_runs([experiment.experiment_id],
-                                filter_string=f"tags.search_id = '{search_id}'")[0]
+    parent = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.search_id = '{search_id}'"
+    )[0]
     trials = [t for t in trials if t.data.tags["mlflow.parentRunId"] == parent.info.run_id]
     span_s = (max(t.info.end_time for t in trials) - min(t.info.start_time for t in trials)) / 1000
-    epoch_s = statistics.mean((t.info.end_time - t.info.start_time) / 1000 / args.epochs
-                              for t in trials)
-    scores = sorted((t.data.tags["trial_id"], round(t.data.metrics["trial_score"], 6))
-                    for t in trials)
-    return {"workers": workers, "trials": len(trials), "span_s": span_s, "wall_s": wall,
-            "per_minute": len(trials) / span_s * 60, "epoch_s": epoch_s, "scores": scores,
-            "by_worker": sorted({t.data.tags["worker"] for t in trials})}
+    epoch_s = statistics.mean(
+        (t.info.end_time - t.info.start_time) / 1000 / args.epochs for t in trials
+    )
+    scores = sorted(
+        (t.data.tags["trial_id"], round(t.data.metrics["trial_score"], 6)) for t in trials
+    )
+    return {
+        "workers": workers,
+        "trials": len(trials),
+        "span_s": span_s,
+        "wall_s": wall,
+        "per_minute": len(trials) / span_s * 60,
+        "epoch_s": epoch_s,
+        "scores": scores,
+        "by_worker": sorted({t.data.tags["worker"] for t in trials}),
+    }
 
 
 def log_latency_ms(tracking_uri: str, repeats: int) -> float:
@@ -88,8 +113,10 @@ def log_latency_ms(tracking_uri: str, repeats: int) -> float:
     run_id = client.create_run(experiment_id).info.run_id
     times = []
     for epoch in range(repeats):
-        metrics = [Metric(key, 0.5, int(time.time() * 1000), epoch)
-                   for key in ("loss", "accuracy", "val_loss", "val_accuracy")]
+        metrics = [
+            Metric(key, 0.5, int(time.time() * 1000), epoch)
+            for key in ("loss", "accuracy", "val_loss", "val_accuracy")
+        ]
         start = time.perf_counter()
         client.log_batch(run_id, metrics=metrics)
         times.append(time.perf_counter() - start)
@@ -110,20 +137,28 @@ def main() -> None:
             sqlite_ms = log_latency_ms(f"sqlite:///{Path(folder) / 'latency.db'}", args.repeats)
         server_ms = log_latency_ms(url, args.repeats)
 
-    print(f"\nsearch: random, seed space, {args.trials} trials x {args.epochs} epochs, "
-          "8,100 digits, single-threaded workers, tracking server on PostgreSQL")
+    print(
+        f"\nsearch: random, seed space, {args.trials} trials x {args.epochs} epochs, "
+        "8,100 digits, single-threaded workers, tracking server on PostgreSQL"
+    )
     for run in runs:
-        print(f"  {run['workers']} worker(s): {run['trials']} trials in {run['span_s']:.1f} s "
-              f"of trials ({run['per_minute']:.2f} trials/min), {run['wall_s']:.1f} s wall with "
-              f"start-up; mean epoch {run['epoch_s']:.1f} s; workers {', '.join(run['by_worker'])}")
+        print(
+            f"  {run['workers']} worker(s): {run['trials']} trials in {run['span_s']:.1f} s "
+            f"of trials ({run['per_minute']:.2f} trials/min), {run['wall_s']:.1f} s wall with "
+            f"start-up; mean epoch {run['epoch_s']:.1f} s; workers {', '.join(run['by_worker'])}"
+        )
     one, two = runs
-    print(f"  speed-up 2 workers vs 1: {two['per_minute'] / one['per_minute']:.2f}x trials/min, "
-          f"{one['wall_s'] / two['wall_s']:.2f}x wall time")
+    print(
+        f"  speed-up 2 workers vs 1: {two['per_minute'] / one['per_minute']:.2f}x trials/min, "
+        f"{one['wall_s'] / two['wall_s']:.2f}x wall time"
+    )
     print(f"  same trial scores with 1 and 2 workers: {one['scores'] == two['scores']}")
-    print(f"tracking latency per logged epoch (median of {args.repeats} log_batch calls): "
-          f"server {server_ms:.1f} ms, SQLite file {sqlite_ms:.1f} ms; added by the server "
-          f"{server_ms - sqlite_ms:+.1f} ms = {(server_ms - sqlite_ms) / 10 / one['epoch_s']:.3f} "
-          f"% of a {one['epoch_s']:.1f} s epoch")
+    print(
+        f"tracking latency per logged epoch (median of {args.repeats} log_batch calls): "
+        f"server {server_ms:.1f} ms, SQLite file {sqlite_ms:.1f} ms; added by the server "
+        f"{server_ms - sqlite_ms:+.1f} ms = {(server_ms - sqlite_ms) / 10 / one['epoch_s']:.3f} "
+        f"% of a {one['epoch_s']:.1f} s epoch"
+    )
 
 
 if __name__ == "__main__":

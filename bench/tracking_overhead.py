@@ -32,8 +32,15 @@ from src.tuning import run_search
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
-TRACKER_WORK = ("__init__", "on_search_begin", "on_trial_begin", "on_epoch_end", "on_trial_end",
-                "on_search_end", "close")
+TRACKER_WORK = (
+    "__init__",
+    "on_search_begin",
+    "on_trial_begin",
+    "on_epoch_end",
+    "on_trial_end",
+    "on_search_end",
+    "close",
+)
 time_in_tracker = [0.0]
 
 
@@ -56,8 +63,11 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     workdir = Path(tempfile.mkdtemp(prefix="tracking-overhead-"))
     overrides = [
-        "data=mnist_10k", f"tuner.max_trials={args.trials}", f"training.epochs={args.epochs}",
-        "training.verbose=0", f"mlflow.tracking_uri=sqlite:///{workdir}/mlflow.db",
+        "data=mnist_10k",
+        f"tuner.max_trials={args.trials}",
+        f"training.epochs={args.epochs}",
+        "training.verbose=0",
+        f"mlflow.tracking_uri=sqlite:///{workdir}/mlflow.db",
         f"mlflow.artifact_location={workdir}/artifacts",
     ]
     with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
@@ -89,11 +99,15 @@ def main() -> None:
         print(f"tracking {'on ' if tracked else 'off'}: {timings[tracked][-1]:.1f} s")
 
     off, on = sum(timings[False]), sum(timings[True])
-    print(f"{args.trials} trials x {args.epochs} epochs, {len(dataset.train)} digits, "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"{args.trials} trials x {args.epochs} epochs, {len(dataset.train)} digits, "
+        f"{os.cpu_count()} CPUs"
+    )
     print(f"wall time with tracking / without: {on / off:.3f} ({on:.1f} s / {off:.1f} s)")
-    print(f"time inside the tracker: {time_in_tracker[0]:.2f} s of {on:.1f} s tracked "
-          f"({100 * time_in_tracker[0] / on:.2f}%)")
+    print(
+        f"time inside the tracker: {time_in_tracker[0]:.2f} s of {on:.1f} s tracked "
+        f"({100 * time_in_tracker[0] / on:.2f}%)"
+    )
     print(f"identical trial scores: {scores[True] == scores[False]}")
 
 

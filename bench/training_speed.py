@@ -24,9 +24,15 @@ from src.data import load_dataset
 from src.hypermodel import CNNHyperModel
 
 SEED_STUDY_BEST = {
-    "learning_rate": 0.001, "conv_layers": 4, "kernel_size": 3,
-    "filters_0": 32, "filters_1": 64, "filters_2": 64, "filters_3": 128,
-    "dropout": 0.25, "dense_units": 128,
+    "learning_rate": 0.001,
+    "conv_layers": 4,
+    "kernel_size": 3,
+    "filters_0": 32,
+    "filters_1": 64,
+    "filters_2": 64,
+    "filters_3": 128,
+    "dropout": 0.25,
+    "dense_units": 128,
 }
 
 
@@ -39,20 +45,31 @@ def train(dataset, space, precision: str, pipeline: str, epochs: int, batch: int
     model = CNNHyperModel(space, dataset.input_shape, dataset.num_classes).build(hp)
     train_split, val = dataset.train, dataset.val
     if pipeline == "tf.data":
-        data = (tf.data.Dataset.from_tensor_slices((train_split.images, train_split.labels))
-                .shuffle(len(train_split), seed=0).batch(batch).prefetch(tf.data.AUTOTUNE))
+        data = (
+            tf.data.Dataset.from_tensor_slices((train_split.images, train_split.labels))
+            .shuffle(len(train_split), seed=0)
+            .batch(batch)
+            .prefetch(tf.data.AUTOTUNE)
+        )
         val_data = tf.data.Dataset.from_tensor_slices((val.images, val.labels)).batch(batch)
         fit_args = dict(x=data, validation_data=val_data)
     else:
-        fit_args = dict(x=train_split.images, y=train_split.labels, batch_size=batch,
-                        validation_data=(val.images, val.labels))
+        fit_args = dict(
+            x=train_split.images,
+            y=train_split.labels,
+            batch_size=batch,
+            validation_data=(val.images, val.labels),
+        )
     model.fit(epochs=1, verbose=0, **fit_args)  # warm-up: tracing and compilation
     start = time.perf_counter()
     history = model.fit(epochs=epochs, verbose=0, **fit_args)
     per_epoch = (time.perf_counter() - start) / epochs
     _, test_accuracy = model.evaluate(dataset.test.images, dataset.test.labels, verbose=0)
-    return {"s_per_epoch": per_epoch, "val_accuracy": max(history.history["val_accuracy"]),
-            "test_accuracy": test_accuracy}
+    return {
+        "s_per_epoch": per_epoch,
+        "val_accuracy": max(history.history["val_accuracy"]),
+        "test_accuracy": test_accuracy,
+    }
 
 
 def main() -> None:
@@ -63,16 +80,24 @@ def main() -> None:
     space = OmegaConf.to_container(OmegaConf.load("conf/search_space/cnn.yaml"))
     data_cfg = OmegaConf.to_container(OmegaConf.load("conf/data/mnist_10k.yaml"))
     dataset = load_dataset(data_cfg, val_fraction=0.1)
-    variants = [("float32", "arrays"), ("float32", "tf.data"),
-                ("mixed_bfloat16", "arrays"), ("mixed_bfloat16", "tf.data")]
+    variants = [
+        ("float32", "arrays"),
+        ("float32", "tf.data"),
+        ("mixed_bfloat16", "arrays"),
+        ("mixed_bfloat16", "tf.data"),
+    ]
     results = {v: train(dataset, space, *v, args.epochs, args.batch_size) for v in variants}
     base = results[variants[0]]["s_per_epoch"]
-    print(f"{len(dataset.train)} training digits, {args.epochs} epochs after a warm-up epoch, "
-          f"batch {args.batch_size}, {os.cpu_count()} CPUs, TensorFlow {tf.__version__}")
+    print(
+        f"{len(dataset.train)} training digits, {args.epochs} epochs after a warm-up epoch, "
+        f"batch {args.batch_size}, {os.cpu_count()} CPUs, TensorFlow {tf.__version__}"
+    )
     print(f"{'precision':<16}{'input':<9}{'s/epoch':>9}{'vs base':>9}{'val_acc':>9}{'test_acc':>9}")
     for (precision, pipeline), r in results.items():
-        print(f"{precision:<16}{pipeline:<9}{r['s_per_epoch']:>9.2f}{r['s_per_epoch'] / base:>9.2f}"
-              f"{r['val_accuracy']:>9.4f}{r['test_accuracy']:>9.4f}")
+        print(
+            f"{precision:<16}{pipeline:<9}{r['s_per_epoch']:>9.2f}{r['s_per_epoch'] / base:>9.2f}"
+            f"{r['val_accuracy']:>9.4f}{r['test_accuracy']:>9.4f}"
+        )
 
 
 if __name__ == "__main__":

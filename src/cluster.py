@@ -102,8 +102,12 @@ def _follow(name: str, path: Path) -> None:
 
 def _run_command(overrides: Sequence[str], role: str, search_id: str, run_dir: Path) -> list[str]:
     return [
-        sys.executable, "-m", "src.run", *overrides,
-        f"distributed.role={role}", f"distributed.search_id={search_id}",
+        sys.executable,
+        "-m",
+        "src.run",
+        *overrides,
+        f"distributed.role={role}",
+        f"distributed.search_id={search_id}",
         f"hydra.run.dir={run_dir}",
     ]
 
@@ -165,9 +169,13 @@ class Cluster:
         return code
 
     def _start_tracking_server(self) -> str:
-        server = tracking_server(self.args.pg_dir, self.args.artifacts,
-                                 load_credentials(create=True), free_port(),
-                                 self.folder / "mlflow-server.log")
+        server = tracking_server(
+            self.args.pg_dir,
+            self.args.artifacts,
+            load_credentials(create=True),
+            free_port(),
+            self.folder / "mlflow-server.log",
+        )
         url = self.services.enter_context(server)
         log.info("MLflow tracking server on PostgreSQL at %s", url)
         return url
@@ -227,11 +235,21 @@ class Cluster:
         how = f"signal {-code}" if code < 0 else f"exit code {code}"
         if worker.deaths > self.args.max_restarts:
             worker.given_up = True
-            log.error("%s ended with %s for the %d. time; giving it up (see %s)",
-                      worker.name, how, worker.deaths, worker.log_path)
+            log.error(
+                "%s ended with %s for the %d. time; giving it up (see %s)",
+                worker.name,
+                how,
+                worker.deaths,
+                worker.log_path,
+            )
             return
-        log.warning("%s ended with %s; restarting it under the same id (%d of %d restarts)",
-                    worker.name, how, worker.deaths, self.args.max_restarts)
+        log.warning(
+            "%s ended with %s; restarting it under the same id (%d of %d restarts)",
+            worker.name,
+            how,
+            worker.deaths,
+            self.args.max_restarts,
+        )
         worker.start()
 
     def _stop_all(self) -> None:
@@ -246,33 +264,53 @@ class Cluster:
         if results.is_file():
             summary = json.loads(results.read_text())
             best = summary.get("best") or {}
-            log.info("search %s: %d trials, best %s=%s (trial %s)", self.search_id,
-                     len(summary["trials"]), summary["objective"], best.get("score"),
-                     best.get("trial_id"))
+            log.info(
+                "search %s: %d trials, best %s=%s (trial %s)",
+                self.search_id,
+                len(summary["trials"]),
+                summary["objective"],
+                best.get("score"),
+                best.get("trial_id"),
+            )
         if final.is_file():
-            log.info("final stage: test_accuracy=%s", json.loads(final.read_text()).get(
-                "test_accuracy"))
+            log.info(
+                "final stage: test_accuracy=%s", json.loads(final.read_text()).get("test_accuracy")
+            )
         where = tracking_uri
         if not self.args.tracking_uri:  # the server started here is stopped now
             where = "the PostgreSQL store: `make tracking-server`, then http://127.0.0.1:5002"
-        log.info("runs in MLflow (tag search_id=%s) in %s; outputs in %s",
-                 self.search_id, where, self.folder)
+        log.info(
+            "runs in MLflow (tag search_id=%s) in %s; outputs in %s",
+            self.search_id,
+            where,
+            self.folder,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m src.cluster --workers N [options] [-- hydra overrides]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m src.cluster", description=__doc__.split("\n\n")[0],
+        prog="python -m src.cluster",
+        description=__doc__.split("\n\n")[0],
         epilog="Arguments after -- are Hydra overrides for the search (as for src.run).",
     )
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    parser.add_argument("--max-restarts", type=int, default=2,
-                        help="restarts of a dying worker before it is given up (default 2)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="training.threads of each worker unless overridden (default 1)")
+    parser.add_argument(
+        "--max-restarts",
+        type=int,
+        default=2,
+        help="restarts of a dying worker before it is given up (default 2)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="training.threads of each worker unless overridden (default 1)",
+    )
     parser.add_argument("--search-id", help="the search's id (default: search-<time>)")
-    parser.add_argument("--tracking-uri",
-                        help="an MLflow store to use instead of starting PostgreSQL + a server")
+    parser.add_argument(
+        "--tracking-uri", help="an MLflow store to use instead of starting PostgreSQL + a server"
+    )
     parser.add_argument("--pg-dir", type=Path, default=DEFAULT_PG_DIR)
     parser.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS)
     parser.add_argument("overrides", nargs="*")

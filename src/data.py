@@ -235,9 +235,7 @@ def read_idx(file: Path, expected_magic: int) -> np.ndarray:
         )
     if len(content) < header_size:
         raise DataError(f"{file}: truncated inside its header")
-    shape = tuple(
-        int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)
-    )
+    shape = tuple(int.from_bytes(content[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected_size = int(np.prod(shape))
     payload = content[header_size:]
     if len(payload) != expected_size:
@@ -288,7 +286,10 @@ def _split(
         limit = data_cfg.get("max_train_examples")
         if limit is not None and limit < len(train_labels):
             train_images, _, train_labels, _ = train_test_split(
-                train_images, train_labels, train_size=limit, stratify=train_labels,
+                train_images,
+                train_labels,
+                train_size=limit,
+                stratify=train_labels,
                 random_state=seed,
             )
     except ValueError as error:  # e.g. a test or validation split smaller than the classes

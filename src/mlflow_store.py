@@ -32,9 +32,7 @@ def open_store(
         return client, ensure_experiment(client, experiment_name, artifact_location)
 
 
-def ensure_experiment(
-    client: MlflowClient, name: str, artifact_location: str | None = None
-) -> str:
+def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
     """Return the experiment's id, creating it (tagged for the UI's training view) if needed."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:

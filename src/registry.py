@@ -97,22 +97,31 @@ def run_final_stage(
     labels = np.concatenate([dataset.train.labels, dataset.val.labels])
     log.info(
         "final stage: retraining trial %s's configuration on %d digits for %d epochs",
-        best.trial_id, len(labels), epochs,
+        best.trial_id,
+        len(labels),
+        epochs,
     )
     # Through the hypermodel's fit, so a learning-rate schedule applies as in the search.
     history = hypermodel.fit(
-        hp, model, images, labels, epochs=epochs, batch_size=training["batch_size"],
+        hp,
+        model,
+        images,
+        labels,
+        epochs=epochs,
+        batch_size=training["batch_size"],
         verbose=keras_verbosity(training["verbose"]),
     ).history
 
     test = dataset.test
     # One pass over the test digits gives the loss, the accuracy and the figures.
     probabilities = model.predict(test.images, verbose=0)
-    test_loss = float(np.mean(
-        keras.ops.convert_to_numpy(
-            keras.losses.sparse_categorical_crossentropy(test.labels, probabilities)
+    test_loss = float(
+        np.mean(
+            keras.ops.convert_to_numpy(
+                keras.losses.sparse_categorical_crossentropy(test.labels, probabilities)
+            )
         )
-    ))
+    )
     predicted = probabilities.argmax(axis=1)
     # Counted exactly, as the champion is (Keras' float32 running mean can differ in the
     # last digits, which would let a tie count as a win).
@@ -182,13 +191,20 @@ def _log_and_register(
     final.run_id = run.info.run_id
     params = [Param(name, str(value)) for name, value in final.hyperparameters.items()]
     params.append(Param("final_epochs", str(final.epochs)))
-    headline = [Metric("test_accuracy", final.test_accuracy, 0, 0),
-                Metric("test_loss", final.test_loss, 0, 0)]
+    headline = [
+        Metric("test_accuracy", final.test_accuracy, 0, 0),
+        Metric("test_loss", final.test_loss, 0, 0),
+    ]
     metrics = [*headline]
-    metrics += [Metric(f"test_accuracy_digit_{digit}", accuracy, 0, 0)
-                for digit, accuracy in enumerate(final.per_class_accuracy)]
-    metrics += [Metric(f"final_{name}", float(value), 0, epoch)
-                for name, values in history.items() for epoch, value in enumerate(values)]
+    metrics += [
+        Metric(f"test_accuracy_digit_{digit}", accuracy, 0, 0)
+        for digit, accuracy in enumerate(final.per_class_accuracy)
+    ]
+    metrics += [
+        Metric(f"final_{name}", float(value), 0, epoch)
+        for name, values in history.items()
+        for epoch, value in enumerate(values)
+    ]
     client.log_batch(final.run_id, metrics=metrics, params=params)
     for figure in figures:
         client.log_artifact(final.run_id, str(figure))
@@ -212,9 +228,7 @@ def _log_and_register(
             mlflow.keras.save_model(
                 model,
                 str(saved),
-                signature=mlflow.models.infer_signature(
-                    example, model.predict(example, verbose=0)
-                ),
+                signature=mlflow.models.infer_signature(example, model.predict(example, verbose=0)),
                 input_example=example[:2],
                 # Pinned explicitly: inferring requirements costs ~10 s per model here.
                 pip_requirements=_pip_requirements(),
@@ -254,9 +268,11 @@ def _promote(cfg: DictConfig, client: mlflow.MlflowClient, final: FinalResult, t
         )
     if final.promoted:
         client.set_registered_model_alias(name, CHAMPION, version)
-    tags = [RunTag("registry.decision", final.decision[:5000]),
-            RunTag("registry.model_version", version),
-            RunTag("registry.promoted", str(final.promoted).lower())]
+    tags = [
+        RunTag("registry.decision", final.decision[:5000]),
+        RunTag("registry.model_version", version),
+        RunTag("registry.promoted", str(final.promoted).lower()),
+    ]
     metrics = []
     if final.champion_accuracy is not None:
         metrics.append(Metric("champion_test_accuracy", final.champion_accuracy, 0, 0))

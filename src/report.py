@@ -33,15 +33,27 @@ def plot_confusion_matrix(confusion: np.ndarray, path: Path) -> Path:
     figure, axis = plt.subplots(figsize=(6, 5.5))
     image = axis.imshow(confusion, cmap="Blues")
     classes = np.arange(len(confusion))
-    axis.set(xticks=classes, yticks=classes, xlabel="predicted", ylabel="true",
-             title="Confusion matrix (test split)")
+    axis.set(
+        xticks=classes,
+        yticks=classes,
+        xlabel="predicted",
+        ylabel="true",
+        title="Confusion matrix (test split)",
+    )
     threshold = confusion.max() / 2
     for row in classes:
         for column in classes:
             count = confusion[row, column]
             if count:
-                axis.text(column, row, str(count), ha="center", va="center", fontsize=7,
-                          color="white" if count > threshold else "black")
+                axis.text(
+                    column,
+                    row,
+                    str(count),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if count > threshold else "black",
+                )
     figure.colorbar(image, ax=axis, fraction=0.046)
     return _save(figure, path)
 
@@ -69,13 +81,12 @@ def plot_worst_misclassified(
     return _save(figure, path)
 
 
-def plot_trial_scores(
-    trials: Sequence[Mapping[str, Any]], objective: str, path: Path
-) -> Path:
+def plot_trial_scores(trials: Sequence[Mapping[str, Any]], objective: str, path: Path) -> Path:
     """One panel per hyperparameter: each completed trial's score against its value."""
     completed = [t for t in trials if t["score"] is not None]
-    names = sorted({name for t in completed for name in t["hyperparameters"]
-                    if not name.startswith("tuner/")})
+    names = sorted(
+        {name for t in completed for name in t["hyperparameters"] if not name.startswith("tuner/")}
+    )
     columns = min(4, max(1, len(names)))
     rows = max(1, int(np.ceil(len(names) / columns)))
     figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.8 * rows), squeeze=False)
@@ -83,8 +94,11 @@ def plot_trial_scores(
         axis.axis("off")
     for axis, name in zip(axes.flat, names, strict=False):
         axis.axis("on")
-        points = [(t["hyperparameters"][name], t["score"]) for t in completed
-                  if name in t["hyperparameters"]]
+        points = [
+            (t["hyperparameters"][name], t["score"])
+            for t in completed
+            if name in t["hyperparameters"]
+        ]
         values = [value for value, _ in points]
         if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
             axis.scatter(values, [score for _, score in points], alpha=0.7)
@@ -92,8 +106,11 @@ def plot_trial_scores(
                 axis.set_xscale("log")
         else:  # categorical: one column per distinct value
             categories = sorted({str(v) for v in values})
-            axis.scatter([categories.index(str(v)) for v in values],
-                         [score for _, score in points], alpha=0.7)
+            axis.scatter(
+                [categories.index(str(v)) for v in values],
+                [score for _, score in points],
+                alpha=0.7,
+            )
             axis.set_xticks(range(len(categories)), categories)
         axis.set(title=name, ylabel=objective)
     figure.suptitle(f"Trial {objective} against each hyperparameter ({len(completed)} trials)")

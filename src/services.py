@@ -95,14 +95,19 @@ class Service:
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_file, "ab") as output:
             self.process = subprocess.Popen(
-                self.command, env=self.env, stdout=output, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                self.command,
+                env=self.env,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ServiceError(f"{self.name} exited with {self.process.returncode}: "
-                                   f"{self.log_tail()}")
+                raise ServiceError(
+                    f"{self.name} exited with {self.process.returncode}: {self.log_tail()}"
+                )
             if ready():
                 return self
             time.sleep(0.2)
@@ -192,6 +197,7 @@ def load_credentials(env_file: Path = ENV_FILE, create: bool = False) -> Credent
 
 def _postgres_bin() -> Path:
     """The folder of Debian's PostgreSQL server programs (the newest version installed)."""
+
     def version(pg_ctl: Path) -> int:
         name = pg_ctl.parent.parent.name
         return int(name) if name.isdigit() else 0
@@ -221,7 +227,10 @@ class Postgres:
     def _run(self, *command: str, check: bool = True) -> int:
         prefix = ["runuser", "-u", "postgres", "--"] if self.as_postgres else []
         result = subprocess.run(
-            [*prefix, *command], capture_output=True, text=True, timeout=120,
+            [*prefix, *command],
+            capture_output=True,
+            text=True,
+            timeout=120,
             cwd="/",  # runuser keeps the working folder, which the postgres user may not read
         )
         if check and result.returncode != 0:
@@ -233,22 +242,38 @@ class Postgres:
         """Create the cluster if missing, start it, create the database if missing."""
         if not (self.data_dir / "PG_VERSION").is_file():
             self._init_cluster()
-        elif self._run(str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "status",
-                       check=False) == 0:
+        elif (
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "status", check=False)
+            == 0
+        ):
             raise ServiceError(
                 f"a PostgreSQL server already runs on {self.data_dir} (make tracking-server?): "
                 "stop it, or use its tracking server (src.cluster --tracking-uri URL)"
             )
         log_file = self.data_dir / "server.log"
-        options = (f"-c listen_addresses={self.credentials.host} -p {self.credentials.port} "
-                   f"-k {self.data_dir}")
+        options = (
+            f"-c listen_addresses={self.credentials.host} -p {self.credentials.port} "
+            f"-k {self.data_dir}"
+        )
         try:
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-l", str(log_file),
-                      "-o", options, "-w", "-t", "60", "start")
+            self._run(
+                str(self.bin / "pg_ctl"),
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(log_file),
+                "-o",
+                options,
+                "-w",
+                "-t",
+                "60",
+                "start",
+            )
         except ServiceError as error:
             tail = Service("postgres", [], log_file).log_tail()
-            raise ServiceError(f"PostgreSQL did not start on port {self.credentials.port}: "
-                               f"{tail}") from error
+            raise ServiceError(
+                f"PostgreSQL did not start on port {self.credentials.port}: {tail}"
+            ) from error
         self._create_database()
         return self
 
@@ -256,27 +281,45 @@ class Postgres:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if self.as_postgres:
             shutil.chown(self.data_dir, "postgres", "postgres")
-            blocked = next((p for p in self.data_dir.parents if not os.stat(p).st_mode & 0o001),
-                           None)
+            blocked = next(
+                (p for p in self.data_dir.parents if not os.stat(p).st_mode & 0o001), None
+            )
             if blocked is not None:
-                raise ServiceError(f"the postgres user cannot enter {blocked}: put the cluster "
-                                   "somewhere it can reach")
+                raise ServiceError(
+                    f"the postgres user cannot enter {blocked}: put the cluster "
+                    "somewhere it can reach"
+                )
         with tempfile.NamedTemporaryFile("w", suffix=".pw") as pwfile:
             pwfile.write(self.credentials.password + "\n")
             pwfile.flush()
             if self.as_postgres:
                 shutil.chown(pwfile.name, "postgres")
-            self._run(str(self.bin / "initdb"), "-D", str(self.data_dir), "-U",
-                      self.credentials.user, "--pwfile", pwfile.name, "--auth=scram-sha-256",
-                      "-E", "UTF8", "--locale=C")
+            self._run(
+                str(self.bin / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                self.credentials.user,
+                "--pwfile",
+                pwfile.name,
+                "--auth=scram-sha-256",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            )
         log.info("created a PostgreSQL cluster in %s", self.data_dir)
 
     def _create_database(self) -> None:
         import psycopg2
 
         creds = self.credentials
-        connection = psycopg2.connect(host=creds.host, port=creds.port, user=creds.user,
-                                      password=creds.password, dbname="postgres")
+        connection = psycopg2.connect(
+            host=creds.host,
+            port=creds.port,
+            user=creds.user,
+            password=creds.password,
+            dbname="postgres",
+        )
         try:
             connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
             with connection.cursor() as cursor:
@@ -290,8 +333,9 @@ class Postgres:
     def stop(self) -> None:
         """Stop the cluster (fast shutdown: open sessions are ended)."""
         if (self.data_dir / "postmaster.pid").is_file():
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w",
-                      "stop")
+            self._run(
+                str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"
+            )
 
     def __enter__(self) -> Postgres:
         return self
@@ -302,8 +346,12 @@ class Postgres:
 
 # -- MLflow ---------------------------------------------------------------------------------
 def mlflow_server(
-    backend_uri: str, artifacts_dir: Path, port: int, log_file: Path,
-    env: Mapping[str, str] | None = None, host: str = "127.0.0.1",
+    backend_uri: str,
+    artifacts_dir: Path,
+    port: int,
+    log_file: Path,
+    env: Mapping[str, str] | None = None,
+    host: str = "127.0.0.1",
 ) -> Service:
     """An `mlflow server` on host:port (not started): one worker, no job runner.
 
@@ -313,15 +361,25 @@ def mlflow_server(
     """
     bin_dir = Path(sys.executable).parent
     server_env = {
-        **os.environ, **(env or {}),
+        **os.environ,
+        **(env or {}),
         "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
         # mlflow starts uvicorn by name.
         "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
     }
     command = [
-        str(bin_dir / "mlflow"), "server", "--host", host, "--port", str(port),
-        "--workers", "1", "--backend-store-uri", backend_uri,
-        "--artifacts-destination", str(Path(artifacts_dir).resolve()),
+        str(bin_dir / "mlflow"),
+        "server",
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        backend_uri,
+        "--artifacts-destination",
+        str(Path(artifacts_dir).resolve()),
     ]
     return Service(f"mlflow server on port {port}", command, log_file, server_env)
 
@@ -335,14 +393,24 @@ def start_mlflow(server: Service, port: int, timeout: float = 90, host: str = "1
 
 @contextmanager
 def tracking_server(
-    pg_dir: Path, artifacts_dir: Path, credentials: Credentials, port: int, log_file: Path,
+    pg_dir: Path,
+    artifacts_dir: Path,
+    credentials: Credentials,
+    port: int,
+    log_file: Path,
     host: str = "127.0.0.1",
 ) -> Iterator[str]:
     """PostgreSQL in ``pg_dir`` and an MLflow server on it; yields the server's URL and
     stops both at exit."""
     with Postgres(pg_dir, credentials).start():
-        server = mlflow_server(credentials.sqlalchemy_uri, artifacts_dir, port, log_file,
-                               credentials.environment(), host=host)
+        server = mlflow_server(
+            credentials.sqlalchemy_uri,
+            artifacts_dir,
+            port,
+            log_file,
+            credentials.environment(),
+            host=host,
+        )
         with server:
             yield start_mlflow(server, port, host=host)
 
@@ -353,11 +421,17 @@ def scratch_tracking_server() -> Iterator[str]:
     ports) for tests and benchmarks; removed at exit."""
     folder = Path(tempfile.mkdtemp(prefix="mnist-hps-pg-"))
     folder.chmod(0o755)  # PostgreSQL runs as the postgres user when this runs as root
-    credentials = Credentials(user="mlflow", password=secrets.token_urlsafe(12),
-                              database="mlflow", port=free_port())
+    credentials = Credentials(
+        user="mlflow", password=secrets.token_urlsafe(12), database="mlflow", port=free_port()
+    )
     try:
-        with tracking_server(folder / "cluster", folder / "artifacts", credentials, free_port(),
-                             folder / "mlflow-server.log") as url:
+        with tracking_server(
+            folder / "cluster",
+            folder / "artifacts",
+            credentials,
+            free_port(),
+            folder / "mlflow-server.log",
+        ) as url:
             yield url
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -366,11 +440,15 @@ def scratch_tracking_server() -> Iterator[str]:
 def _tracking_server(args: argparse.Namespace) -> int:
     credentials = load_credentials(create=True)
     log_file = Path(args.data_dir).parent / "mlflow-server.log"
-    with tracking_server(args.data_dir, args.artifacts, credentials, args.port, log_file,
-                         host=args.host) as url:
-        print(f"MLflow tracking server at {url} (PostgreSQL {credentials.database} on "
-              f"127.0.0.1:{credentials.port}); use it with MLFLOW_TRACKING_URI={url} or "
-              "mlflow=server; Ctrl-C stops both", flush=True)
+    with tracking_server(
+        args.data_dir, args.artifacts, credentials, args.port, log_file, host=args.host
+    ) as url:
+        print(
+            f"MLflow tracking server at {url} (PostgreSQL {credentials.database} on "
+            f"127.0.0.1:{credentials.port}); use it with MLFLOW_TRACKING_URI={url} or "
+            "mlflow=server; Ctrl-C stops both",
+            flush=True,
+        )
         stop = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         try:
             while http_ok(f"{url}/health", timeout=10):
@@ -385,13 +463,17 @@ def _tracking_server(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m src.services tracking-server``."""
-    parser = argparse.ArgumentParser(prog="python -m src.services", description=__doc__.split(
-        "\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m src.services", description=__doc__.split("\n\n")[0]
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     server = commands.add_parser("tracking-server", help="PostgreSQL + mlflow server")
     server.add_argument("--port", type=int, default=DEFAULT_SERVER_PORT)
-    server.add_argument("--host", default="127.0.0.1",
-                        help="interface to serve on (default loopback only; 0.0.0.0: every one)")
+    server.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to serve on (default loopback only; 0.0.0.0: every one)",
+    )
     server.add_argument("--data-dir", type=Path, default=DEFAULT_PG_DIR)
     server.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS)
     args = parser.parse_args(argv)

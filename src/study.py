@@ -34,16 +34,18 @@ def collect(study_dir: Path) -> list[dict[str, Any]]:
         final_file = folder / "final" / "final.json"
         final = json.loads(final_file.read_text()) if final_file.is_file() else {}
         stage = folder.name.split("_", 1)[1] if "_" in folder.name else folder.name
-        stages.append({
-            "stage": stage,
-            "trials": sum(t["status"] == "COMPLETED" for t in search["trials"]),
-            "val_accuracy": search["best"]["score"] if search["best"] else None,
-            "test_accuracy": final.get("test_accuracy"),
-            "wall_time_s": search["wall_time_s"] + final.get("wall_time_s", 0.0),
-            "hyperparameters": final.get("hyperparameters", {}),
-            "data": search["data"],
-            "decision": final.get("decision"),
-        })
+        stages.append(
+            {
+                "stage": stage,
+                "trials": sum(t["status"] == "COMPLETED" for t in search["trials"]),
+                "val_accuracy": search["best"]["score"] if search["best"] else None,
+                "test_accuracy": final.get("test_accuracy"),
+                "wall_time_s": search["wall_time_s"] + final.get("wall_time_s", 0.0),
+                "hyperparameters": final.get("hyperparameters", {}),
+                "data": search["data"],
+                "decision": final.get("decision"),
+            }
+        )
     return stages
 
 
@@ -93,14 +95,16 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(s["wall_time_s"] for s in stages)
     data = stages[0]["data"]
     best = max(stages, key=lambda s: s["test_accuracy"] or 0)
-    text = "\n".join([
-        format_table(stages),
-        "",
-        f"Data: `{data['name']}`, {data['sizes']['train']} train / {data['sizes']['val']} "
-        f"validation / {data['sizes']['test']} test digits (digest `{data['digest'][:12]}`). "
-        f"Whole study: {total / 60:.1f} min. Best: {STAGE_TITLES.get(best['stage'])}, "
-        f"{', '.join(f'{k}={_short(v)}' for k, v in best['hyperparameters'].items())}.",
-    ])
+    text = "\n".join(
+        [
+            format_table(stages),
+            "",
+            f"Data: `{data['name']}`, {data['sizes']['train']} train / {data['sizes']['val']} "
+            f"validation / {data['sizes']['test']} test digits (digest `{data['digest'][:12]}`). "
+            f"Whole study: {total / 60:.1f} min. Best: {STAGE_TITLES.get(best['stage'])}, "
+            f"{', '.join(f'{k}={_short(v)}' for k, v in best['hyperparameters'].items())}.",
+        ]
+    )
     print(text)
     if args.readme:
         write_into_readme(args.readme, text)

@@ -109,7 +109,9 @@ class MLflowTracker(TrialObserver):
             id_file.write_text(self.parent_run_id + "\n")
             log.info(
                 "MLflow: parent run %s in experiment %r at %s",
-                self.parent_run_id, self.cfg.mlflow.experiment_name, self.cfg.mlflow.tracking_uri,
+                self.parent_run_id,
+                self.cfg.mlflow.experiment_name,
+                self.cfg.mlflow.tracking_uri,
             )
 
     def _distributed_parent(self) -> str | None:

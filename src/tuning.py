@@ -313,8 +313,12 @@ def run_search(
     progress = ProgressReporter()
     role = cfg.distributed.role
     tuner = build_tuner(
-        tuner_cfg, hypermodel, [progress, *observers], training["seed"],
-        role=role, chief_timeout_s=cfg.distributed.chief_timeout_s,
+        tuner_cfg,
+        hypermodel,
+        [progress, *observers],
+        training["seed"],
+        role=role,
+        chief_timeout_s=cfg.distributed.chief_timeout_s,
     )
     callbacks = [
         keras.callbacks.EarlyStopping(
@@ -324,7 +328,10 @@ def run_search(
     ]
     log.info(
         "searching %s over %s: %d train / %d validation digits from %s",
-        tuner_cfg["name"], search_space.get("name"), len(dataset.train), len(dataset.val),
+        tuner_cfg["name"],
+        search_space.get("name"),
+        len(dataset.train),
+        len(dataset.val),
         dataset.name,
     )
     stopped_early = None
@@ -345,7 +352,9 @@ def run_search(
         # The chief holds the oracle: it summarises the search and runs the final stage.
         log.info(
             "worker %s: the chief has no more trials; this worker ran %d in %s",
-            tuner_id(), len(progress.durations), _duration(time.perf_counter() - start),
+            tuner_id(),
+            len(progress.durations),
+            _duration(time.perf_counter() - start),
         )
         return None
     result = summarize(tuner, time.perf_counter() - start, dataset.describe())
@@ -364,7 +373,10 @@ def run_search(
     best = result.best
     log.info(
         "best trial %s: %s=%.4f with %s",
-        best.trial_id, result.objective, best.score, format_values(best.hyperparameters),
+        best.trial_id,
+        result.objective,
+        best.score,
+        format_values(best.hyperparameters),
     )
     return result
 
@@ -412,7 +424,9 @@ class ProgressReporter(TrialObserver):
         self.trial_start = time.perf_counter()
         log.info(
             "trial %s (id %s) started: %s",
-            self._position(tuner), trial.trial_id, format_values(trial.hyperparameters.values),
+            self._position(tuner),
+            trial.trial_id,
+            format_values(trial.hyperparameters.values),
         )
 
     def on_trial_end(self, tuner: keras_tuner.Tuner, trial: Trial) -> None:
@@ -436,8 +450,14 @@ class ProgressReporter(TrialObserver):
             left = f", ~{_duration(remaining * mean)} left"
         log.info(
             "trial %s (id %s) %s in %s: %s | %s | elapsed %s%s",
-            position, trial.trial_id, trial.status, _duration(self.durations[-1]),
-            outcome, best, _duration(now - self.search_start), left,
+            position,
+            trial.trial_id,
+            trial.status,
+            _duration(self.durations[-1]),
+            outcome,
+            best,
+            _duration(now - self.search_start),
+            left,
         )
 
 

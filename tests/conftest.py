@@ -81,7 +81,11 @@ def run_cli(
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run(
         [sys.executable, "-m", module, *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
@@ -90,8 +94,13 @@ def tiny_dataset():
     """300 training digits of the bundled sample (validation and test as usual)."""
     from src.data import load_dataset
 
-    data_cfg = {"name": "mnist_10k", "path": None, "test_size": 1000, "split_seed": 0,
-                "max_train_examples": 300}
+    data_cfg = {
+        "name": "mnist_10k",
+        "path": None,
+        "test_size": 1000,
+        "split_seed": 0,
+        "max_train_examples": 300,
+    }
     return load_dataset(data_cfg, val_fraction=0.05)
 
 

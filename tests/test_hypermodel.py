@@ -50,8 +50,15 @@ def test_filters_of_layers_not_built_are_inactive(seed_space):
 
 
 def test_seed_study_best_model_builds_with_its_filters(seed_space):
-    best = {"learning_rate": 0.001, "conv_layers": 4, "filters_0": 32, "filters_1": 64,
-            "filters_2": 64, "filters_3": 128, "dropout": 0.25}
+    best = {
+        "learning_rate": 0.001,
+        "conv_layers": 4,
+        "filters_0": 32,
+        "filters_1": 64,
+        "filters_2": 64,
+        "filters_3": 128,
+        "dropout": 0.25,
+    }
     model, _ = _build(seed_space, **best)
     convs = [layer.filters for layer in model.layers if layer.__class__.__name__ == "Conv2D"]
     assert convs == [32, 64, 64, 128]
@@ -66,8 +73,13 @@ def test_knob_specs_map_to_keras_tuner_types():
     hp_value(hp, "float_range", {"min": 0.001, "max": 0.01, "sampling": "log"})
     hp_value(hp, "one_choice", [7])
     kinds = {p.name: type(p).__name__ for p in hp.space}
-    assert kinds == {"fixed": "Fixed", "choice": "Choice", "int_range": "Int",
-                     "float_range": "Float", "one_choice": "Fixed"}
+    assert kinds == {
+        "fixed": "Fixed",
+        "choice": "Choice",
+        "int_range": "Int",
+        "float_range": "Float",
+        "one_choice": "Fixed",
+    }
     assert hp.get("float_range") == 0.001 and hp.get("one_choice") == 7
 
 
@@ -79,8 +91,14 @@ def plus_space():
 @pytest.mark.parametrize("batch_norm", [True, False])
 def test_improved_space_builds_with_and_without_its_extras(plus_space, batch_norm):
     augment = 0.1 if batch_norm else 0.0
-    model, hp = _build(plus_space, conv_layers=4, batch_norm=batch_norm, augment_rotation=augment,
-                       augment_translation=augment, augment_zoom=augment)
+    model, hp = _build(
+        plus_space,
+        conv_layers=4,
+        batch_norm=batch_norm,
+        augment_rotation=augment,
+        augment_translation=augment,
+        augment_zoom=augment,
+    )
     names = [layer.__class__.__name__ for layer in model.layers]
     assert ("BatchNormalization" in names) is batch_norm
     assert ("RandomRotation" in names) is batch_norm
@@ -98,9 +116,15 @@ def test_cosine_schedule_decays_the_learning_rate_per_epoch(plus_space):
 
     hypermodel = CNNHyperModel(plus_space, (28, 28, 1), 10)
     hp = keras_tuner.HyperParameters()
-    for name, value in {"conv_layers": 4, "learning_rate": 0.004, "lr_schedule": "cosine",
-                        "batch_norm": False, "augment_rotation": 0.0,
-                        "augment_translation": 0.0, "augment_zoom": 0.0}.items():
+    for name, value in {
+        "conv_layers": 4,
+        "learning_rate": 0.004,
+        "lr_schedule": "cosine",
+        "batch_norm": False,
+        "augment_rotation": 0.0,
+        "augment_translation": 0.0,
+        "augment_zoom": 0.0,
+    }.items():
         hp.Fixed(name, value)
     model = hypermodel.build(hp)
     images = np.zeros((8, 28, 28, 1), np.float32)

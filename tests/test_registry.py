@@ -40,10 +40,14 @@ def search_and_finalize(cfg):
 
 
 def config(folder, *overrides):
-    store = [f"mlflow.tracking_uri={sqlite_uri(folder)}",
-             f"mlflow.artifact_location={folder / 'artifacts'}"]
-    return compose_config([*TINY_OVERRIDES, *store, "tuner.max_trials=1", *overrides],
-                          output_dir=folder / f"run{len(list(folder.glob('run*')))}")
+    store = [
+        f"mlflow.tracking_uri={sqlite_uri(folder)}",
+        f"mlflow.artifact_location={folder / 'artifacts'}",
+    ]
+    return compose_config(
+        [*TINY_OVERRIDES, *store, "tuner.max_trials=1", *overrides],
+        output_dir=folder / f"run{len(list(folder.glob('run*')))}",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +56,10 @@ def registry(tmp_path_factory):
     folder = tmp_path_factory.mktemp("registry")
     weak = ("data.max_train_examples=20", "final.epochs=1")
     strong = ("data.max_train_examples=600", "final.epochs=3")
-    finals = [search_and_finalize(config(folder, *overrides))[1]
-              for overrides in (weak, strong, strong, weak)]
+    finals = [
+        search_and_finalize(config(folder, *overrides))[1]
+        for overrides in (weak, strong, strong, weak)
+    ]
     return folder, finals
 
 
@@ -84,8 +90,14 @@ def test_versions_get_challenger_and_champion_only_when_better(registry):
 def test_figures_and_model_card_are_written_and_logged(registry):
     folder, (first, *_) = registry
     final_dir = folder / "run0" / "final"
-    expected = ["learning_curves.png", "confusion_matrix.png", "worst_misclassified.png",
-                "trial_scores.png", "model_card.md", "final.json"]
+    expected = [
+        "learning_curves.png",
+        "confusion_matrix.png",
+        "worst_misclassified.png",
+        "trial_scores.png",
+        "model_card.md",
+        "final.json",
+    ]
     for name in expected:
         assert (final_dir / name).stat().st_size > 0, name
         if name.endswith(".png"):
@@ -103,8 +115,12 @@ def test_figures_and_model_card_are_written_and_logged(registry):
 def _subprocess_env(folder):
     # `mlflow models serve` starts uvicorn by name: the environment's bin/ must be on PATH.
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    return {**os.environ, "PYTHONPATH": str(REPO_ROOT), "MLFLOW_TRACKING_URI": sqlite_uri(folder),
-            "PATH": path}
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO_ROOT),
+        "MLFLOW_TRACKING_URI": sqlite_uri(folder),
+        "PATH": path,
+    }
 
 
 def test_champion_loads_in_a_fresh_process_with_pyfunc_and_keras(registry):
@@ -117,15 +133,25 @@ keras_model = mlflow.keras.load_model("models:/mnist-cnn@champion")
 direct = keras_model.predict(images, verbose=0)
 print(pyfunc.shape, pyfunc.dtype, direct.shape, bool(np.allclose(pyfunc, direct, atol=1e-6)))
 """
-    result = subprocess.run([sys.executable, "-c", code], env=_subprocess_env(folder),
-                            capture_output=True, text=True, timeout=180)
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        env=_subprocess_env(folder),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "(4, 10) float32 (4, 10) True"
 
 
 def _test_digits(count):
-    data_cfg = {"name": "mnist_10k", "path": None, "test_size": 1000, "split_seed": 0,
-                "max_train_examples": None}
+    data_cfg = {
+        "name": "mnist_10k",
+        "path": None,
+        "test_size": 1000,
+        "split_seed": 0,
+        "max_train_examples": None,
+    }
     test = load_dataset(data_cfg, val_fraction=0.1).test
     return test.images[:count], test.labels[:count]
 
@@ -133,12 +159,27 @@ def _test_digits(count):
 def test_serving_answers_invocations_on_loopback(registry):
     folder, _ = registry
     images, _ = _test_digits(4)
-    command = [sys.executable, "-m", "mlflow", "models", "serve",
-               "-m", "models:/mnist-cnn@champion", "--env-manager", "local",
-               "--host", "127.0.0.1", "--port", "{port}", "--workers", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "models",
+        "serve",
+        "-m",
+        "models:/mnist-cnn@champion",
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--workers",
+        "1",
+    ]
     with http_service(command, "/ping", _subprocess_env(folder)) as url:
         request = urllib.request.Request(
-            f"{url}/invocations", data=json.dumps({"inputs": images.tolist()}).encode(),
+            f"{url}/invocations",
+            data=json.dumps({"inputs": images.tolist()}).encode(),
             headers={"Content-Type": "application/json"},
         )
         with loopback.open(request, timeout=60) as response:
@@ -159,8 +200,12 @@ def test_predict_cli_classifies_png_and_npz(registry, tmp_path):
     npz = tmp_path / "digits.npz"
     np.savez(npz, images=(images.squeeze(-1) * 255).astype(np.uint8))
     result = subprocess.run(
-        [sys.executable, "-m", "src.predict", str(png), str(npz)], env=_subprocess_env(folder),
-        capture_output=True, text=True, timeout=180, cwd=tmp_path,
+        [sys.executable, "-m", "src.predict", str(png), str(npz)],
+        env=_subprocess_env(folder),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line.split("\t") for line in result.stdout.strip().splitlines()]
@@ -168,8 +213,13 @@ def test_predict_cli_classifies_png_and_npz(registry, tmp_path):
     assert all(0 <= int(label) <= 9 and 0 < float(p) <= 1 for _, label, p in lines)
     assert lines[0][1] == lines[1][1]  # the same digit as PNG and in the archive
 
-    bad = subprocess.run([sys.executable, "-m", "src.predict", str(tmp_path / "none.png")],
-                         env=_subprocess_env(folder), capture_output=True, text=True, timeout=60)
+    bad = subprocess.run(
+        [sys.executable, "-m", "src.predict", str(tmp_path / "none.png")],
+        env=_subprocess_env(folder),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert bad.returncode == 2 and bad.stderr.strip() == f"error: no such file: {tmp_path}/none.png"
 
 

@@ -8,20 +8,43 @@ import pytest
 
 from src.study import README_END, README_START, collect, format_table, main
 
-DATA = {"name": "mnist_10k", "origin": "bundled", "digest": "ab" * 32, "note": None,
-        "sizes": {"train": 8100, "val": 900, "test": 1000}}
+DATA = {
+    "name": "mnist_10k",
+    "origin": "bundled",
+    "digest": "ab" * 32,
+    "note": None,
+    "sizes": {"train": 8100, "val": 900, "test": 1000},
+}
 
 
 def _stage(folder, score, test_accuracy, wall):
     folder.mkdir(parents=True)
-    trials = [{"trial_id": "0", "status": "COMPLETED", "score": score, "best_step": 3,
-               "hyperparameters": {"learning_rate": 0.001}, "error": None}]
-    search = {"objective": "val_accuracy", "wall_time_s": wall, "data": DATA,
-              "stopped_early": None, "best": trials[0], "trials": trials}
+    trials = [
+        {
+            "trial_id": "0",
+            "status": "COMPLETED",
+            "score": score,
+            "best_step": 3,
+            "hyperparameters": {"learning_rate": 0.001},
+            "error": None,
+        }
+    ]
+    search = {
+        "objective": "val_accuracy",
+        "wall_time_s": wall,
+        "data": DATA,
+        "stopped_early": None,
+        "best": trials[0],
+        "trials": trials,
+    }
     (folder / "results.json").write_text(json.dumps(search))
     (folder / "final").mkdir()
-    final = {"test_accuracy": test_accuracy, "wall_time_s": 30.0,
-             "hyperparameters": {"learning_rate": 0.001}, "decision": "first champion"}
+    final = {
+        "test_accuracy": test_accuracy,
+        "wall_time_s": 30.0,
+        "hyperparameters": {"learning_rate": 0.001},
+        "decision": "first champion",
+    }
     (folder / "final" / "final.json").write_text(json.dumps(final))
 
 
@@ -38,8 +61,9 @@ def test_table_lists_each_stage_beside_the_seed_study(study):
     assert [s["stage"] for s in stages] == ["baseline", "cnn", "cnn_plus"]
     assert stages[2]["wall_time_s"] == 930.0
     table = format_table(stages).splitlines()
-    assert table[2] == ("| seed study's default model (no search) | 1 | 97.00% | 97.50% | 96% | "
-                        "1 min 30 s |")
+    assert table[2] == (
+        "| seed study's default model (no search) | 1 | 97.00% | 97.50% | 96% | 1 min 30 s |"
+    )
     assert table[4].endswith("| 99.20% | - | 15 min 30 s |")
 
 

@@ -118,9 +118,7 @@ class _PickyHyperModel(keras_tuner.HyperModel):
         return model
 
 
-def test_failing_trial_is_logged_failed_with_its_error(
-    tiny_config, tiny_dataset, monkeypatch
-):
+def test_failing_trial_is_logged_failed_with_its_error(tiny_config, tiny_dataset, monkeypatch):
     monkeypatch.setattr(tuning, "CNNHyperModel", lambda *args: _PickyHyperModel())
     cfg = tiny_config("tuner=grid", "tuner.max_trials=3")
     tracked_run(cfg, tiny_dataset)
@@ -152,17 +150,28 @@ def test_interrupted_search_leaves_no_running_runs(tiny_config, tiny_dataset):
 
 def test_search_killed_mid_trial_resumes_into_the_same_parent(tmp_path):
     store = sqlite_uri(tmp_path)
-    args = [*TINY_OVERRIDES, "tuner.max_trials=3", "training.epochs=4",
-            f"mlflow.tracking_uri={store}", "hydra.run.dir=run"]
+    args = [
+        *TINY_OVERRIDES,
+        "tuner.max_trials=3",
+        "training.epochs=4",
+        f"mlflow.tracking_uri={store}",
+        "hydra.run.dir=run",
+    ]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "src.run", *args], cwd=tmp_path, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-m", "src.run", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     log_file = tmp_path / "run" / "run.log"
     try:
-        wait_for(lambda: log_file.is_file() and "trial 2/3" in log_file.read_text(), 120,
-                  "the second trial to start")
+        wait_for(
+            lambda: log_file.is_file() and "trial 2/3" in log_file.read_text(),
+            120,
+            "the second trial to start",
+        )
         time.sleep(1.0)  # into the trial's epochs
     finally:
         process.send_signal(signal.SIGKILL)
@@ -193,8 +202,12 @@ def mlflow_server(tmp_path):
     """A real `mlflow server` on a SQLite store and a free loopback port, stopped after."""
     (tmp_path / "server").mkdir()
     port = free_port()
-    server = services.mlflow_server(sqlite_uri(tmp_path / "server"), tmp_path / "server" /
-                                    "artifacts", port, tmp_path / "server" / "server.log")
+    server = services.mlflow_server(
+        sqlite_uri(tmp_path / "server"),
+        tmp_path / "server" / "artifacts",
+        port,
+        tmp_path / "server" / "server.log",
+    )
     with server:
         yield services.start_mlflow(server, port, timeout=60)
 
@@ -222,9 +235,20 @@ def test_concurrent_searches_into_one_new_store_lose_nothing(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     processes = [
         subprocess.Popen(
-            [sys.executable, "-m", "src.run", *TINY_OVERRIDES, f"tuner={tuner}",
-             f"mlflow.tracking_uri={store}", f"hydra.run.dir=run_{tuner}"],
-            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            [
+                sys.executable,
+                "-m",
+                "src.run",
+                *TINY_OVERRIDES,
+                f"tuner={tuner}",
+                f"mlflow.tracking_uri={store}",
+                f"hydra.run.dir=run_{tuner}",
+            ],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for tuner in ("random", "bayesian")
     ]

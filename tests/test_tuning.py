@@ -88,19 +88,34 @@ class _ExplodingHyperModel(keras_tuner.HyperModel):
 
 
 def _tiny_tuner(hypermodel, tmp_path, **overrides):
-    tuner_cfg = {"_target_": "keras_tuner.GridSearch", "name": "grid", "objective": "val_accuracy",
-                 "max_trials": 2, "seed": 0, "executions_per_trial": 1,
-                 "max_retries_per_trial": 0, "max_consecutive_failed_trials": 3,
-                 "directory": str(tmp_path), "project_name": "tuner", "overwrite": True,
-                 **overrides}
+    tuner_cfg = {
+        "_target_": "keras_tuner.GridSearch",
+        "name": "grid",
+        "objective": "val_accuracy",
+        "max_trials": 2,
+        "seed": 0,
+        "executions_per_trial": 1,
+        "max_retries_per_trial": 0,
+        "max_consecutive_failed_trials": 3,
+        "directory": str(tmp_path),
+        "project_name": "tuner",
+        "overwrite": True,
+        **overrides,
+    }
     return build_tuner(tuner_cfg, hypermodel)
 
 
 def test_nan_loss_fails_the_trial(tiny_dataset, tmp_path):
     tuner = _tiny_tuner(_ExplodingHyperModel(), tmp_path)
     train, val = tiny_dataset.train, tiny_dataset.val
-    tuner.search(train.images, train.labels, validation_data=(val.images, val.labels),
-                 epochs=1, verbose=0, callbacks=[keras.callbacks.TerminateOnNaN()])
+    tuner.search(
+        train.images,
+        train.labels,
+        validation_data=(val.images, val.labels),
+        epochs=1,
+        verbose=0,
+        callbacks=[keras.callbacks.TerminateOnNaN()],
+    )
     statuses = {t.hyperparameters.values["explode"]: t.status for t in tuner.oracle.trials.values()}
     assert statuses == {False: "COMPLETED", True: "FAILED"}
     failed = next(t for t in tuner.oracle.trials.values() if t.status == "FAILED")
@@ -148,8 +163,11 @@ def test_tracking_nothing_changes_nothing(tiny_config, tiny_dataset):
 
 
 def test_a_trial_scores_the_same_whatever_ran_before_it(tiny_config, tiny_dataset):
-    small_space = ["search_space.filters=[16]", "search_space.dense_units=[32]",
-                   "search_space.conv_layers=[2,4]"]
+    small_space = [
+        "search_space.filters=[16]",
+        "search_space.dense_units=[32]",
+        "search_space.conv_layers=[2,4]",
+    ]
     two_trials = run_search(tiny_config(*small_space), tiny_dataset)
     second = two_trials.trials[1]
     values = second.hyperparameters
