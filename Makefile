@@ -11,10 +11,12 @@ ARGS ?=
 .DEFAULT_GOAL := help
 .PHONY: help install run quick reproduce distributed tracking-server ui serve test test-full lint \
 	format dataset clean
-# The MLflow UI: the local store by default; MLFLOW_TRACKING_URI or STORE=... picks another.
-STORE ?= $(or $(MLFLOW_TRACKING_URI),sqlite:///mlruns/mlflow.db)
+# The store and the model come from conf/ (mlflow.tracking_uri, which MLFLOW_TRACKING_URI
+# overrides, and final.model_name's champion); STORE=... or MODEL=... picks others.
+# Recursive (=) so that they are composed only by the targets that use them.
+STORE ?= $(shell $(PYTHON) -m src.compose mlflow.tracking_uri)
+MODEL ?= $(shell $(PYTHON) -m src.registry champion-uri)
 UI_PORT ?= 5000
-MODEL ?= models:/mnist-cnn@champion
 SERVE_PORT ?= 5001
 WORKERS ?= 2
 TRACKING_PORT ?= 5002
@@ -43,10 +45,10 @@ reproduce: $(STAMP) ## Rerun the whole study (baseline, seed space, improved spa
 	$(PYTHON) -m src.study outputs/reproduce --readme README.md
 
 distributed: $(STAMP) ## One search over a chief and WORKERS workers into PostgreSQL + MLflow server
-	$(PYTHON) -m src.cluster --workers $(WORKERS) -- $(ARGS)
+	$(PYTHON) -m src.scaleout.cluster --workers $(WORKERS) -- $(ARGS)
 
 tracking-server: $(STAMP) ## MLflow server on PostgreSQL at http://127.0.0.1:5002 (TRACKING_PORT=...)
-	$(PYTHON) -m src.services tracking-server --host $(TRACKING_HOST) --port $(TRACKING_PORT)
+	$(PYTHON) -m src.scaleout.services tracking-server --host $(TRACKING_HOST) --port $(TRACKING_PORT)
 
 ui: $(STAMP) ## Open the MLflow UI on the runs' store (http://127.0.0.1:5000; UI_PORT=... to change)
 	@mkdir -p mlruns

@@ -2,7 +2,7 @@
 
 Starts one MLflow tracking server on a PostgreSQL cluster of its own (temporary folder,
 free loopback ports), then runs the same fixed search (random tuner, seed space, same
-seeds and trial budget, the bundled sample) through ``python -m src.cluster`` with 1
+seeds and trial budget, the bundled sample) through ``python -m src.scaleout.cluster`` with 1
 worker and with 2 workers, each worker single-threaded (``training.threads=1``), and no
 final stage. It prints, for each:
 
@@ -37,9 +37,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(REPO_ROOT / "tests"))
 
-from src.services import scratch_tracking_server  # noqa: E402
+from helpers import scratch_tracking_server  # noqa: E402
 
 
 def run_search(workers: int, tracking_uri: str, args: argparse.Namespace, cwd: Path) -> dict:
@@ -48,7 +48,7 @@ def run_search(workers: int, tracking_uri: str, args: argparse.Namespace, cwd: P
     command = [
         sys.executable,
         "-m",
-        "src.cluster",
+        "src.scaleout.cluster",
         "--workers",
         str(workers),
         "--threads",

@@ -22,15 +22,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
-
-from src.data import load_dataset
-from src.tracking import MLflowTracker, tracked_search
-from src.tuning import run_search
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
-
+from src.compose import compose_config
+from src.pipeline import run_pipeline
+from src.tracking import MLflowTracker
 
 TRACKER_WORK = (
     "__init__",
@@ -69,17 +63,10 @@ def main() -> None:
         "training.verbose=0",
         f"mlflow.tracking_uri=sqlite:///{workdir}/mlflow.db",
         f"mlflow.artifact_location={workdir}/artifacts",
+        "final.enabled=false",
     ]
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose(config_name="config", overrides=overrides)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(workdir)
-    dataset = load_dataset(OmegaConf.to_container(cfg.data, resolve=True), 0.1)
-
-    warm_up = cfg.copy()
-    warm_up.tuner.max_trials, warm_up.training.epochs = 1, 1
-    with tracked_search(warm_up, dataset) as tracker:
-        run_search(warm_up, dataset, [tracker])
+    cfg = compose_config(overrides, output_dir=workdir)
+    run_pipeline(compose_config([*overrides, "tuner.max_trials=1", "training.epochs=1"], workdir))
 
     for name in TRACKER_WORK:
         setattr(MLflowTracker, name, _timed(getattr(MLflowTracker, name)))
@@ -88,19 +75,16 @@ def main() -> None:
     timings: dict[bool, list[float]] = {False: [], True: []}
     scores: dict[bool, list[float]] = {}
     for tracked in (False, True, True, False):
+        cfg.mlflow.enabled = tracked
         start = time.perf_counter()
-        if tracked:
-            with tracked_search(cfg, dataset) as tracker:
-                result = run_search(cfg, dataset, [tracker])
-        else:
-            result = run_search(cfg, dataset)
+        result = run_pipeline(cfg).search
         timings[tracked].append(time.perf_counter() - start)
         scores[tracked] = [t.score for t in result.trials]
         print(f"tracking {'on ' if tracked else 'off'}: {timings[tracked][-1]:.1f} s")
 
     off, on = sum(timings[False]), sum(timings[True])
     print(
-        f"{args.trials} trials x {args.epochs} epochs, {len(dataset.train)} digits, "
+        f"{args.trials} trials x {args.epochs} epochs, {result.data['sizes']['train']} digits, "
         f"{os.cpu_count()} CPUs"
     )
     print(f"wall time with tracking / without: {on / off:.3f} ({on:.1f} s / {off:.1f} s)")

@@ -26,19 +26,13 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from src.mnist_format import IDX_FILES, IMAGE_SHAPE
+
 log = logging.getLogger(__name__)
 
 BUNDLED_PATH = Path(__file__).with_name("datasets") / "mnist_10k.npz"
 # Checked at load time; `python -m src.datasets.build_mnist_10k` rebuilds the same bytes.
 BUNDLED_SHA256 = "a0e0814b0c4ef4f2697eb90909c9f1e387c056313130418e4868ce93cf620f3e"
-IMAGE_SHAPE = (28, 28)
-# Standard MNIST file names (each also accepted with a .gz suffix) and their IDX magic numbers.
-IDX_FILES = {
-    "train_images": ("train-images-idx3-ubyte", 0x0803),
-    "train_labels": ("train-labels-idx1-ubyte", 0x0801),
-    "test_images": ("t10k-images-idx3-ubyte", 0x0803),
-    "test_labels": ("t10k-labels-idx1-ubyte", 0x0801),
-}
 
 
 class DataError(RuntimeError):
@@ -248,7 +242,10 @@ def read_idx(file: Path, expected_magic: int) -> np.ndarray:
 
 def _check_digits(images: np.ndarray, labels: np.ndarray, origin: str) -> None:
     if images.ndim != 3 or images.shape[1:] != IMAGE_SHAPE:
-        raise DataError(f"{origin}: images have shape {images.shape}, expected (N, 28, 28)")
+        raise DataError(
+            f"{origin}: images have shape {images.shape}, expected (N, {IMAGE_SHAPE[0]}, "
+            f"{IMAGE_SHAPE[1]})"
+        )
     if labels.shape != (len(images),):
         raise DataError(f"{origin}: {len(images)} images but labels of shape {labels.shape}")
     if images.dtype != np.uint8 or labels.dtype != np.uint8:

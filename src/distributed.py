@@ -12,7 +12,7 @@ asks it for trials. This module adds what the library leaves out:
 - `serve_oracle`: Keras Tuner's ``oracle_chief.start_server`` waits forever for a worker
   that died mid-trial (the trial stays in ``oracle.ongoing_trials`` and ``exit_chief``
   never holds). This loop is the same, plus a way out: SIGUSR1 (sent by the supervisor in
-  ``src.cluster`` once every worker has exited, or by an operator) fails the orphaned
+  ``src.scaleout.cluster`` once every worker has exited, or by an operator) fails the orphaned
   trials with a clear message and lets the chief finish with the trials that completed.
 """
 

@@ -4,9 +4,9 @@ Every range and choice comes from ``conf/search_space/*.yaml``; this module only
 to turn a knob into a Keras Tuner hyperparameter and the hyperparameters into layers.
 Model code uses Keras layers and ``keras.ops`` only, so it runs on any Keras backend.
 
-Optional knobs (absent means off): ``batch_norm``, ``augment_rotation`` (fraction of a full
-turn), ``augment_translation`` and ``augment_zoom`` (fractions of the image side), and
-``lr_schedule`` (``constant`` or ``cosine``, applied per epoch in `CNNHyperModel.fit`).
+The knobs, the values they may take and what an absent optional knob means are defined
+once, in `src.search_space.KNOBS`; ``lr_schedule`` is applied per epoch in
+`CNNHyperModel.fit`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ from typing import Any
 import keras
 import keras_tuner
 from keras import layers
+
+from src.search_space import KNOBS
 
 
 def hp_value(hp: keras_tuner.HyperParameters, name: str, spec: Any) -> Any:
@@ -52,7 +54,9 @@ def _choices(spec: Any) -> list[Any]:
 
 
 class CNNHyperModel(keras_tuner.HyperModel):
-    """A stack of 3x3 conv layers with max-pooling, then dropout, a dense layer and softmax.
+    """Conv layers (``kernel_size`` square kernels, optionally batch-normalised) with a
+    max-pooling every ``pool_every`` layers, then dropout, a dense layer and softmax; optional
+    augmentation layers in front.
 
     Args:
         search_space: The ``search_space`` config as a plain mapping.
@@ -76,9 +80,9 @@ class CNNHyperModel(keras_tuner.HyperModel):
         kernel_size = hp_value(hp, "kernel_size", space["kernel_size"])
         pool_every = space["pool_every"]
 
-        batch_norm = self._optional(hp, "batch_norm", False)
+        batch_norm = self._optional(hp, "batch_norm")
         # Registered here so that `fit` can read it from the same hyperparameters.
-        self._optional(hp, "lr_schedule", "constant")
+        self._optional(hp, "lr_schedule")
 
         inputs = keras.Input(shape=self.input_shape)
         x = self._augmentation(hp, inputs)
@@ -119,15 +123,15 @@ class CNNHyperModel(keras_tuner.HyperModel):
         )
         return model
 
-    def _optional(self, hp: keras_tuner.HyperParameters, name: str, default: Any) -> Any:
+    def _optional(self, hp: keras_tuner.HyperParameters, name: str) -> Any:
         """An optional knob's value; a knob the space leaves out is not a hyperparameter."""
-        return hp_value(hp, name, self.space[name]) if name in self.space else default
+        return hp_value(hp, name, self.space[name]) if name in self.space else KNOBS[name].off
 
     def _augmentation(self, hp: keras_tuner.HyperParameters, x: Any) -> Any:
         """Random rotation, shift and zoom: active while training, identity at inference."""
-        rotation = self._optional(hp, "augment_rotation", 0.0)
-        translation = self._optional(hp, "augment_translation", 0.0)
-        zoom = self._optional(hp, "augment_zoom", 0.0)
+        rotation = self._optional(hp, "augment_rotation")
+        translation = self._optional(hp, "augment_translation")
+        zoom = self._optional(hp, "augment_zoom")
         if rotation:
             x = layers.RandomRotation(rotation, fill_mode="constant")(x)
         if translation:

@@ -1,7 +1,7 @@
 """The MLflow store and experiment, opened safely by however many processes at once.
 
 Kept apart from ``tracking.py`` so that processes which only prepare the store (the
-supervisor of ``src.cluster``) do not import TensorFlow and Keras Tuner.
+supervisor of ``src.scaleout.cluster``) do not import TensorFlow and Keras Tuner.
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@
     python -m src.predict digit.png --model models:/mnist-cnn@challenger
 
 Images are converted to 28x28 grey levels; a dark digit on a light background is inverted
-to MNIST's white on black. The tracking store is ``MLFLOW_TRACKING_URI``, or the project's
-local store (``mlruns/mlflow.db``).
+to MNIST's white on black. The model and the store are the project's defaults from ``conf/``
+(``final.model_name``'s champion; ``mlflow.tracking_uri``, which ``MLFLOW_TRACKING_URI``
+overrides).
 """
 
 from __future__ import annotations
@@ -18,9 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-DEFAULT_MODEL = "models:/mnist-cnn@champion"
-DEFAULT_STORE = "sqlite:///mlruns/mlflow.db"
-SIDE = 28
+from src.mnist_format import IMAGE_SIDE as SIDE
 
 
 def load_images(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
@@ -39,7 +38,9 @@ def load_images(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as archive:
                 if "images" not in archive or archive["images"].shape[1:3] != (SIDE, SIDE):
-                    raise ValueError(f"{path}: expected an array `images` of shape (N, 28, 28)")
+                    raise ValueError(
+                        f"{path}: expected an array `images` of shape (N, {SIDE}, {SIDE})"
+                    )
                 batch = archive["images"].reshape(-1, SIDE, SIDE).astype(np.float32)
             if batch.max() > 1:  # uint8 pixels
                 batch /= 255.0
@@ -61,9 +62,14 @@ def load_images(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     """Print one line per digit: the name, the predicted label and its probability."""
+    from src.compose import compose_config
+    from src.registry import champion_uri
+
+    defaults = compose_config()
+    default_model = champion_uri(defaults.final.model_name)
     parser = argparse.ArgumentParser(description="Classify digits with a registered model.")
     parser.add_argument("files", nargs="+", type=Path, help="image files or .npz archives")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model URI ({DEFAULT_MODEL})")
+    parser.add_argument("--model", default=default_model, help=f"model URI ({default_model})")
     args = parser.parse_args(argv)
     missing = [str(p) for p in args.files if not p.is_file()]
     if missing:
@@ -81,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
     keras.config.disable_interactive_logging()  # no progress bar in the middle of the output
 
-    mlflow.set_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_STORE))
+    mlflow.set_tracking_uri(defaults.mlflow.tracking_uri)  # a command line, not a library
     try:
         model = mlflow.pyfunc.load_model(args.model)
     except mlflow.exceptions.MlflowException as error:

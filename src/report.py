@@ -15,6 +15,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
 
+from src.search_space import is_log_scaled
+
 
 def plot_learning_curves(history: Mapping[str, Sequence[float]], path: Path) -> Path:
     """Loss and accuracy per epoch of the final training."""
@@ -81,8 +83,16 @@ def plot_worst_misclassified(
     return _save(figure, path)
 
 
-def plot_trial_scores(trials: Sequence[Mapping[str, Any]], objective: str, path: Path) -> Path:
-    """One panel per hyperparameter: each completed trial's score against its value."""
+def plot_trial_scores(
+    trials: Sequence[Mapping[str, Any]],
+    objective: str,
+    path: Path,
+    search_space: Mapping[str, Any],
+) -> Path:
+    """One panel per hyperparameter: each completed trial's score against its value.
+
+    A knob sampled on a log scale (``sampling: log`` in the search space) gets a log axis.
+    """
     completed = [t for t in trials if t["score"] is not None]
     names = sorted(
         {name for t in completed for name in t["hyperparameters"] if not name.startswith("tuner/")}
@@ -102,7 +112,7 @@ def plot_trial_scores(trials: Sequence[Mapping[str, Any]], objective: str, path:
         values = [value for value, _ in points]
         if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
             axis.scatter(values, [score for _, score in points], alpha=0.7)
-            if name == "learning_rate":
+            if is_log_scaled(search_space, name):
                 axis.set_xscale("log")
         else:  # categorical: one column per distinct value
             categories = sorted({str(v) for v in values})
@@ -126,9 +136,10 @@ def write_model_card(path: Path, facts: Mapping[str, Any]) -> Path:
         f"{digit}: {accuracy:.3f}" for digit, accuracy in enumerate(facts["per_class_accuracy"])
     )
     model_uri = facts.get("model_uri") or "(not registered: tracking was off)"
+    side = "x".join(map(str, facts["input_shape"][:2]))
     text = f"""# Model card: {facts["model_name"]}
 
-A convolutional network for 28x28 grey-level digits, tuned with Keras Tuner
+A convolutional network for {side} images in {facts["num_classes"]} classes, tuned with Keras Tuner
 ({facts["tuner"]} over the `{facts["search_space"]}` space) and retrained on
 train + validation for {facts["epochs"]} epochs (the best trial's best epoch count).
 
@@ -150,8 +161,9 @@ train + validation for {facts["epochs"]} epochs (the best trial's best epoch cou
 - registry decision: {facts.get("decision", "not registered")}
 
 ## Use
-Input: float32 array of shape (N, 28, 28, 1), pixels in [0, 1], white digit on black.
-Output: (N, 10) class probabilities.
+Input: float32 array of shape (N, {", ".join(map(str, facts["input_shape"]))}), pixels in [0, 1]
+(white on black, as in the training data).
+Output: (N, {facts["num_classes"]}) class probabilities.
 
 ```python
 import mlflow

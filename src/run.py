@@ -20,8 +20,9 @@ import signal
 from types import FrameType
 
 import hydra
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
+from src.compose import CONFIG_DIR
 from src.config import ConfigError, validate_config
 from src.distributed import DistributedError, configure_role
 
@@ -33,9 +34,9 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
 def main(cfg: DictConfig) -> float:
-    """Validate the config, then load the data and run the tracked search.
+    """Validate the config, then run the pipeline; signals and errors become exit codes.
 
     Returns:
         The best trial's score, so that Hydra sweepers can optimise over searches.
@@ -50,24 +51,14 @@ def main(cfg: DictConfig) -> float:
     # TensorFlow 2.21's C++ log prints a harmless tf.data attribute "error" at every fit;
     # real failures still raise Python exceptions.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from src.data import DataError, load_dataset
-    from src.tracking import tracked_search
-    from src.tuning import SearchFailed, run_search
+    from src.data import DataError
+    from src.pipeline import run_pipeline
+    from src.tuning import SearchFailed
 
     signal.signal(signal.SIGTERM, _interrupt)
     try:
-        dataset = load_dataset(
-            OmegaConf.to_container(cfg.data, resolve=True), cfg.training.val_fraction
-        )
-        with tracked_search(cfg, dataset, resume=cfg.resume) as tracker:
-            result = run_search(cfg, dataset, observers=[tracker] if tracker else [])
-            if result is None:  # a distributed worker: the chief has the results
-                return float("nan")
-            if cfg.final.enabled:
-                from src.registry import run_final_stage
-
-                run_final_stage(cfg, dataset, result, tracker)
-    except (DataError, DistributedError, SearchFailed) as error:
+        result = run_pipeline(cfg)
+    except (ConfigError, DataError, DistributedError, SearchFailed) as error:
         raise SystemExit(f"error: {error}") from None
     except KeyboardInterrupt:
         log.error(
@@ -75,8 +66,10 @@ def main(cfg: DictConfig) -> float:
             cfg.paths.output_dir,
         )
         raise SystemExit(130) from None
+    if result.search is None:  # a distributed worker: the chief has the results
+        return float("nan")
     log.info("results written to %s", os.path.join(cfg.paths.output_dir, "results.json"))
-    return result.best.score
+    return result.search.best.score
 
 
 if __name__ == "__main__":

@@ -38,7 +38,8 @@ from omegaconf import DictConfig, OmegaConf
 from src.data import Dataset
 from src.distributed import DistributedError, tuner_id
 from src.mlflow_store import open_store
-from src.tuning import TrialObserver, error_line
+from src.observers import TrialObserver
+from src.results import SearchResult, error_line
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +76,9 @@ class MLflowTracker(TrialObserver):
         # each worker finds it by that tag and logs its trials under it.
         self.role = cfg.distributed.role
         self.search_id = cfg.distributed.search_id
+        self.tracking_uri = str(cfg.mlflow.tracking_uri)
         self.client, self.experiment_id = open_store(
-            str(cfg.mlflow.tracking_uri), cfg.mlflow.experiment_name, cfg.mlflow.artifact_location
+            self.tracking_uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location
         )
         self.parent_run_id: str | None = None
         self.child_runs: dict[str, str] = {}
@@ -244,6 +246,10 @@ class MLflowTracker(TrialObserver):
         if self.role != "worker":  # only the chief's oracle knows every trial
             self.record_best(tuner)
 
+    def on_search_result(self, result: SearchResult) -> None:
+        if self.parent_run_id is not None:
+            self.client.log_dict(self.parent_run_id, result.to_dict(), "results.json")
+
     def record_best(self, tuner: keras_tuner.Tuner) -> None:
         """Tag each child with its rank and the parent with the best trial, as the tuner ranks."""
         ranked = tuner.oracle.get_best_trials(len(tuner.oracle.trials))
@@ -274,9 +280,6 @@ class MLflowTracker(TrialObserver):
         for run in self._children("attributes.status = 'RUNNING'"):
             self.client.set_terminated(run.info.run_id, child_status)
         self.child_runs.clear()
-        results = Path(self.cfg.paths.output_dir) / "results.json"
-        if results.is_file():
-            self.client.log_artifact(self.parent_run_id, str(results))
         self.client.set_terminated(self.parent_run_id, status)
 
     def _children(self, extra_filter: str | None = None) -> list[Any]:

@@ -1,92 +1,25 @@
-"""Shared fixtures: the real composed config, shrunk to run in seconds."""
+"""Shared fixtures: the real composed config shrunk to run in seconds, the tiny dataset,
+Fashion-MNIST where installed, and one PostgreSQL-backed tracking server per session."""
 
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig, open_dict
-
-from src.services import Service, free_port, http_ok
+from helpers import FASHION_MNIST, make_tiny_config, scratch_tracking_server
+from omegaconf import DictConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # Tests log to stores under tmp_path, never to a server the environment points at.
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-CONFIG_DIR = REPO_ROOT / "conf"
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-# A search that finishes in seconds: a few hundred digits, 1 epoch, 2 trials, narrow layers.
-TINY_OVERRIDES = [
-    "data=mnist_10k",
-    "data.max_train_examples=300",
-    "search_space.filters=[8,16]",
-    "search_space.dense_units=[32,64]",
-    "training.epochs=1",
-    "training.batch_size=64",
-    "training.verbose=0",
-    "tuner.max_trials=2",
-]
-
-
-def compose_config(overrides: Sequence[str] = (), output_dir: Path | None = None) -> DictConfig:
-    """Compose conf/config.yaml as `python -m src.run` would, outside a Hydra run."""
-    with initialize_config_dir(version_base="1.3", config_dir=str(CONFIG_DIR)):
-        cfg = compose(config_name="config", overrides=list(overrides))
-    with open_dict(cfg):
-        # ${hydra:runtime.output_dir} exists only inside a Hydra run.
-        cfg.paths.output_dir = str(output_dir or "unused-output-dir")
-    return cfg
-
-
-def sqlite_uri(folder: Path) -> str:
-    """A fresh MLflow SQLite store in `folder`."""
-    return f"sqlite:///{folder / 'mlflow.db'}"
-
 
 @pytest.fixture
 def tiny_config(tmp_path: Path) -> Callable[..., DictConfig]:
     """A factory of tiny configs writing (results, tuner state, MLflow) under tmp_path."""
-
-    def make(*overrides: str) -> DictConfig:
-        store = [
-            f"mlflow.tracking_uri={sqlite_uri(tmp_path)}",
-            f"mlflow.artifact_location={tmp_path / 'artifacts'}",
-        ]
-        return compose_config([*TINY_OVERRIDES, *store, *overrides], output_dir=tmp_path)
-
-    return make
-
-
-# For HTTP to the servers tests start: loopback never goes through a proxy, whatever the
-# environment (or an earlier test) set.
-loopback = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def run_cli(
-    *args: str, cwd: Path, timeout: float = 300, module: str = "src.run"
-) -> subprocess.CompletedProcess[str]:
-    """Run `python -m MODULE ARGS` in a subprocess from `cwd`, as a user would."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return lambda *overrides: make_tiny_config(tmp_path, *overrides)
 
 
 @pytest.fixture(scope="session")
@@ -114,40 +47,11 @@ def fashion_mnist() -> Path:
     return FASHION_MNIST
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `predicate` until it holds, or fail naming `what`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@contextmanager
-def http_service(
-    command: Sequence[str], ready_path: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> Iterator[str]:
-    """Start `command` (with `{port}` filled in) on a free loopback port; yield its URL.
-
-    The process gets a session of its own and is stopped, with everything it started, at exit.
-    """
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    log_file = Path(tempfile.mkdtemp(prefix="mnist-hps-service-")) / "service.log"
-    service = Service(Path(command[0]).name, [p.format(port=port) for p in command], log_file, env)
-    try:
-        with service.start(lambda: http_ok(f"{url}{ready_path}"), timeout):
-            yield url
-    finally:
-        shutil.rmtree(log_file.parent, ignore_errors=True)
-
-
 @pytest.fixture(scope="session")
 def postgres_tracking_server() -> Iterator[str]:
     """An MLflow tracking server on a PostgreSQL cluster of the session's own, both on free
     loopback ports in a temporary folder; stopped and removed after the session."""
-    from src.services import ServiceError, scratch_tracking_server
+    from src.scaleout.process import ServiceError
 
     try:
         with scratch_tracking_server() as url:

@@ -1,6 +1,6 @@
 """Scale-out: Keras Tuner's chief and workers, the supervisor, PostgreSQL, parallel multirun.
 
-The end-to-end tests run `python -m src.cluster` against a real MLflow server on a real
+The end-to-end tests run `python -m src.scaleout.cluster` against a real MLflow server on a real
 PostgreSQL cluster (`postgres_tracking_server`), every process on loopback and stopped.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import keras_tuner
 import pytest
-from conftest import REPO_ROOT, TINY_OVERRIDES, run_cli, sqlite_uri, wait_for
+from helpers import REPO_ROOT, TINY_OVERRIDES, run_cli, sqlite_uri, wait_for
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
@@ -30,7 +30,7 @@ from src.distributed import (
     fail_orphaned_trials,
     serve_oracle,
 )
-from src.services import free_port
+from src.scaleout.process import free_port
 
 PARENT = "mlflow.parentRunId"
 ROLE_DEFAULTS = {"search_id": "s1", "chief_timeout_s": 5}
@@ -81,7 +81,13 @@ def test_a_role_without_a_search_id_fails_in_a_second_with_one_line(tmp_path):
 
 def test_the_supervisor_rejects_a_bad_search_before_starting_anything(tmp_path):
     result = run_cli(
-        "--workers", "2", "--", "training.epochs=0", cwd=tmp_path, module="src.cluster", timeout=60
+        "--workers",
+        "2",
+        "--",
+        "training.epochs=0",
+        cwd=tmp_path,
+        module="src.scaleout.cluster",
+        timeout=60,
     )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
@@ -130,7 +136,7 @@ def test_releasing_the_chief_fails_orphaned_trials_and_ends_its_loop(tmp_path, k
     assert not oracle_chief.exit_chief(oracle)  # what keeps Keras Tuner's chief waiting
     kt_env.setenv(ORACLE_IP, "127.0.0.1")
     kt_env.setenv(ORACLE_PORT, str(free_port()))
-    # SIGUSR1 as src.cluster sends it once no worker is left.
+    # SIGUSR1 as src.scaleout.cluster sends it once no worker is left.
     threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGUSR1)).start()
     start = time.monotonic()
     serve_oracle(oracle)
@@ -158,7 +164,7 @@ def _cluster_command(
     return [
         sys.executable,
         "-m",
-        "src.cluster",
+        "src.scaleout.cluster",
         "--workers",
         "2",
         "--search-id",
@@ -191,7 +197,7 @@ def test_chief_and_two_workers_run_one_search_into_postgres(tmp_path, postgres_t
     command = _cluster_command(
         "e2e", postgres_tracking_server, overrides=[*TINY_OVERRIDES, "tuner.max_trials=4"]
     )
-    result = run_cli(*command[3:], cwd=tmp_path, module="src.cluster", timeout=400)
+    result = run_cli(*command[3:], cwd=tmp_path, module="src.scaleout.cluster", timeout=400)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     parent, trials, finals = _search_runs(postgres_tracking_server, "e2e")
     assert parent.info.status == "FINISHED"
@@ -206,7 +212,7 @@ def test_chief_and_two_workers_run_one_search_into_postgres(tmp_path, postgres_t
 
 
 def _pid_of(search_id: str, member: str) -> int | None:
-    """The pid of a member process that src.cluster started (found by its run folder)."""
+    """The pid of a member process that src.scaleout.cluster started (found by its run folder)."""
     marker = f"hydra.run.dir=outputs/distributed/{search_id}/{member}".encode()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -225,7 +231,7 @@ def _kill_mid_trial(tracking_uri: str, search_id: str, member: str) -> str:
 
     def member_runs_a_trial() -> bool:
         experiment = client.get_experiment_by_name("mnist-cnn")
-        if experiment is None:  # src.cluster has not prepared the store yet
+        if experiment is None:  # src.scaleout.cluster has not prepared the store yet
             return False
         running[:] = client.search_runs(
             [experiment.experiment_id],
@@ -243,7 +249,7 @@ def _kill_mid_trial(tracking_uri: str, search_id: str, member: str) -> str:
 def _run_and_kill_worker_0(
     tmp_path: Path, tracking_uri: str, search_id: str, *options: str
 ) -> tuple[int, str, str]:
-    """Run src.cluster, SIGKILL worker-0 mid-trial; the exit code, output and killed trial."""
+    """Run the supervisor, SIGKILL worker-0 mid-trial; the exit code, output and killed trial."""
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     cluster = subprocess.Popen(
         _cluster_command(search_id, tracking_uri, *options),
@@ -358,7 +364,8 @@ def test_joblib_multirun_logs_every_job(tmp_path):
 def test_database_credentials_come_from_the_environment_or_a_private_env_file(
     tmp_path, monkeypatch
 ):
-    from src.services import ServiceError, load_credentials
+    from src.scaleout.postgres import load_credentials
+    from src.scaleout.process import ServiceError
 
     for name in ("PGUSER", "PGPASSWORD", "PGDATABASE", "PGPORT"):
         monkeypatch.delenv(name, raising=False)

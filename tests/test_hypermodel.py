@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras_tuner
 import pytest
-from conftest import compose_config
+from helpers import compose_config
 from omegaconf import OmegaConf
 
 from src.hypermodel import CNNHyperModel, hp_value

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import (
+from helpers import (
     REPO_ROOT,
     TINY_OVERRIDES,
     compose_config,
@@ -23,20 +23,15 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from src.data import load_dataset
-from src.registry import run_final_stage
-from src.tracking import tracked_search
-from src.tuning import run_search
+from src.pipeline import run_pipeline
 
 MODEL = "mnist-cnn"
 
 
 def search_and_finalize(cfg):
     """A tracked tiny search followed by its final stage, as `python -m src.run` does."""
-    dataset = load_dataset({**cfg.data}, cfg.training.val_fraction)
-    with tracked_search(cfg, dataset) as tracker:
-        result = run_search(cfg, dataset, [tracker])
-        final = run_final_stage(cfg, dataset, result, tracker)
-    return result, final
+    result = run_pipeline(cfg)
+    return result.search, result.final
 
 
 def config(folder, *overrides):
@@ -106,7 +101,7 @@ def test_figures_and_model_card_are_written_and_logged(registry):
     card = (final_dir / "model_card.md").read_text()
     assert f"{first.test_accuracy:.4f}" in card and "models:/mnist-cnn/1" in card
     logged = {a.path for a in MlflowClient(sqlite_uri(folder)).list_artifacts(first.run_id)}
-    assert set(expected) | {"model"} <= logged | {"model"}
+    assert set(expected) | {"model"} <= logged
     summary = json.loads((final_dir / "final.json").read_text())
     assert summary["test_accuracy"] == pytest.approx(first.test_accuracy)
     assert len(summary["per_class_accuracy"]) == 10

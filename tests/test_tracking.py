@@ -9,11 +9,12 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import keras
 import keras_tuner
 import pytest
-from conftest import (
+from helpers import (
     REPO_ROOT,
     TINY_OVERRIDES,
     loopback,
@@ -24,18 +25,23 @@ from conftest import (
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-import src.services as services
+import src.scaleout.mlflow_server as services
 import src.tuning as tuning
-from src.services import free_port
-from src.tracking import PARENT_RUN_FILE, tracked_search
-from src.tuning import TrialObserver, run_search
+from src.observers import TrialObserver
+from src.pipeline import run_pipeline
+from src.scaleout.process import free_port
+from src.tracking import PARENT_RUN_FILE
 
 PARENT_TAG = "mlflow.parentRunId"
 
 
-def tracked_run(cfg, dataset, *observers):
-    with tracked_search(cfg, dataset, resume=cfg.resume) as tracker:
-        return run_search(cfg, dataset, [tracker, *observers]), tracker
+def tracked_run(cfg, *observers):
+    """The pipeline as `python -m src.run` runs it, without the final stage; the search's
+    result and its parent run's id."""
+    cfg.final.enabled = False
+    result = run_pipeline(cfg, observers)
+    project_dir = Path(cfg.tuner.directory) / cfg.tuner.project_name
+    return result.search, (project_dir / PARENT_RUN_FILE).read_text().strip()
 
 
 def all_runs(uri, view=ViewType.ACTIVE_ONLY):
@@ -53,12 +59,12 @@ def split_runs(runs):
 
 def test_search_logs_one_parent_and_one_child_per_trial(tiny_config, tiny_dataset, tmp_path):
     cfg = tiny_config("training.epochs=2", "tuner.max_trials=3")
-    result, tracker = tracked_run(cfg, tiny_dataset)
+    result, parent_run_id = tracked_run(cfg)
     client, runs = all_runs(cfg.mlflow.tracking_uri)
     parents, children = split_runs(runs)
     assert len(parents) == 1 and len(children) == 3
     parent = parents[0]
-    assert parent.info.run_id == tracker.parent_run_id
+    assert parent.info.run_id == parent_run_id
     assert parent.info.status == "FINISHED"
     assert parent.info.run_name == "random-cnn"
     assert parent.data.tags["data.source"] == "mnist_10k"
@@ -98,8 +104,9 @@ def test_search_logs_one_parent_and_one_child_per_trial(tiny_config, tiny_datase
 
 def test_tracking_does_not_change_trial_scores(tiny_config, tiny_dataset):
     cfg = tiny_config("tuner=bayesian", "tuner.max_trials=3")
-    bare = run_search(cfg, tiny_dataset)
-    tracked, _ = tracked_run(cfg, tiny_dataset)
+    tracked, _ = tracked_run(cfg)
+    cfg.mlflow.enabled = False
+    bare = run_pipeline(cfg).search
     assert [t.score for t in tracked.trials] == [t.score for t in bare.trials]
     assert [t.hyperparameters for t in tracked.trials] == [t.hyperparameters for t in bare.trials]
 
@@ -121,7 +128,7 @@ class _PickyHyperModel(keras_tuner.HyperModel):
 def test_failing_trial_is_logged_failed_with_its_error(tiny_config, tiny_dataset, monkeypatch):
     monkeypatch.setattr(tuning, "CNNHyperModel", lambda *args: _PickyHyperModel())
     cfg = tiny_config("tuner=grid", "tuner.max_trials=3")
-    tracked_run(cfg, tiny_dataset)
+    tracked_run(cfg)
     _, runs = all_runs(cfg.mlflow.tracking_uri)
     parents, children = split_runs(runs)
     statuses = {r.data.params["units"]: r.info.status for r in children}
@@ -141,7 +148,7 @@ class _InterruptInSecondTrial(TrialObserver):
 def test_interrupted_search_leaves_no_running_runs(tiny_config, tiny_dataset):
     cfg = tiny_config("tuner.max_trials=3")
     with pytest.raises(KeyboardInterrupt):
-        tracked_run(cfg, tiny_dataset, _InterruptInSecondTrial())
+        tracked_run(cfg, _InterruptInSecondTrial())
     _, runs = all_runs(cfg.mlflow.tracking_uri)
     parents, children = split_runs(runs)
     assert [p.info.status for p in parents] == ["KILLED"]
@@ -214,7 +221,7 @@ def mlflow_server(tmp_path):
 
 def test_tracking_server_serves_the_logged_runs(mlflow_server, tiny_config, tiny_dataset):
     cfg = tiny_config("mlflow=server", f"mlflow.tracking_uri={mlflow_server}")
-    result, tracker = tracked_run(cfg, tiny_dataset)
+    result, parent_run_id = tracked_run(cfg)
     client = MlflowClient(mlflow_server)
     experiment_id = client.get_experiment_by_name("mnist-cnn").experiment_id
     request = urllib.request.Request(
@@ -225,7 +232,7 @@ def test_tracking_server_serves_the_logged_runs(mlflow_server, tiny_config, tiny
     with loopback.open(request, timeout=10) as response:
         runs = json.load(response)["runs"]
     ids = {run["info"]["run_id"] for run in runs}
-    assert tracker.parent_run_id in ids
+    assert parent_run_id in ids
     assert len(runs) == 1 + len(result.trials)
     assert {run["info"]["status"] for run in runs} == {"FINISHED"}
 

@@ -9,7 +9,9 @@ import keras_tuner
 import numpy as np
 import pytest
 
-from src.tuning import SearchFailed, TrialObserver, build_tuner, run_search
+from src.config import ConfigError
+from src.observers import TrialObserver
+from src.tuning import SearchFailed, build_tuner, run_search, tuner_class
 
 
 @pytest.mark.parametrize("tuner", ["random", "bayesian", "grid", "hyperband"])
@@ -184,3 +186,24 @@ def test_a_trial_scores_the_same_whatever_ran_before_it(tiny_config, tiny_datase
     )
     assert alone.trials[0].hyperparameters == values
     assert alone.trials[0].score == second.score
+
+
+@pytest.mark.parametrize(
+    ("tuner_cfg", "message"),
+    [
+        ({"_target_": "keras_tuner.Nonsense"}, r"tuner\._target_='keras_tuner\.Nonsense': cannot"),
+        ({"_target_": "keras_tuner.HyperModel"}, "not a keras_tuner.Tuner class"),
+        ({"_target_": "keras_tuner.RandomSearch", "num_initial_points": 2}, "tuner.num_initial"),
+        ({"_target_": "keras_tuner.Hyperband", "alpha": 1e-4}, r"tuner\.alpha: Hyperband takes"),
+    ],
+)
+def test_tuner_class_and_its_arguments_are_checked_against_keras_tuner(tuner_cfg, message):
+    with pytest.raises(ConfigError, match=message):
+        tuner_class(tuner_cfg)
+
+
+def test_any_keras_tuner_class_with_its_own_arguments_is_accepted():
+    bayesian = {"_target_": "keras_tuner.BayesianOptimization", "alpha": 1e-4, "beta": 2.6}
+    assert tuner_class(bayesian) is keras_tuner.BayesianOptimization
+    capped = {"_target_": "keras_tuner.Hyperband", "max_epochs": 3, "max_trials": 2}
+    assert tuner_class(capped) is keras_tuner.Hyperband

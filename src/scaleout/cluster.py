@@ -1,15 +1,16 @@
 """One distributed search on this machine: tracking server, chief, workers, supervised.
 
-    make distributed WORKERS=2                       # python -m src.cluster --workers 2
-    python -m src.cluster --workers 2 -- tuner=bayesian tuner.max_trials=12
-    python -m src.cluster --workers 3 --tracking-uri http://127.0.0.1:5002 -- experiment=quick
+    make distributed WORKERS=2            # python -m src.scaleout.cluster --workers 2
+    python -m src.scaleout.cluster --workers 2 -- tuner=bayesian tuner.max_trials=12
+    python -m src.scaleout.cluster --workers 3 --tracking-uri http://127.0.0.1:5002 -- \
+        experiment=quick
 
-It starts, in this order: PostgreSQL and an MLflow tracking server on it (``src.services``;
-skipped with ``--tracking-uri``), then ``python -m src.run`` as Keras Tuner's chief and as
-N workers on loopback, each with its own run folder under
-``outputs/distributed/<search id>/``. The chief serves the oracle and opens the MLflow
-parent run; the workers run the trials and log them under it; the chief then runs the
-final stage once. Every process it started is stopped when it ends, however it ends.
+It starts, in this order: PostgreSQL and an MLflow tracking server on it
+(``src.scaleout.mlflow_server``; skipped with ``--tracking-uri``), then ``python -m
+src.run`` as Keras Tuner's chief and as N workers on loopback, each with its own run folder
+under ``outputs/distributed/<search id>/``. The chief serves the oracle and opens the MLflow
+parent run; the workers run the trials and log them under it; the chief then runs the final
+stage once. Every process it started is stopped when it ends, however it ends.
 
 Supervision is the part Keras Tuner leaves to its users: a worker that dies is restarted
 under the same ``KERASTUNER_TUNER_ID``, so the oracle hands it back its unfinished trial;
@@ -38,18 +39,13 @@ from types import FrameType
 
 from omegaconf import DictConfig
 
+from src.compose import compose_config
 from src.distributed import CHIEF_ID, ORACLE_IP, ORACLE_PORT, TUNER_ID
-from src.services import (
-    DEFAULT_ARTIFACTS,
-    DEFAULT_PG_DIR,
-    Service,
-    ServiceError,
-    free_port,
-    load_credentials,
-    tracking_server,
-)
+from src.scaleout.mlflow_server import DEFAULT_ARTIFACTS, tracking_server
+from src.scaleout.postgres import DEFAULT_PG_DIR, load_credentials
+from src.scaleout.process import Service, ServiceError, free_port
 
-log = logging.getLogger("src.cluster")
+log = logging.getLogger(__name__)
 
 OUTPUT_ROOT = Path("outputs") / "distributed"
 # Lines of the processes' logs worth echoing: the project's own log lines and errors.
@@ -114,13 +110,9 @@ def _run_command(overrides: Sequence[str], role: str, search_id: str, run_dir: P
 
 def _check_config(overrides: Sequence[str]) -> DictConfig:
     """Validate the search's config here, before any process starts; return its mlflow node."""
-    from hydra import compose, initialize_config_dir
-
     from src.config import validate_config
 
-    config_dir = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir)):
-        cfg = compose(config_name="config", overrides=list(overrides))
+    cfg = compose_config(overrides)
     validate_config(cfg)
     return cfg.mlflow
 
@@ -288,9 +280,9 @@ class Cluster:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m src.cluster --workers N [options] [-- hydra overrides]``."""
+    """``python -m src.scaleout.cluster --workers N [options] [-- hydra overrides]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m src.cluster",
+        prog="python -m src.scaleout.cluster",
         description=__doc__.split("\n\n")[0],
         epilog="Arguments after -- are Hydra overrides for the search (as for src.run).",
     )

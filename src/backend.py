@@ -1,0 +1,40 @@
+"""Training setup shared by the search and the final stage: seeds, precision, threads.
+
+Every training run in the project (each trial, each final retraining) starts here, so the
+same config trains the same way wherever it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+
+
+def keras_verbosity(verbose: int) -> int:
+    """Keras' `fit(verbose=...)` for `training.verbose`: 1 is a line per epoch (Keras' 2)."""
+    return {0: 0, 1: 2, 2: 1}[verbose]
+
+
+def configure_backend(training: Mapping[str, Any]) -> None:
+    """Seed every RNG, select the dtype policy and, on TensorFlow, op determinism.
+
+    Args:
+        training: The ``training`` config node.
+    """
+    threads = training.get("threads")
+    if threads and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        # Must come before TensorFlow's first op, which fixes its thread pools (the final
+        # stage calls this again, with the pools already set).
+        if tf.config.threading.get_intra_op_parallelism_threads() != threads:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(threads)
+    keras.utils.set_random_seed(training["seed"])
+    keras.config.set_dtype_policy(training["precision"])
+    if training["deterministic"] and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()

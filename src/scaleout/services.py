@@ -1,0 +1,74 @@
+"""A shared MLflow tracking server on PostgreSQL, on this machine.
+
+    make tracking-server        # PostgreSQL + `mlflow server` on 127.0.0.1; Ctrl-C stops both
+    python -m src.scaleout.services tracking-server --port 5002
+
+The cluster (``src.scaleout.postgres``) lives in ``mlruns/postgres/``, the server's
+artifacts (``src.scaleout.mlflow_server``) in ``mlruns/server-artifacts/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from src.scaleout.mlflow_server import DEFAULT_ARTIFACTS, DEFAULT_SERVER_PORT, tracking_server
+from src.scaleout.postgres import DEFAULT_PG_DIR, load_credentials
+from src.scaleout.process import ServiceError, http_ok
+
+
+def _tracking_server(args: argparse.Namespace) -> int:
+    credentials = load_credentials(create=True)
+    log_file = Path(args.data_dir).parent / "mlflow-server.log"
+    with tracking_server(
+        args.data_dir, args.artifacts, credentials, args.port, log_file, host=args.host
+    ) as url:
+        print(
+            f"MLflow tracking server at {url} (PostgreSQL {credentials.database} on "
+            f"127.0.0.1:{credentials.port}); use it with MLFLOW_TRACKING_URI={url} or "
+            "mlflow=server; Ctrl-C stops both",
+            flush=True,
+        )
+        stop = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        try:
+            while http_ok(f"{url}/health", timeout=10):
+                time.sleep(2)
+            print(f"error: the MLflow server stopped answering; see {log_file}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            signal.signal(signal.SIGTERM, stop)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m src.scaleout.services tracking-server``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m src.scaleout.services", description=__doc__.split("\n\n")[0]
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    server = commands.add_parser("tracking-server", help="PostgreSQL + mlflow server")
+    server.add_argument("--port", type=int, default=DEFAULT_SERVER_PORT)
+    server.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to serve on (default loopback only; 0.0.0.0: every one)",
+    )
+    server.add_argument("--data-dir", type=Path, default=DEFAULT_PG_DIR)
+    server.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        return _tracking_server(args)
+    except ServiceError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Helpers the tests import (pytest advises against importing ``conftest``): the tiny
+config, subprocesses of the command line, waiting on conditions, throw-away servers."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from src.compose import CONFIG_DIR, compose_config
+from src.scaleout.mlflow_server import tracking_server
+from src.scaleout.postgres import Credentials
+from src.scaleout.process import Service, free_port, http_ok
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+# Every option of every config group, found in conf/ so that a new option is tested too.
+GROUP_OPTIONS = {
+    group.name: sorted(p.stem for p in group.glob("*.yaml"))
+    for group in sorted(CONFIG_DIR.iterdir())
+    if group.is_dir()
+}
+
+# A search that finishes in seconds: a few hundred digits, 1 epoch, 2 trials, narrow layers.
+TINY_OVERRIDES = [
+    "data=mnist_10k",
+    "data.max_train_examples=300",
+    "search_space.filters=[8,16]",
+    "search_space.dense_units=[32,64]",
+    "training.epochs=1",
+    "training.batch_size=64",
+    "training.verbose=0",
+    "tuner.max_trials=2",
+]
+
+# For HTTP to the servers tests start: loopback never goes through a proxy, whatever the
+# environment (or an earlier test) set.
+loopback = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+__all__ = ["compose_config", "free_port"]
+
+
+def sqlite_uri(folder: Path) -> str:
+    """A fresh MLflow SQLite store in `folder`."""
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def make_tiny_config(folder: Path, *overrides: str) -> DictConfig:
+    """The tiny search's config, writing results, tuner state and MLflow under `folder`."""
+    store = [
+        f"mlflow.tracking_uri={sqlite_uri(folder)}",
+        f"mlflow.artifact_location={folder / 'artifacts'}",
+    ]
+    return compose_config([*TINY_OVERRIDES, *store, *overrides], output_dir=folder)
+
+
+def run_cli(
+    *args: str, cwd: Path, timeout: float = 300, module: str = "src.run"
+) -> subprocess.CompletedProcess[str]:
+    """Run `python -m MODULE ARGS` in a subprocess from `cwd`, as a user would."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `predicate` until it holds, or fail naming `what`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def http_service(
+    command: Sequence[str], ready_path: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> Iterator[str]:
+    """Start `command` (with `{port}` filled in) on a free loopback port; yield its URL.
+
+    The process gets a session of its own and is stopped, with everything it started, at exit.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log_file = Path(tempfile.mkdtemp(prefix="mnist-hps-service-")) / "service.log"
+    service = Service(Path(command[0]).name, [p.format(port=port) for p in command], log_file, env)
+    try:
+        with service.start(lambda: http_ok(f"{url}{ready_path}"), timeout):
+            yield url
+    finally:
+        shutil.rmtree(log_file.parent, ignore_errors=True)
+
+
+@contextmanager
+def scratch_tracking_server() -> Iterator[str]:
+    """A throw-away `tracking_server` (temporary folder, random password, free loopback
+    ports) for tests and benchmarks; removed at exit."""
+    folder = Path(tempfile.mkdtemp(prefix="mnist-hps-pg-"))
+    folder.chmod(0o755)  # PostgreSQL runs as the postgres user when this runs as root
+    credentials = Credentials(
+        user="mlflow", password=secrets.token_urlsafe(12), database="mlflow", port=free_port()
+    )
+    try:
+        with tracking_server(
+            folder / "cluster",
+            folder / "artifacts",
+            credentials,
+            free_port(),
+            folder / "mlflow-server.log",
+        ) as url:
+            yield url
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
