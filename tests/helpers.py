@@ -67,8 +67,10 @@ def make_tiny_config(folder: Path, *overrides: str) -> DictConfig:
 def run_cli(
     *args: str, cwd: Path, timeout: float = 300, module: str = "src.run"
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python -m MODULE ARGS` in a subprocess from `cwd`, as a user would."""
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    """Run `python -m MODULE ARGS` in a subprocess from `cwd`, as a user would (with no
+    MLFLOW_TRACKING_URI: runs go where the arguments say)."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,

@@ -1,4 +1,7 @@
-"""The command line as a user runs it: a quick search and a multirun, in a temporary folder."""
+"""The command line as a user runs it: a multirun of two searches, in a temporary folder.
+
+(The quick search end to end runs from an installed wheel, in test_packaging.py.)
+"""
 
 from __future__ import annotations
 
@@ -10,21 +13,19 @@ from mlflow import MlflowClient
 PARENT = "mlflow.parentRunId"
 
 
-def test_quick_experiment_runs_end_to_end(tmp_path):
-    result = run_cli("experiment=quick", "hydra.run.dir=run", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    results = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert [t["status"] for t in results["trials"]] == ["COMPLETED", "COMPLETED"]
-    assert results["data"]["name"] == "mnist_10k"
-    assert results["data"]["sizes"]["train"] == 512
-    assert results["best"]["score"] == max(t["score"] for t in results["trials"])
-    log = (tmp_path / "run" / "run.log").read_text()
-    assert "trial 1/2" in log and "trial 2/2" in log and "best trial" in log
-
-
-def test_multirun_writes_one_folder_and_one_parent_run_per_tuner(tmp_path):
+def test_parallel_multirun_writes_one_folder_and_one_parent_run_per_tuner(tmp_path):
+    """A Hydra multirun through the joblib launcher (two searches at once, each with its
+    final stage), into the default store of the folder it runs in; the basic launcher runs
+    the same jobs one after the other."""
     result = run_cli(
-        "-m", "experiment=quick", "tuner=random,hyperband", "tuner.max_trials=1", cwd=tmp_path
+        "-m",
+        "experiment=quick",
+        "tuner=random,hyperband",
+        "tuner.max_trials=1",
+        "training.verbose=0",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert not (tmp_path / "multirun").exists()

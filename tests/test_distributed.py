@@ -17,7 +17,7 @@ from pathlib import Path
 
 import keras_tuner
 import pytest
-from helpers import REPO_ROOT, TINY_OVERRIDES, run_cli, sqlite_uri, wait_for
+from helpers import REPO_ROOT, TINY_OVERRIDES, run_cli, wait_for
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
@@ -193,24 +193,6 @@ def _search_runs(tracking_uri: str, search_id: str) -> tuple[object, list, list]
     return parent, trials, finals
 
 
-def test_chief_and_two_workers_run_one_search_into_postgres(tmp_path, postgres_tracking_server):
-    command = _cluster_command(
-        "e2e", postgres_tracking_server, overrides=[*TINY_OVERRIDES, "tuner.max_trials=4"]
-    )
-    result = run_cli(*command[3:], cwd=tmp_path, module="src.scaleout.cluster", timeout=400)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    parent, trials, finals = _search_runs(postgres_tracking_server, "e2e")
-    assert parent.info.status == "FINISHED"
-    assert len(trials) == 4
-    assert sorted(r.data.tags["trial_id"] for r in trials) == ["0", "1", "2", "3"]
-    assert {r.info.status for r in trials} == {"FINISHED"}
-    assert {r.data.tags["worker"] for r in trials} == {"worker-0", "worker-1"}
-    assert all("val_accuracy" in r.data.metrics for r in trials)
-    assert len(finals) == 1 and finals[0].data.metrics["test_accuracy"] > 0.5
-    assert "best_trial_id" in parent.data.tags
-    assert (tmp_path / "outputs/distributed/e2e/chief/results.json").is_file()
-
-
 def _pid_of(search_id: str, member: str) -> int | None:
     """The pid of a member process that src.scaleout.cluster started (found by its run folder)."""
     marker = f"hydra.run.dir=outputs/distributed/{search_id}/{member}".encode()
@@ -269,17 +251,24 @@ def _run_and_kill_worker_0(
     return cluster.returncode, output, killed_trial
 
 
-def test_a_worker_killed_mid_trial_is_restarted_and_the_search_completes(
+def test_chief_and_two_workers_complete_a_search_into_postgres_despite_a_killed_worker(
     tmp_path, postgres_tracking_server
 ):
+    """`make distributed` end to end: a chief and two workers on a tracking server on
+    PostgreSQL; worker-0 is SIGKILLed mid-trial, restarted under its id, and the search
+    completes with every trial and the chief's final stage."""
     code, output, killed_trial = _run_and_kill_worker_0(tmp_path, postgres_tracking_server, "kill")
     assert code == 0, output[-3000:]
     assert "worker-0 ended with signal 9; restarting it under the same id" in output
-    parent, trials, _ = _search_runs(postgres_tracking_server, "kill")
-    assert parent.info.status == "FINISHED"
+    parent, trials, finals = _search_runs(postgres_tracking_server, "kill")
+    assert parent.info.status == "FINISHED" and "best_trial_id" in parent.data.tags
     active = [r for r in trials if r.info.lifecycle_stage == "active"]
     assert sorted(r.data.tags["trial_id"] for r in active) == ["0", "1", "2", "3"]
     assert {r.info.status for r in active} == {"FINISHED"}
+    assert {r.data.tags["worker"] for r in active} == {"worker-0", "worker-1"}
+    assert all("val_accuracy" in r.data.metrics for r in active)
+    assert len(finals) == 1 and finals[0].data.metrics["test_accuracy"] > 0.5
+    assert (tmp_path / "outputs/distributed/kill/chief/results.json").is_file()
     # The killed attempt ended KILLED (in MLflow's trash); the trial ran again on worker-0.
     stale = [r for r in trials if r.info.lifecycle_stage == "deleted"]
     assert [(r.data.tags["trial_id"], r.info.status) for r in stale] == [(killed_trial, "KILLED")]
@@ -335,30 +324,6 @@ def test_postgres_backed_server_keeps_every_run_of_two_concurrent_writers(
     runs = client.search_runs([experiment.experiment_id], max_results=1000)
     assert sorted(r.data.tags["writer"] for r in runs) == ["a"] * 15 + ["b"] * 15
     assert all(r.data.metrics["i"] in range(15) for r in runs)
-
-
-def test_joblib_multirun_logs_every_job(tmp_path):
-    store = sqlite_uri(tmp_path)
-    result = run_cli(
-        "-m",
-        *TINY_OVERRIDES,
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-        "tuner=random,grid",
-        "final.enabled=false",
-        f"mlflow.tracking_uri={store}",
-        "hydra.sweep.dir=sweep",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    client = MlflowClient(store)
-    experiment = client.get_experiment_by_name("mnist-cnn")
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [r for r in runs if PARENT not in r.data.tags]
-    assert sorted(p.data.tags["tuner"] for p in parents) == ["grid", "random"]
-    for parent in parents:
-        children = [r for r in runs if r.data.tags.get(PARENT) == parent.info.run_id]
-        assert len(children) == 2 and {c.info.status for c in children} == {"FINISHED"}
 
 
 def test_database_credentials_come_from_the_environment_or_a_private_env_file(

@@ -6,16 +6,37 @@ import json
 
 import keras
 import keras_tuner
-import numpy as np
 import pytest
+from helpers import GROUP_OPTIONS
 
+import src.tuning as tuning
 from src.config import ConfigError
 from src.observers import TrialObserver
 from src.tuning import SearchFailed, build_tuner, run_search, tuner_class
 
 
-@pytest.mark.parametrize("tuner", ["random", "bayesian", "grid", "hyperband"])
-def test_each_tuner_completes_a_tiny_search(tuner, tiny_config, tiny_dataset, tmp_path):
+class _DenseHyperModel(keras_tuner.HyperModel):
+    """A one-layer stand-in for the CNN: the tuners' bookkeeping in a second per trial."""
+
+    def build(self, hp):
+        units = hp.Choice("units", [4, 8, 16])
+        learning_rate = hp.Float("learning_rate", 1e-3, 1e-2, sampling="log")
+        inputs = keras.Input((28, 28, 1))
+        hidden = keras.layers.Dense(units, activation="relu")(keras.layers.Flatten()(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(hidden))
+        model.compile(
+            keras.optimizers.Adam(learning_rate),
+            "sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+        )
+        return model
+
+
+@pytest.mark.parametrize("tuner", GROUP_OPTIONS["tuner"])
+def test_each_tuner_completes_a_tiny_search(
+    tuner, tiny_config, tiny_dataset, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(tuning, "CNNHyperModel", lambda *args: _DenseHyperModel())
     cfg = tiny_config(f"tuner={tuner}", "training.epochs=2")
     result = run_search(cfg, tiny_dataset)
     assert len(result.trials) >= 2
@@ -29,13 +50,6 @@ def test_each_tuner_completes_a_tiny_search(tuner, tiny_config, tiny_dataset, tm
     assert written["best"]["score"] == pytest.approx(best.score)
     assert written["data"]["name"] == "mnist_10k"
     assert len(written["trials"]) == len(result.trials)
-
-
-def test_same_config_gives_the_same_trials_and_scores(tiny_config, tiny_dataset, tmp_path):
-    first = run_search(tiny_config("tuner=bayesian"), tiny_dataset)
-    again = run_search(tiny_config("tuner=bayesian"), tiny_dataset)
-    assert [t.hyperparameters for t in first.trials] == [t.hyperparameters for t in again.trials]
-    assert [t.score for t in first.trials] == [t.score for t in again.trials]
 
 
 class _RecordingObserver(TrialObserver):
@@ -148,20 +162,10 @@ def test_search_where_every_trial_fails_raises_with_the_first_error(
         def on_search_begin(self, tuner):
             hypermodel.broken = True
 
-    import src.tuning as tuning
-
     monkeypatch.setattr(tuning, "CNNHyperModel", lambda *args: hypermodel)
     cfg = tiny_config("tuner.max_consecutive_failed_trials=5")
     with pytest.raises(SearchFailed, match="every trial failed; the first with: ValueError"):
         run_search(cfg, tiny_dataset, [_BreakAfterInit()])
-
-
-def test_tracking_nothing_changes_nothing(tiny_config, tiny_dataset):
-    """Observers only listen: the same search with and without one scores the same."""
-    bare = run_search(tiny_config(), tiny_dataset)
-    observed = run_search(tiny_config(), tiny_dataset, [_RecordingObserver()])
-    assert [t.score for t in bare.trials] == [t.score for t in observed.trials]
-    assert np.isfinite([t.score for t in bare.trials]).all()
 
 
 def test_a_trial_scores_the_same_whatever_ran_before_it(tiny_config, tiny_dataset):

@@ -1,0 +1,37 @@
+"""The pipeline as `python -m src.run` runs it: the same config gives the same search and
+the same final model, whether MLflow and other observers listen or not."""
+
+from __future__ import annotations
+
+import math
+
+from src.observers import TrialObserver
+from src.pipeline import run_pipeline
+
+
+class _CountingObserver(TrialObserver):
+    def __init__(self):
+        self.epochs = 0
+
+    def on_epoch_end(self, tuner, trial, epoch, logs):
+        self.epochs += 1
+
+
+def test_same_config_gives_the_same_search_and_final_model_tracked_or_not(tiny_config):
+    """Determinism on one machine, and tracking that only listens: one comparison of two
+    whole runs (search and final stage), one tracked, one untracked with an observer."""
+    overrides = ("tuner=bayesian", "tuner.max_trials=3", "final.register=false")
+    tracked = run_pipeline(tiny_config(*overrides))
+    observer = _CountingObserver()
+    untracked = run_pipeline(tiny_config(*overrides, "mlflow.enabled=false"), [observer])
+
+    def trials(result):
+        return [(t.trial_id, t.hyperparameters, t.score, t.best_step) for t in result.search.trials]
+
+    assert trials(tracked) == trials(untracked)
+    assert all(math.isfinite(t.score) for t in tracked.search.trials)
+    assert tracked.search.best_trial_id == untracked.search.best_trial_id
+    assert observer.epochs == len(tracked.search.trials)  # one epoch each (tiny config)
+    assert tracked.final.test_accuracy == untracked.final.test_accuracy
+    assert tracked.final.test_loss == untracked.final.test_loss
+    assert tracked.final.run_id is not None and untracked.final.run_id is None
