@@ -63,8 +63,14 @@ serve: $(STAMP) ## Serve the champion model at http://127.0.0.1:5001/invocations
 		$(VENV)/bin/mlflow models serve -m "$(MODEL)" \
 		--env-manager local --host 127.0.0.1 --port $(SERVE_PORT) --workers 1
 
-test: $(STAMP) ## Run the test suite (offline, a few minutes on 2 cores)
-	$(PYTHON) -m pytest $(ARGS)
+# Two xdist workers, one test module each at a time (module fixtures are built once).
+PYTEST := $(PYTHON) -m pytest -n 2 --dist loadscope
+
+test: $(STAMP) ## Run the default test suite (offline, about 3 minutes on 2 cores)
+	$(PYTEST) $(ARGS)
+
+test-full: $(STAMP) ## Run every test, the slow ones too (what CI runs)
+	$(PYTEST) -m "slow or not slow" $(ARGS)
 
 lint: $(STAMP) ## Lint and check formatting with ruff
 	$(VENV)/bin/ruff check .

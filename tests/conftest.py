@@ -12,6 +12,10 @@ from helpers import FASHION_MNIST, make_tiny_config, scratch_tracking_server
 from omegaconf import DictConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# `make test` runs two xdist workers on two cores: one TensorFlow thread each (here and in
+# the processes the tests start) keeps them from fighting over the cores.
+os.environ.setdefault("TF_NUM_INTRAOP_THREADS", "1")
+os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 # Tests log to stores under tmp_path, never to a server the environment points at.
 os.environ.pop("MLFLOW_TRACKING_URI", None)
 

@@ -20,7 +20,7 @@ class _CountingObserver(TrialObserver):
 def test_same_config_gives_the_same_search_and_final_model_tracked_or_not(tiny_config):
     """Determinism on one machine, and tracking that only listens: one comparison of two
     whole runs (search and final stage), one tracked, one untracked with an observer."""
-    overrides = ("tuner=bayesian", "tuner.max_trials=3", "final.register=false")
+    overrides = ("tuner=bayesian", "tuner.max_trials=2", "final.register=false")
     tracked = run_pipeline(tiny_config(*overrides))
     observer = _CountingObserver()
     untracked = run_pipeline(tiny_config(*overrides, "mlflow.enabled=false"), [observer])
