@@ -24,6 +24,8 @@ from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
+from src.provenance import installed_versions
+
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -54,8 +56,6 @@ def log_model(client: MlflowClient, run_id: str, model: object, example: np.ndar
     """
     import mlflow.keras
     from mlflow.models import infer_signature
-
-    from src.tracking import installed_versions
 
     with tempfile.TemporaryDirectory() as folder:
         # mlflow.keras.log_model(..., input_example=...) writes the example before it

@@ -15,13 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# The seed study's published test accuracies, shown beside ours.
-SEED_STUDY = {"baseline": "96%", "cnn": "98%", "cnn_plus": "-"}
-STAGE_TITLES = {
-    "baseline": "seed study's default model (no search)",
-    "cnn": "tuned, seed study's space",
-    "cnn_plus": "tuned, improved space",
-}
+from omegaconf import OmegaConf
+
+from src.compose import CONFIG_DIR
+
 README_START = "<!-- reproduce:start -->"
 README_END = "<!-- reproduce:end -->"
 
@@ -34,9 +31,12 @@ def collect(study_dir: Path) -> list[dict[str, Any]]:
         final_file = folder / "final" / "final.json"
         final = json.loads(final_file.read_text()) if final_file.is_file() else {}
         stage = folder.name.split("_", 1)[1] if "_" in folder.name else folder.name
+        shown = _stage_description(folder, stage)
         stages.append(
             {
                 "stage": stage,
+                "title": shown.get("title") or stage,
+                "seed_study": shown.get("seed_study_test_accuracy") or "-",
                 "trials": sum(t["status"] == "COMPLETED" for t in search["trials"]),
                 "val_accuracy": search["best"]["score"] if search["best"] else None,
                 "test_accuracy": final.get("test_accuracy"),
@@ -47,6 +47,16 @@ def collect(study_dir: Path) -> list[dict[str, Any]]:
             }
         )
     return stages
+
+
+def _stage_description(folder: Path, stage: str) -> dict[str, Any]:
+    """The stage's ``study_stage`` node: from the config it ran with, else from conf/study."""
+    ran_with = folder / ".hydra" / "config.yaml"
+    source = ran_with if ran_with.is_file() else CONFIG_DIR / "study" / f"{stage}.yaml"
+    if not source.is_file():
+        return {}
+    node = OmegaConf.select(OmegaConf.load(source), "study_stage", default=None)
+    return OmegaConf.to_container(node) if node is not None else {}
 
 
 def format_table(stages: list[dict[str, Any]]) -> str:
@@ -60,8 +70,8 @@ def format_table(stages: list[dict[str, Any]]) -> str:
         val = "-" if s["val_accuracy"] is None else f"{100 * s['val_accuracy']:.2f}%"
         minutes, seconds = divmod(round(s["wall_time_s"]), 60)
         rows.append(
-            f"| {STAGE_TITLES.get(s['stage'], s['stage'])} | {s['trials']} | {val} | {test} | "
-            f"{SEED_STUDY.get(s['stage'], '-')} | {minutes} min {seconds:02d} s |"
+            f"| {s['title']} | {s['trials']} | {val} | {test} | "
+            f"{s['seed_study']} | {minutes} min {seconds:02d} s |"
         )
     return "\n".join(rows)
 
@@ -101,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             f"Data: `{data['name']}`, {data['sizes']['train']} train / {data['sizes']['val']} "
             f"validation / {data['sizes']['test']} test digits (digest `{data['digest'][:12]}`). "
-            f"Whole study: {total / 60:.1f} min. Best: {STAGE_TITLES.get(best['stage'])}, "
+            f"Whole study: {total / 60:.1f} min. Best: {best['title']}, "
             f"{', '.join(f'{k}={_short(v)}' for k, v in best['hyperparameters'].items())}.",
         ]
     )

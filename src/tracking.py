@@ -14,17 +14,18 @@ Store semantics, which the tests check:
 - an attempt that was interrupted (Ctrl-C, SIGTERM, SIGKILL) ends KILLED and, once its
   trial is run again, is moved to MLflow's trash (restorable), so the store ends with one
   child per trial and no RUNNING run.
+
+(A little over 300 lines: one class, whose hooks share the runs it keeps open; splitting
+it would spread one run lifecycle over several files.)
 """
 
 from __future__ import annotations
 
 import logging
-import subprocess
 import time
 import warnings
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ from src.data import Dataset
 from src.distributed import DistributedError, tuner_id
 from src.mlflow_store import open_store
 from src.observers import TrialObserver
+from src.provenance import TRACKED_PACKAGES, flatten_config, git_commit, installed_versions
 from src.results import SearchResult, error_line
 
 log = logging.getLogger(__name__)
@@ -51,8 +53,6 @@ WORKER_TAG = "worker"
 # MLflow's limits per log_batch call and per tag value.
 _MAX_PARAMS_PER_BATCH = 100
 _MAX_TAG_LENGTH = 5000
-_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "keras-tuner", "mlflow", "hydra-core")
-_REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _now_ms() -> int:
@@ -156,13 +156,15 @@ class MLflowTracker(TrialObserver):
             "data.train_size": str(len(dataset.train)),
             "data.val_size": str(len(dataset.val)),
             "data.test_size": str(len(dataset.test)),
-            MLFLOW_GIT_COMMIT: _git_commit(),
+            MLFLOW_GIT_COMMIT: git_commit(),
         }
         if self.search_id:
             tags[SEARCH_ID_TAG] = str(self.search_id)
         if dataset.note:
             tags["data.note"] = dataset.note[:_MAX_TAG_LENGTH]
-        tags.update({f"version.{name}": v for name, v in installed_versions(_PACKAGES).items()})
+        tags.update(
+            {f"version.{name}": v for name, v in installed_versions(TRACKED_PACKAGES).items()}
+        )
         return tags
 
     def _dataset_input(self) -> DatasetInput:
@@ -316,39 +318,3 @@ def tracked_search(
         raise
     finally:
         tracker.close(status)
-
-
-def installed_versions(packages: Iterable[str]) -> dict[str, str]:
-    """The installed version of each package that is installed."""
-    versions = {}
-    for package in packages:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
-
-
-def flatten_config(cfg: DictConfig) -> dict[str, str]:
-    """The resolved config as ``{"training.epochs": "4", ...}``, for MLflow params."""
-    flat: dict[str, str] = {}
-
-    def walk(node: Any, prefix: str) -> None:
-        if isinstance(node, Mapping):
-            for key, value in node.items():
-                walk(value, f"{prefix}{key}.")
-        else:
-            flat[prefix.rstrip(".")] = str(node)
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return flat
-
-
-def _git_commit() -> str:
-    try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=_REPO_ROOT, capture_output=True, text=True, timeout=5
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return result.stdout.strip() if result.returncode == 0 else "unknown"
