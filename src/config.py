@@ -141,6 +141,9 @@ def _check_data(reader: _Reader, prefix: str) -> None:
     reader.integer(f"{prefix}.max_train_examples", 10, optional=True)
     path = reader.get(f"{prefix}.path")
     if source == "mnist":
+        folder = reader.get(f"{prefix}.idx_folder", None)
+        if folder is not None and not Path(str(folder)).is_dir():
+            raise ConfigError(f"{prefix}.idx_folder={folder!r}: no such folder")
         timeout = reader.get(f"{prefix}.download_timeout_s")
         if not is_number(timeout) or timeout <= 0:
             raise ConfigError(f"{prefix}.download_timeout_s={timeout!r}: expected a number > 0")
@@ -168,6 +171,18 @@ def _check_final(reader: _Reader) -> None:
     reader.boolean("final.register")
     reader.text("final.model_name")
     reader.integer("final.epochs", 1, optional=True)
+    seeds = reader.get("final.seeds", None)
+    if seeds is not None and (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(is_int(seed) and seed >= 0 for seed in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
+        raise ConfigError(f"final.seeds={seeds!r}: expected null or a list of distinct seeds >= 0")
+    reader.one_of("final.promotion", ("better", "significant"))
+    alpha = reader.get("final.alpha")
+    if not is_number(alpha) or not 0 < alpha < 1:
+        raise ConfigError(f"final.alpha={alpha!r}: expected a number in (0, 1)")
 
 
 def _check_distributed(reader: _Reader) -> None:

@@ -2,9 +2,12 @@
 
 Three sources, chosen by `data.name`:
 
-- ``mnist``: full MNIST through Keras' own loader and cache (``~/.keras/datasets``),
-  downloading it where a network answers; otherwise the bundled sample (``data.fallback``).
-- ``mnist_10k``: the 10,000 real MNIST digits bundled in ``src/datasets/mnist_10k.npz``.
+- ``mnist``: full MNIST (60,000 training digits, the official 10,000 test digits), read in
+  this order: a local folder of the four official IDX files (``data.idx_folder``, checked
+  against the official MD5s), Keras' cache (``~/.keras/datasets``) or download, and only
+  then the bundled sample (``data.fallback``), with a warning and a note in the record.
+- ``mnist_10k``: bundled in ``src/datasets/mnist_10k.npz``: the first 10,000 official
+  training digits (train and validation) and the official 10,000-digit test set.
 - ``idx``: a folder holding the four standard MNIST-format IDX files.
 
 Pixels are scaled to [0, 1] once, here. Splits are stratified and depend only on
@@ -26,13 +29,13 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from src.mnist_format import IDX_FILES, IMAGE_SHAPE
+from src.mnist_format import IDX_FILES, IMAGE_SHAPE, official_mnist_mismatch
 
 log = logging.getLogger(__name__)
 
 BUNDLED_PATH = Path(__file__).with_name("datasets") / "mnist_10k.npz"
 # Checked at load time; `python -m src.datasets.build_mnist_10k` rebuilds the same bytes.
-BUNDLED_SHA256 = "a0e0814b0c4ef4f2697eb90909c9f1e387c056313130418e4868ce93cf620f3e"
+BUNDLED_SHA256 = "a6b52fefa86abb734c54abe2028725f958896ba421096aeead96e4ab290fb258"
 
 
 class DataError(RuntimeError):
@@ -59,6 +62,8 @@ class Dataset:
             fallback this is ``mnist_10k`` even though ``data=mnist`` was asked for.
         origin: The file or folder read.
         digest: SHA-256 of the raw uint8 images and labels, before splitting.
+        test_digest: SHA-256 of the test split's raw images and labels: two models can be
+            compared on their test scores only if these agree.
         note: Why the source differs from the one asked for, if it does.
     """
 
@@ -68,6 +73,7 @@ class Dataset:
     train: Split
     val: Split
     test: Split
+    test_digest: str = ""
     note: str | None = None
 
     @property
@@ -84,6 +90,7 @@ class Dataset:
             "name": self.name,
             "origin": self.origin,
             "digest": self.digest,
+            "test_digest": self.test_digest,
             "note": self.note,
             "sizes": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
         }
@@ -117,13 +124,14 @@ def load_dataset(data_cfg: Mapping[str, Any], val_fraction: float) -> Dataset:
     note = None
     if data_cfg["name"] == "mnist":
         try:
-            raw = _read_keras_mnist(data_cfg["path"], data_cfg["download_timeout_s"])
+            raw = _read_full_mnist(data_cfg)
         except _Unavailable as error:
             fallback = data_cfg.get("fallback")
             if fallback is None:
                 raise DataError(
                     f"full MNIST is unavailable ({error}); use data=mnist_10k (bundled), "
-                    "data=idx data.path=FOLDER, or put mnist.npz in ~/.keras/datasets"
+                    "data.idx_folder=FOLDER (the four official IDX files), or put mnist.npz "
+                    "in ~/.keras/datasets"
                 ) from None
             note = f"full MNIST unavailable ({error}); used the bundled 10,000-digit sample"
             log.warning("%s instead", note)
@@ -132,9 +140,21 @@ def load_dataset(data_cfg: Mapping[str, Any], val_fraction: float) -> Dataset:
     if name == "mnist_10k":
         raw = _read_npz(data_cfg["path"])
     elif name == "idx":
-        raw = _read_idx_folder(Path(data_cfg["path"]))
+        raw = _raw_digits(read_idx_folder(Path(data_cfg["path"])), data_cfg["path"])
     digest = _digest(raw)
     return _split(raw, name, digest, note, data_cfg, val_fraction)
+
+
+def _read_full_mnist(data_cfg: Mapping[str, Any]) -> _RawDigits:
+    """Full MNIST from the first source that has it: a local IDX folder, then Keras."""
+    folder = data_cfg.get("idx_folder")
+    if folder:
+        arrays = read_idx_folder(Path(folder))
+        mismatch = official_mnist_mismatch(arrays)
+        if mismatch:
+            raise DataError(f"data.idx_folder={folder!r}: {mismatch}")
+        return _raw_digits(arrays, str(Path(folder).resolve()))
+    return _read_keras_mnist(data_cfg["path"], data_cfg["download_timeout_s"])
 
 
 class _Unavailable(Exception):
@@ -175,28 +195,42 @@ def _read_npz(path: str | None) -> _RawDigits:
     try:
         with np.load(file, allow_pickle=False) as archive:
             images, labels = archive["images"], archive["labels"]
+            has_test = "test_images" in archive and "test_labels" in archive
+            test_images = archive["test_images"] if has_test else None
+            test_labels = archive["test_labels"] if has_test else None
     except (KeyError, ValueError, OSError) as error:
         raise DataError(f"{file}: not an .npz with `images` and `labels` ({error})") from None
     _check_digits(images, labels, str(file))
-    return _RawDigits(images, labels, None, None, str(file))
+    if has_test:
+        _check_digits(test_images, test_labels, str(file))
+    return _RawDigits(images, labels, test_images, test_labels, str(file))
 
 
-def _read_idx_folder(folder: Path) -> _RawDigits:
+def read_idx_folder(folder: Path) -> dict[str, np.ndarray]:
+    """The four IDX files of a folder (each plain or ``.gz``), keyed as in `IDX_FILES`.
+
+    Raises:
+        DataError: a file is missing, truncated or corrupt, or the digits are malformed.
+    """
     arrays = {}
     for key, (stem, magic) in IDX_FILES.items():
         candidates = [folder / stem, folder / f"{stem}.gz"]
         file = next((c for c in candidates if c.is_file()), None)
         if file is None:
-            raise DataError(f"data.path={str(folder)!r}: no {stem}[.gz] in that folder")
+            raise DataError(f"{str(folder)!r}: no {stem}[.gz] in that folder")
         arrays[key] = read_idx(file, magic)
     _check_digits(arrays["train_images"], arrays["train_labels"], str(folder))
     _check_digits(arrays["test_images"], arrays["test_labels"], str(folder))
+    return arrays
+
+
+def _raw_digits(arrays: Mapping[str, np.ndarray], origin: str) -> _RawDigits:
     return _RawDigits(
         arrays["train_images"],
         arrays["train_labels"],
         arrays["test_images"],
         arrays["test_labels"],
-        str(folder),
+        str(origin),
     )
 
 
@@ -298,6 +332,7 @@ def _split(
         train=_scaled(train_images, train_labels),
         val=_scaled(val_images, val_labels),
         test=_scaled(test_images, test_labels),
+        test_digest=_digest(_RawDigits(test_images, test_labels, None, None, raw.origin)),
         note=note,
     )
 

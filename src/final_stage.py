@@ -1,8 +1,12 @@
 """The final stage: retrain the best configuration, test it once, hand it to the registry.
 
 The seed study's protocol: the best trial's hyperparameters and its best epoch count,
-retrained from scratch on train + validation with the training seed, then evaluated once
-on the held-out test split (`evaluate`, a pure function of a model and a split). Figures,
+retrained from scratch on train + validation, then evaluated once on the held-out test
+split (`evaluate`, a pure function of a model and a split), with the number of errors and a
+95 % Wilson interval. With ``final.seeds`` it is retrained once per training seed and the
+spread of test accuracy across seeds is reported; the model of the *first* seed is the one
+registered, a choice fixed before any test score is seen (picking the best-scoring seed
+would select on the test set and overstate its accuracy). Figures,
 ``model_card.md`` and ``final.json`` go to ``<run folder>/final/``; with tracking on, a
 ``final`` child run holds them and the model is registered (``src.registry``).
 """
@@ -28,6 +32,7 @@ from src.backend import configure_backend, keras_verbosity
 from src.data import Dataset, Split
 from src.hypermodel import CNNHyperModel
 from src.results import SearchResult
+from src.stats import Accuracy, accuracy_with_interval
 from src.tracking import MLflowTracker
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,12 @@ class Evaluation:
     loss: float
     confusion: np.ndarray
     probabilities: np.ndarray = field(repr=False)
+    right: np.ndarray = field(repr=False)  # per digit: predicted its label
+
+    @property
+    def interval(self) -> Accuracy:
+        """The accuracy with its errors and 95 % Wilson interval."""
+        return accuracy_with_interval(int(self.right.sum()), len(self.right))
 
     @property
     def per_class_accuracy(self) -> list[float]:
@@ -60,29 +71,65 @@ def evaluate(model: keras.Model, split: Split, num_classes: int) -> Evaluation:
     predicted = probabilities.argmax(axis=1)
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
     np.add.at(confusion, (split.labels, predicted), 1)
+    right = predicted == split.labels
     return Evaluation(
-        accuracy=float(np.mean(predicted == split.labels)),
+        accuracy=float(np.mean(right)),
         loss=float(np.mean(loss)),
         confusion=confusion,
         probabilities=probabilities,
+        right=right,
     )
 
 
 @dataclass
 class FinalResult:
-    """What the final stage measured and decided."""
+    """What the final stage measured and decided.
+
+    ``test_accuracy`` and its interval are the registered model's (the first seed's);
+    ``seed_test_accuracies`` has one entry per seed of ``seeds``, in order.
+    """
 
     test_accuracy: float
     test_loss: float
+    test_errors: int
+    test_size: int
+    test_accuracy_ci_low: float
+    test_accuracy_ci_high: float
     per_class_accuracy: list[float]
     epochs: int
     hyperparameters: dict[str, Any]
+    seeds: list[int]
+    seed_test_accuracies: list[float]
     model_version: str | None = None
     champion_accuracy: float | None = None
+    champion_version: str | None = None
+    mcnemar: dict[str, Any] | None = None
     promoted: bool = False
     decision: str = "not registered"
     run_id: str | None = None
     wall_time_s: float = 0.0
+
+    @property
+    def registered_seed(self) -> int:
+        return self.seeds[0]
+
+    @property
+    def test_accuracy_mean(self) -> float:
+        return float(np.mean(self.seed_test_accuracies))
+
+    @property
+    def test_accuracy_std(self) -> float:
+        """Sample standard deviation across seeds (0 for one seed)."""
+        values = self.seed_test_accuracies
+        return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **asdict(self),
+            "registered_seed": self.registered_seed,
+            "test_accuracy_mean": self.test_accuracy_mean,
+            "test_accuracy_std": self.test_accuracy_std,
+        }
 
 
 def fixed_hyperparameters(values: dict[str, Any]) -> keras_tuner.HyperParameters:
@@ -118,39 +165,37 @@ def run_final_stage(
     epochs = cfg.final.epochs or (best.best_step + 1 if best.best_step is not None else None)
     epochs = epochs or training["epochs"]
 
-    configure_backend(training)
     hypermodel = CNNHyperModel(search_space, dataset.input_shape, dataset.num_classes)
-    hp = fixed_hyperparameters(values)
-    model = hypermodel.build(hp)
-    images = np.concatenate([dataset.train.images, dataset.val.images])
-    labels = np.concatenate([dataset.train.labels, dataset.val.labels])
-    log.info(
-        "final stage: retraining trial %s's configuration on %d examples for %d epochs",
-        best.trial_id,
-        len(labels),
-        epochs,
-    )
-    # Through the hypermodel's fit, so a learning-rate schedule applies as in the search.
-    history = hypermodel.fit(
-        hp,
-        model,
-        images,
-        labels,
-        epochs=epochs,
-        batch_size=training["batch_size"],
-        verbose=keras_verbosity(training["verbose"]),
-    ).history
-
-    test = dataset.test
-    evaluation = evaluate(model, test, dataset.num_classes)
+    seeds = list(cfg.final.seeds or [training["seed"]])
+    trained = [
+        _train_and_test(hypermodel, values, dataset, {**training, "seed": seed}, epochs)
+        for seed in seeds
+    ]
+    model, history, evaluation = trained[0]  # the first seed's model is the one registered
+    interval = evaluation.interval
     final = FinalResult(
         test_accuracy=evaluation.accuracy,
         test_loss=evaluation.loss,
+        test_errors=interval.errors,
+        test_size=interval.total,
+        test_accuracy_ci_low=interval.ci_low,
+        test_accuracy_ci_high=interval.ci_high,
         per_class_accuracy=evaluation.per_class_accuracy,
         epochs=epochs,
         hyperparameters=values,
+        seeds=seeds,
+        seed_test_accuracies=[result.accuracy for _, _, result in trained],
     )
-    log.info("final stage: test_accuracy=%.4f test_loss=%.4f", final.test_accuracy, final.test_loss)
+    log.info(
+        "final stage: test accuracy %s, loss %.4f%s",
+        interval,
+        final.test_loss,
+        f"; over seeds {seeds}: mean {final.test_accuracy_mean:.4f}, "
+        f"std {final.test_accuracy_std:.4f}"
+        if len(seeds) > 1
+        else "",
+    )
+    test = dataset.test
 
     out = Path(cfg.paths.output_dir) / "final"
     out.mkdir(parents=True, exist_ok=True)
@@ -170,12 +215,12 @@ def run_final_stage(
     if tracker is not None:
         _log_final_run(cfg, tracker, final, history, figures)
         if cfg.final.register:
-            _register(cfg, tracker, model, final, dataset)
+            _register(cfg, tracker, model, final, evaluation, dataset)
         else:
             final.decision = "not registered (final.register=false)"
     final.wall_time_s = round(time.perf_counter() - start, 2)
     facts = {
-        **asdict(final),
+        **final.to_dict(),
         "model_name": cfg.final.model_name,
         "tuner": cfg.tuner.name,
         "search_space": cfg.search_space.name,
@@ -196,6 +241,38 @@ def run_final_stage(
     return final
 
 
+def _train_and_test(
+    hypermodel: CNNHyperModel,
+    values: dict[str, Any],
+    dataset: Dataset,
+    training: dict[str, Any],
+    epochs: int,
+) -> tuple[keras.Model, dict[str, list[float]], Evaluation]:
+    """Train one model from scratch on train + validation with ``training["seed"]``, test it."""
+    configure_backend(training)
+    hp = fixed_hyperparameters(values)
+    model = hypermodel.build(hp)
+    images = np.concatenate([dataset.train.images, dataset.val.images])
+    labels = np.concatenate([dataset.train.labels, dataset.val.labels])
+    log.info(
+        "final stage: training on %d examples for %d epochs, seed %d",
+        len(labels),
+        epochs,
+        training["seed"],
+    )
+    # Through the hypermodel's fit, so a learning-rate schedule applies as in the search.
+    history = hypermodel.fit(
+        hp,
+        model,
+        images,
+        labels,
+        epochs=epochs,
+        batch_size=training["batch_size"],
+        verbose=keras_verbosity(training["verbose"]),
+    ).history
+    return model, history, evaluate(model, dataset.test, dataset.num_classes)
+
+
 def _log_final_run(
     cfg: DictConfig,
     tracker: MLflowTracker,
@@ -214,14 +291,27 @@ def _log_final_run(
     now = int(time.time() * 1000)
     params = [Param(name, str(value)) for name, value in final.hyperparameters.items()]
     params.append(Param("final_epochs", str(final.epochs)))
+    params.append(Param("final_seeds", ",".join(map(str, final.seeds))))
     headline = [
-        Metric("test_accuracy", final.test_accuracy, now, 0),
-        Metric("test_loss", final.test_loss, now, 0),
+        Metric(name, float(value), now, 0)
+        for name, value in {
+            "test_accuracy": final.test_accuracy,
+            "test_loss": final.test_loss,
+            "test_errors": final.test_errors,
+            "test_accuracy_ci_low": final.test_accuracy_ci_low,
+            "test_accuracy_ci_high": final.test_accuracy_ci_high,
+            "test_accuracy_mean": final.test_accuracy_mean,
+            "test_accuracy_std": final.test_accuracy_std,
+        }.items()
     ]
     metrics = [*headline]
     metrics += [
         Metric(f"test_accuracy_digit_{digit}", accuracy, now, 0)
         for digit, accuracy in enumerate(final.per_class_accuracy)
+    ]
+    metrics += [
+        Metric(f"test_accuracy_seed_{seed}", accuracy, now, 0)
+        for seed, accuracy in zip(final.seeds, final.seed_test_accuracies, strict=True)
     ]
     metrics += [
         Metric(f"final_{name}", float(value), now, epoch)
@@ -240,6 +330,7 @@ def _register(
     tracker: MLflowTracker,
     model: keras.Model,
     final: FinalResult,
+    evaluation: Evaluation,
     dataset: Dataset,
 ) -> None:
     """Log and register the model, then let the registry decide on its aliases."""
@@ -247,17 +338,31 @@ def _register(
     source = registry.log_model(client, final.run_id, model, test.images[:5])
     version = registry.register(client, name, source, final.run_id)
 
-    def champion_accuracy(champion_version: str) -> float | None:
+    def champion_right(champion_version: str) -> np.ndarray | None:
         try:
             champion = registry.load_version(tracker.tracking_uri, name, champion_version)
-            return evaluate(champion, test, dataset.num_classes).accuracy
+            return evaluate(champion, test, dataset.num_classes).right
         except (OSError, ValueError) as error:  # e.g. a model trained for other inputs
             log.warning("cannot evaluate %s version %s here: %s", name, champion_version, error)
             return None
 
-    outcome = registry.promote(client, name, version, final.test_accuracy, champion_accuracy)
+    outcome = registry.promote(
+        client,
+        name,
+        version,
+        evaluation.interval,
+        evaluation.right,
+        dataset.test_digest,
+        champion_right,
+        rule=cfg.final.promotion,
+        alpha=cfg.final.alpha,
+    )
     registry.record_promotion(client, final.run_id, outcome)
     final.model_version = outcome.model_version
     final.promoted = outcome.promoted
     final.decision = outcome.decision
-    final.champion_accuracy = outcome.champion_accuracy
+    final.champion_version = outcome.champion_version
+    if outcome.champion_accuracy is not None:
+        final.champion_accuracy = outcome.champion_accuracy.value
+    if outcome.comparison is not None:
+        final.mcnemar = outcome.comparison.to_dict()

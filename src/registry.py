@@ -1,9 +1,11 @@
 """The Model Registry: log a trained model, register it, and move its aliases.
 
 A new version gets the alias ``challenger``; it becomes ``champion`` only if it beats the
-current champion on the same test split (the champion is re-evaluated here, so the
-comparison never mixes test sets). Everything goes through an `MlflowClient` bound to the
-search's store: nothing here changes MLflow's global tracking URI.
+current champion on the same test digits (the champion is re-evaluated here, and versions
+tested on other digits, another dataset, are never compared), by the rule
+``final.promotion`` names: ``better`` (more digits right) or ``significant`` (better, with
+an exact McNemar p-value below ``final.alpha``). Everything goes through an `MlflowClient`
+bound to the search's store: nothing here changes MLflow's global tracking URI.
 
     python -m src.registry champion-uri     # the URI `make serve` and `src.predict` load
 """
@@ -25,6 +27,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
 from src.provenance import installed_versions
+from src.stats import Accuracy, PairedComparison, accuracy_with_interval, mcnemar
 
 log = logging.getLogger(__name__)
 
@@ -40,12 +43,14 @@ def champion_uri(model_name: str) -> str:
 
 @dataclass
 class Promotion:
-    """What the registry decided about a new version."""
+    """What the registry decided about a new version, and the evidence."""
 
     model_version: str
     promoted: bool
     decision: str
-    champion_accuracy: float | None = None
+    champion_version: str | None = None
+    champion_accuracy: Accuracy | None = None
+    comparison: PairedComparison | None = None
 
 
 def log_model(client: MlflowClient, run_id: str, model: object, example: np.ndarray) -> str:
@@ -92,19 +97,33 @@ def promote(
     client: MlflowClient,
     model_name: str,
     version: str,
-    test_accuracy: float,
-    champion_accuracy: Callable[[str], float | None],
+    challenger: Accuracy,
+    challenger_right: np.ndarray,
+    test_digest: str,
+    champion_right: Callable[[str], np.ndarray | None],
+    rule: str = "significant",
+    alpha: float = 0.05,
 ) -> Promotion:
     """Alias ``version`` `CHALLENGER`, and `CHAMPION` if it beats the current champion.
+
+    The two are compared only on the same test digits (the versions' ``test_digest`` tags
+    agree), digit by digit: with ``rule="better"`` the challenger must get more digits
+    right; with ``rule="significant"`` also with an exact McNemar p-value below ``alpha``.
 
     Args:
         client: A client of the registry.
         model_name: The registered model.
         version: The new version.
-        test_accuracy: The new version's accuracy on the test split.
-        champion_accuracy: Evaluates a registered version on the same test split (None if
-            it cannot take it).
+        challenger: The new version's accuracy on the test split.
+        challenger_right: Per test digit, whether the new version got it right.
+        test_digest: The test split's digest (``Dataset.test_digest``).
+        champion_right: Scores a registered version on the same digits (None if it
+            cannot take them).
+        rule: ``better`` or ``significant``.
+        alpha: The significance level of the ``significant`` rule.
     """
+    client.set_model_version_tag(model_name, version, "test_digest", test_digest)
+    client.set_model_version_tag(model_name, version, "test_accuracy", f"{challenger.value:.6f}")
     try:
         champion = client.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException:
@@ -113,34 +132,79 @@ def promote(
     if champion is None:
         outcome = Promotion(version, True, f"version {version} is the first {CHAMPION}")
     else:
-        accuracy = champion_accuracy(champion.version)
-        promoted = accuracy is not None and test_accuracy > accuracy
-        verb = "replaces" if promoted else "stays behind"
-        shown = "not comparable" if accuracy is None else f"{accuracy:.4f}"
-        outcome = Promotion(
+        outcome = _compare(
             version,
-            promoted,
-            f"version {version} (test_accuracy {test_accuracy:.4f}) {verb} {CHAMPION} "
-            f"version {champion.version} ({shown} on this test split)",
-            accuracy,
+            challenger,
+            challenger_right,
+            test_digest,
+            champion,
+            champion_right,
+            rule,
+            alpha,
         )
     if outcome.promoted:
         client.set_registered_model_alias(model_name, CHAMPION, version)
-    client.set_model_version_tag(model_name, version, "test_accuracy", f"{test_accuracy:.6f}")
     return outcome
 
 
+def _compare(
+    version: str,
+    challenger: Accuracy,
+    challenger_right: np.ndarray,
+    test_digest: str,
+    champion: object,
+    champion_right: Callable[[str], np.ndarray | None],
+    rule: str,
+    alpha: float,
+) -> Promotion:
+    """The decision on a challenger against an existing champion version."""
+    champion_version = str(champion.version)
+    name = f"{CHAMPION} version {champion_version}"
+    if champion.tags.get("test_digest") != test_digest:
+        return Promotion(
+            version,
+            False,
+            f"version {version} stays {CHALLENGER}: {name} was tested on other digits "
+            "(another dataset); register other data under its own final.model_name",
+            champion_version,
+        )
+    right = champion_right(champion_version)
+    if right is None:
+        return Promotion(
+            version, False, f"version {version} stays {CHALLENGER}: {name} cannot be scored here"
+        )
+    held = accuracy_with_interval(int(right.sum()), len(right))
+    comparison = mcnemar(challenger_right, right)
+    better = challenger.correct > held.correct
+    promoted = better and (rule == "better" or comparison.p_value < alpha)
+    verb = "replaces" if promoted else "stays behind"
+    why = (
+        f"{comparison.only_challenger_right} digits only it got right, "
+        f"{comparison.only_champion_right} only the {CHAMPION}; McNemar p={comparison.p_value:.3g}"
+    )
+    if better and not promoted:
+        why += f" (not below final.alpha={alpha:g}: the difference may be chance)"
+    decision = f"version {version} ({challenger}) {verb} {name} ({held}): {why}"
+    return Promotion(version, promoted, decision, champion_version, held, comparison)
+
+
 def record_promotion(client: MlflowClient, run_id: str, outcome: Promotion) -> None:
-    """Tag the final run with the registry's decision (and the champion's accuracy)."""
+    """Log the registry's decision and its evidence on the final run."""
     tags = [
         RunTag("registry.decision", outcome.decision[:5000]),
         RunTag("registry.model_version", outcome.model_version),
         RunTag("registry.promoted", str(outcome.promoted).lower()),
     ]
-    metrics = []
+    now_ms = int(time.time() * 1000)
+    values: dict[str, float] = {}
     if outcome.champion_accuracy is not None:
-        now_ms = int(time.time() * 1000)
-        metrics.append(Metric("champion_test_accuracy", outcome.champion_accuracy, now_ms, 0))
+        values["champion_test_accuracy"] = outcome.champion_accuracy.value
+        values["champion_test_errors"] = outcome.champion_accuracy.errors
+    if outcome.comparison is not None:
+        values["mcnemar_only_challenger_right"] = outcome.comparison.only_challenger_right
+        values["mcnemar_only_champion_right"] = outcome.comparison.only_champion_right
+        values["mcnemar_p_value"] = outcome.comparison.p_value
+    metrics = [Metric(key, float(value), now_ms, 0) for key, value in values.items()]
     client.log_batch(run_id, metrics=metrics, tags=tags)
 
 

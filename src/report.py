@@ -137,6 +137,16 @@ def write_model_card(path: Path, facts: Mapping[str, Any]) -> Path:
     )
     model_uri = facts.get("model_uri") or "(not registered: tracking was off)"
     side = "x".join(map(str, facts["input_shape"][:2]))
+    seeds = facts["seeds"]
+    spread = (
+        f"- over {len(seeds)} training seeds {seeds}: mean {facts['test_accuracy_mean']:.4f}, "
+        f"standard deviation {facts['test_accuracy_std']:.4f} (each: "
+        + ", ".join(f"{a:.4f}" for a in facts["seed_test_accuracies"])
+        + f"); the registered model is seed {facts['registered_seed']}'s, chosen before "
+        "testing"
+        if len(seeds) > 1
+        else f"- one training seed ({seeds[0]})"
+    )
     text = f"""# Model card: {facts["model_name"]}
 
 A convolutional network for {side} images in {facts["num_classes"]} classes, tuned with Keras Tuner
@@ -145,7 +155,8 @@ train + validation for {facts["epochs"]} epochs (the best trial's best epoch cou
 
 ## Data
 - source: `{facts["data"]["name"]}` ({facts["data"]["origin"]})
-- digest (SHA-256 of the raw digits): `{facts["data"]["digest"]}`
+- digest (SHA-256 of the raw digits): `{facts["data"]["digest"]}`; of the test digits:
+  `{facts["data"]["test_digest"]}`
 - splits: {facts["data"]["sizes"]["train"]} train + {facts["data"]["sizes"]["val"]} validation
   (trained on both), {facts["data"]["sizes"]["test"]} test (used once, below)
 {f"- note: {facts['data']['note']}" if facts["data"].get("note") else ""}
@@ -156,7 +167,11 @@ train + validation for {facts["epochs"]} epochs (the best trial's best epoch cou
 {hyperparameters}
 
 ## Test metrics
-- test accuracy: **{facts["test_accuracy"]:.4f}**, test loss: {facts["test_loss"]:.4f}
+- test accuracy: **{facts["test_accuracy"]:.4f}**, 95 % Wilson interval
+  [{facts["test_accuracy_ci_low"]:.4f}, {facts["test_accuracy_ci_high"]:.4f}]:
+  {facts["test_errors"]} errors in {facts["test_size"]} test digits; test loss
+  {facts["test_loss"]:.4f}
+{spread}
 - per-digit accuracy: {per_class}
 - registry decision: {facts.get("decision", "not registered")}
 

@@ -93,6 +93,11 @@ BAD_VALUES = [
     ("training.threads=0", "training.threads=0"),
     ("distributed.role=boss", "distributed.role='boss'"),
     ("distributed.chief_timeout_s=0", "distributed.chief_timeout_s=0"),
+    ("final.seeds=[1,1]", "final.seeds=[1, 1]"),
+    ("final.seeds=[]", "final.seeds=[]"),
+    ("final.promotion=always", "final.promotion='always'"),
+    ("final.alpha=0", "final.alpha=0"),
+    ("data.idx_folder=/no/such/folder", "data.idx_folder='/no/such/folder'"),
 ]
 
 

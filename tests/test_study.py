@@ -17,7 +17,7 @@ DATA = {
 }
 
 
-def _stage(folder, score, test_accuracy, wall):
+def _stage(folder, score, test_accuracy, wall, seed_accuracies=None):
     folder.mkdir(parents=True)
     trials = [
         {
@@ -39,8 +39,13 @@ def _stage(folder, score, test_accuracy, wall):
     }
     (folder / "results.json").write_text(json.dumps(search))
     (folder / "final").mkdir()
+    errors = round((1 - test_accuracy) * 10_000)
     final = {
         "test_accuracy": test_accuracy,
+        "test_errors": errors,
+        "test_accuracy_ci_low": test_accuracy - 0.002,
+        "test_accuracy_ci_high": test_accuracy + 0.0015,
+        "seed_test_accuracies": seed_accuracies or [test_accuracy],
         "wall_time_s": 30.0,
         "hyperparameters": {"learning_rate": 0.001},
         "decision": "first champion",
@@ -52,7 +57,7 @@ def _stage(folder, score, test_accuracy, wall):
 def study(tmp_path):
     _stage(tmp_path / "0_baseline", 0.97, 0.975, 60.0)
     _stage(tmp_path / "1_cnn", 0.98, 0.983, 300.0)
-    _stage(tmp_path / "2_cnn_plus", 0.99, 0.992, 900.0)
+    _stage(tmp_path / "2_cnn_plus", 0.99, 0.992, 900.0, [0.992, 0.990, 0.994])
     return tmp_path
 
 
@@ -62,9 +67,10 @@ def test_table_lists_each_stage_beside_the_seed_study(study):
     assert stages[2]["wall_time_s"] == 930.0
     table = format_table(stages).splitlines()
     assert table[2] == (
-        "| seed study's default model (no search) | 1 | 97.00% | 97.50% | 96% | 1 min 30 s |"
+        "| seed study's default model (no search) | 1 | 97.00% | 97.50% [97.30, 97.65] (250) "
+        "| 1 seed | 96% | 1 min 30 s |"
     )
-    assert table[4].endswith("| 99.20% | - | 15 min 30 s |")
+    assert table[4].endswith("| 99.20% [99.00, 99.35] (80) | 99.20% ± 0.20 (3) | - | 15 min 30 s |")
 
 
 def test_readme_section_is_replaced_in_place(study, tmp_path, capsys):
@@ -73,7 +79,8 @@ def test_readme_section_is_replaced_in_place(study, tmp_path, capsys):
     assert main([str(study), "--readme", str(readme)]) == 0
     content = readme.read_text()
     assert "old table" not in content and content.endswith(f"{README_END}\nafter\n")
-    assert "| tuned, improved space | 1 | 99.00% | 99.20% |" in content
+    assert "| tuned, improved space | 1 | 99.00% | 99.20% [99.00, 99.35] (80) |" in content
+    assert "official MNIST test set" in content  # the table states its scope
     assert "Whole study: 22.5 min" in capsys.readouterr().out
 
 
