@@ -64,7 +64,8 @@ def evaluate(model: keras.Model, split: Split, num_classes: int) -> Evaluation:
     The accuracy is counted exactly (Keras' float32 running mean can differ in the last
     digits, which would let a tie count as a win against the champion).
     """
-    probabilities = model.predict(split.images, verbose=0)
+    # Large batches: inference on 10,000 digits in a few steps instead of ~300.
+    probabilities = model.predict(split.images, batch_size=1024, verbose=0)
     loss = keras.ops.convert_to_numpy(
         keras.losses.sparse_categorical_crossentropy(split.labels, probabilities)
     )

@@ -23,6 +23,8 @@ def test_parallel_multirun_writes_one_folder_and_one_parent_run_per_tuner(tmp_pa
         "tuner=random,hyperband",
         "tuner.max_trials=1",
         "training.verbose=0",
+        "search_space.filters=[8,16]",  # narrow layers: the official 10,000 test digits
+        "search_space.dense_units=[32]",  # are evaluated twice per job (model, champion)
         "hydra/launcher=joblib",
         "hydra.launcher.n_jobs=2",
         cwd=tmp_path,

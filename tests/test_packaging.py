@@ -69,13 +69,19 @@ def test_wheel_installs_and_runs_a_quick_search_from_another_folder(tmp_path):
             "src.run",
             "experiment=quick",
             "training.verbose=0",
+            "search_space.filters=[8,16]",  # narrow layers: a quicker pass over the test set
             "hydra.run.dir=run",
         ],
         cwd=elsewhere,
         env=env,
     )
     results = json.loads((elsewhere / "run" / "results.json").read_text())
+    assert [t["status"] for t in results["trials"]] == ["COMPLETED", "COMPLETED"]
+    assert results["best"]["score"] == max(t["score"] for t in results["trials"])
     assert results["data"]["name"] == "mnist_10k"
+    assert results["data"]["sizes"] == {"train": 512, "val": 1000, "test": 10000}
+    log = (elsewhere / "run" / "run.log").read_text()
+    assert "trial 1/2" in log and "trial 2/2" in log and "best trial" in log
     assert str(venv) in results["data"]["origin"]  # the bundled digits of the installed package
     assert (elsewhere / "run" / "final" / "final.json").is_file()
     assert (elsewhere / "mlruns" / "mlflow.db").is_file()
