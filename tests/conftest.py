@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import FASHION_MNIST, make_tiny_config, scratch_tracking_server
+from helpers import FASHION_MNIST, SHARED_MNIST, make_tiny_config, scratch_tracking_server
 from omegaconf import DictConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -49,6 +49,17 @@ def fashion_mnist() -> Path:
             pytest.fail(f"{FASHION_MNIST} is missing: .ci/run must install dataset-fashion-mnist")
         pytest.skip("apt-get install dataset-fashion-mnist to run the IDX tests")
     return FASHION_MNIST
+
+
+@pytest.fixture(scope="session")
+def official_mnist() -> Path:
+    """The four official MNIST IDX files in ../shared (the project's CI has them; a user's
+    clone does not, and the project never needs them at run time)."""
+    if not SHARED_MNIST.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"{SHARED_MNIST} is missing in CI")
+        pytest.skip(f"no official MNIST files at {SHARED_MNIST} (the project's CI has them)")
+    return SHARED_MNIST
 
 
 @pytest.fixture(scope="session")

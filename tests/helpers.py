@@ -24,6 +24,7 @@ from src.scaleout.process import Service, free_port, http_ok
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+SHARED_MNIST = REPO_ROOT.parent / "shared" / "datasets" / "mnist"
 # Every option of every config group, found in conf/ so that a new option is tested too.
 GROUP_OPTIONS = {
     group.name: sorted(p.stem for p in group.glob("*.yaml"))

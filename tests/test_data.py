@@ -160,3 +160,22 @@ def test_full_mnist_unavailable_falls_back_and_says_so(offline_keras_home, caplo
 def test_full_mnist_without_fallback_is_a_clear_error(offline_keras_home):
     with pytest.raises(DataError, match=r"full MNIST is unavailable .* data=mnist_10k"):
         load_dataset({**MNIST, "fallback": None}, val_fraction=0.1)
+
+
+def test_full_mnist_reads_a_local_folder_of_official_files_first(
+    official_mnist, monkeypatch, tmp_path
+):
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "no-keras-cache"))
+    dataset = load_dataset(
+        {**MNIST, "fallback": None, "idx_folder": str(official_mnist)}, val_fraction=0.1
+    )
+    assert (len(dataset.train), len(dataset.val), len(dataset.test)) == (54000, 6000, 10000)
+    assert dataset.name == "mnist" and dataset.note is None
+    assert dataset.origin == str(official_mnist.resolve())
+    bundled = load_dataset(MNIST_10K, val_fraction=0.1)
+    assert dataset.test_digest == bundled.test_digest  # the same official test digits
+
+
+def test_full_mnist_refuses_a_local_folder_that_is_not_official_mnist(fashion_mnist):
+    with pytest.raises(DataError, match=r"data.idx_folder=.*not the official file's"):
+        load_dataset({**MNIST, "idx_folder": str(fashion_mnist)}, val_fraction=0.1)
