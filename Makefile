@@ -39,10 +39,22 @@ run: $(STAMP) ## Run a search (default config; pass overrides as ARGS="tuner=bay
 quick: $(STAMP) ## A smoke search in well under a minute (experiment=quick)
 	$(PYTHON) -m src.run experiment=quick $(ARGS)
 
-reproduce: $(STAMP) ## Rerun the whole study (baseline, seed space, improved space); update the README
+# DATA=mnist: the full-MNIST variant (after `make reproduce`, with full MNIST reachable:
+# MNIST_IDX_FOLDER=folder of the official IDX files, or Keras' cache).
+DATA ?= mnist_10k
+FAST_STUDY_BEST := outputs/reproduce/2_cnn_plus/final/final.json
+
+reproduce: $(STAMP) ## Rerun the whole study and update the README (DATA=mnist: on full MNIST)
+ifeq ($(DATA),mnist)
+	@test -f $(FAST_STUDY_BEST) || { echo "error: no $(FAST_STUDY_BEST): run make reproduce first" >&2; exit 1; }
+	rm -rf outputs/reproduce_full
+	$(PYTHON) -m src.run -m experiment=reproduce_full $(ARGS)
+	$(PYTHON) -m src.study outputs/reproduce_full --readme README.md --section reproduce-full
+else
 	rm -rf outputs/reproduce
 	$(PYTHON) -m src.run -m experiment=reproduce $(ARGS)
 	$(PYTHON) -m src.study outputs/reproduce --readme README.md
+endif
 
 distributed: $(STAMP) ## One search over a chief and WORKERS workers into PostgreSQL + MLflow server
 	$(PYTHON) -m src.scaleout.cluster --workers $(WORKERS) -- $(ARGS)

@@ -180,6 +180,9 @@ def _check_final(reader: _Reader) -> None:
     ):
         raise ConfigError(f"final.seeds={seeds!r}: expected null or a list of distinct seeds >= 0")
     reader.one_of("final.promotion", ("better", "significant"))
+    recorded = reader.get("final.from_results", None)
+    if recorded is not None and not Path(str(recorded)).is_file():
+        raise ConfigError(f"final.from_results={recorded!r}: no such file")
     alpha = reader.get("final.alpha")
     if not is_number(alpha) or not 0 < alpha < 1:
         raise ConfigError(f"final.alpha={alpha!r}: expected a number in (0, 1)")

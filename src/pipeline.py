@@ -1,22 +1,30 @@
 """The pipeline: load the data, run the tracked search, then the final stage.
 
+With ``final.from_results`` there is no search: the configuration an earlier run recorded
+(its ``results.json`` or ``final/final.json``) goes straight to the final stage, e.g. to
+retrain the fast study's best configuration on full MNIST.
+
 `run_pipeline` is what ``python -m src.run`` does once the config is validated; tests and
 ``bench/`` call it directly instead of rebuilding it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
 from src.data import Dataset, load_dataset
 from src.final_stage import FinalResult, run_final_stage
 from src.observers import TrialObserver
-from src.results import SearchResult
-from src.tracking import tracked_search
+from src.results import SearchResult, recorded_search
+from src.tracking import MLflowTracker, tracked_search
 from src.tuning import run_search
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -50,8 +58,22 @@ def run_pipeline(cfg: DictConfig, observers: Sequence[TrialObserver] = ()) -> Pi
     )
     with tracked_search(cfg, dataset, resume=cfg.resume) as tracker:
         listeners = [tracker, *observers] if tracker else list(observers)
-        search = run_search(cfg, dataset, observers=listeners)
+        if cfg.final.from_results:
+            search = _recorded(cfg, listeners)
+        else:
+            search = run_search(cfg, dataset, observers=listeners)
         result = PipelineResult(dataset, search)
         if search is not None and cfg.final.enabled:
             result.final = run_final_stage(cfg, dataset, search, tracker)
     return result
+
+
+def _recorded(cfg: DictConfig, listeners: Sequence[TrialObserver]) -> SearchResult:
+    """No search: the configuration ``final.from_results`` recorded, for the final stage."""
+    search = recorded_search(Path(cfg.final.from_results))
+    log.info("retraining the configuration recorded in %s (no search)", cfg.final.from_results)
+    for listener in listeners:
+        if isinstance(listener, MLflowTracker):
+            listener.open_parent(Path(cfg.paths.output_dir))
+        listener.on_search_result(search)
+    return search

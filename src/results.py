@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import keras_tuner
@@ -56,6 +58,39 @@ class SearchResult:
             "best": asdict(best) if best else None,
             "trials": [asdict(t) for t in self.trials],
         }
+
+
+def recorded_search(path: Path) -> SearchResult:
+    """A finished search's chosen configuration, read back to be retrained.
+
+    Args:
+        path: A ``results.json`` (its best trial) or a final stage's ``final.json`` (its
+            hyperparameters and epoch count).
+
+    Raises:
+        ValueError: the file holds no configuration.
+    """
+    record = json.loads(Path(path).read_text())
+    if record.get("best"):  # results.json
+        best = record["best"]
+        trial = TrialSummary(**{k: best.get(k) for k in TrialSummary.__dataclass_fields__})
+    elif "hyperparameters" in record and "epochs" in record:  # final.json
+        trial = TrialSummary(
+            "recorded",
+            TrialStatus.COMPLETED,
+            None,
+            record["epochs"] - 1,
+            record["hyperparameters"],
+        )
+    else:
+        raise ValueError(f"{path}: neither a results.json with a best trial nor a final.json")
+    return SearchResult(
+        trials=[trial],
+        objective=record.get("objective", "recorded"),
+        wall_time_s=0.0,
+        best_trial_id=trial.trial_id,
+        data={"recorded_from": str(path)},
+    )
 
 
 def summarize(tuner: keras_tuner.Tuner, wall_time_s: float, data: dict[str, Any]) -> SearchResult:

@@ -20,8 +20,8 @@ from omegaconf import OmegaConf
 
 from src.compose import CONFIG_DIR
 
-README_START = "<!-- reproduce:start -->"
-README_END = "<!-- reproduce:end -->"
+# The README section a table goes into: between <!-- NAME:start --> and <!-- NAME:end -->.
+DEFAULT_SECTION = "reproduce"
 
 
 def collect(study_dir: Path) -> list[dict[str, Any]]:
@@ -111,13 +111,19 @@ SCOPE = (
 )
 
 
-def write_into_readme(readme: Path, text: str) -> None:
-    """Replace what stands between the README's reproduce markers."""
+def markers(section: str) -> tuple[str, str]:
+    """The README's start and end markers of a section."""
+    return f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+
+
+def write_into_readme(readme: Path, text: str, section: str = DEFAULT_SECTION) -> None:
+    """Replace what stands between a README section's markers."""
     content = readme.read_text()
-    start, end = content.find(README_START), content.find(README_END)
+    begin, finish = markers(section)
+    start, end = content.find(begin), content.find(finish)
     if start < 0 or end < start:
-        raise ValueError(f"{readme} has no {README_START} ... {README_END} section")
-    readme.write_text(content[: start + len(README_START)] + "\n" + text + "\n" + content[end:])
+        raise ValueError(f"{readme} has no {begin} ... {finish} section")
+    readme.write_text(content[: start + len(begin)] + "\n" + text + "\n" + content[end:])
 
 
 def _short(value: Any) -> str:
@@ -129,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study_dir", type=Path, help="the multirun folder of experiment=reproduce")
     parser.add_argument("--readme", type=Path, help="write the table into this README")
+    parser.add_argument(
+        "--section", default=DEFAULT_SECTION, help="the README section's marker name"
+    )
     args = parser.parse_args(argv)
     if not args.study_dir.is_dir():
         print(f"error: no such folder: {args.study_dir}", file=sys.stderr)
@@ -154,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(text)
     if args.readme:
-        write_into_readme(args.readme, text)
+        write_into_readme(args.readme, text, args.section)
         print(f"written into {args.readme}")
     return 0
 

@@ -95,7 +95,14 @@ class MLflowTracker(TrialObserver):
                 )
             log.info("MLflow: worker logs trials under parent run %s", self.parent_run_id)
             return
-        id_file = Path(tuner.project_dir) / PARENT_RUN_FILE
+        self.open_parent(Path(tuner.project_dir))
+
+    def open_parent(self, state_dir: Path) -> None:
+        """Open the search's parent run (or reopen it on resume); its id is kept in
+        ``state_dir`` so that a resumed run finds it. Also used without a tuner, when the
+        final stage retrains a recorded configuration (``final.from_results``)."""
+        state_dir.mkdir(parents=True, exist_ok=True)
+        id_file = state_dir / PARENT_RUN_FILE
         previous = id_file.read_text().strip() if self.resume and id_file.is_file() else None
         if self.role == "chief":
             previous = self._distributed_parent()  # a restarted chief reopens its search

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 
+from mlflow import MlflowClient
+
 from src.observers import TrialObserver
 from src.pipeline import run_pipeline
 
@@ -49,3 +51,20 @@ def test_same_config_gives_the_same_search_and_final_models_tracked_or_not(tiny_
     assert final.test_size == 10_000  # the official test set
     assert final.test_accuracy_ci_low < final.test_accuracy < final.test_accuracy_ci_high
     assert tracked.final.run_id is not None and untracked.final.run_id is None
+
+
+def test_a_recorded_configuration_is_retrained_without_a_search(tiny_config, tmp_path):
+    first = run_pipeline(tiny_config("tuner.max_trials=1", "final.register=false"))
+    recorded = tmp_path / "final" / "final.json"
+    again = run_pipeline(tiny_config("final.register=false", f"final.from_results={recorded}"))
+    assert [t.trial_id for t in again.search.trials] == ["recorded"]
+    assert again.final.hyperparameters == first.final.hyperparameters
+    assert again.final.epochs == first.final.epochs
+    # Same data, same seed, same configuration: the same model, to the last digit.
+    assert again.final.test_accuracy == first.final.test_accuracy
+    client = MlflowClient(tiny_config().mlflow.tracking_uri)
+    runs = client.search_runs([client.get_experiment_by_name("mnist-cnn").experiment_id])
+    final_runs = [r for r in runs if r.data.tags.get("run_kind") == "final"]
+    trial_runs = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
+    assert len(final_runs) == 2 and len(trial_runs) == 1  # no trial for the retraining
+    assert {r.info.status for r in runs} == {"FINISHED"}

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from src.study import README_END, README_START, collect, format_table, main
+from src.study import collect, format_table, main, markers
+
+README_START, README_END = markers("reproduce")
 
 DATA = {
     "name": "mnist_10k",
