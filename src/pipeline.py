@@ -72,6 +72,7 @@ def _recorded(cfg: DictConfig, listeners: Sequence[TrialObserver]) -> SearchResu
     """No search: the configuration ``final.from_results`` recorded, for the final stage."""
     search = recorded_search(Path(cfg.final.from_results))
     log.info("retraining the configuration recorded in %s (no search)", cfg.final.from_results)
+    search.write(Path(cfg.paths.output_dir))
     for listener in listeners:
         if isinstance(listener, MLflowTracker):
             listener.open_parent(Path(cfg.paths.output_dir))

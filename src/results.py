@@ -48,6 +48,13 @@ class SearchResult:
         """The best trial, as the oracle ranks them."""
         return next((t for t in self.trials if t.trial_id == self.best_trial_id), None)
 
+    def write(self, folder: Path) -> Path:
+        """Write ``results.json`` into ``folder``; returns its path."""
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "results.json"
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        return path
+
     def to_dict(self) -> dict[str, Any]:
         best = self.best
         return {

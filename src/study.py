@@ -38,8 +38,10 @@ def collect(study_dir: Path) -> list[dict[str, Any]]:
                 "stage": stage,
                 "title": shown.get("title") or stage,
                 "seed_study": shown.get("seed_study_test_accuracy") or "-",
-                "trials": sum(t["status"] == "COMPLETED" for t in search["trials"]),
-                "val_accuracy": search["best"]["score"] if search["best"] else None,
+                "trials": sum(
+                    t["status"] == "COMPLETED" and t["score"] is not None for t in search["trials"]
+                ),
+                "val_accuracy": (search["best"] or {}).get("score"),
                 "test_accuracy": final.get("test_accuracy"),
                 "test_errors": final.get("test_errors"),
                 "test_accuracy_ci": (

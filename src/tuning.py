@@ -9,7 +9,6 @@ tuner and takes every argument given. The class is wrapped with `ObservedTunerMi
 from __future__ import annotations
 
 import inspect
-import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -185,9 +184,7 @@ def run_search(
     result = summarize(tuner, time.perf_counter() - start, dataset.describe())
     result.stopped_early = stopped_early
 
-    output_dir = Path(cfg.paths.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "results.json").write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+    result.write(Path(cfg.paths.output_dir))
     for observer in observers:
         observer.on_search_result(result)
     log.info("trials:\n%s", format_trials(result))

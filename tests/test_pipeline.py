@@ -3,6 +3,7 @@ the same final model, whether MLflow and other observers listen or not."""
 
 from __future__ import annotations
 
+import json
 import math
 
 from mlflow import MlflowClient
@@ -58,6 +59,7 @@ def test_a_recorded_configuration_is_retrained_without_a_search(tiny_config, tmp
     recorded = tmp_path / "final" / "final.json"
     again = run_pipeline(tiny_config("final.register=false", f"final.from_results={recorded}"))
     assert [t.trial_id for t in again.search.trials] == ["recorded"]
+    assert json.loads((tmp_path / "results.json").read_text())["best"]["trial_id"] == "recorded"
     assert again.final.hyperparameters == first.final.hyperparameters
     assert again.final.epochs == first.final.epochs
     # Same data, same seed, same configuration: the same model, to the last digit.
