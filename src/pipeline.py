@@ -17,6 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from src.config import ConfigError
 from src.data import Dataset, load_dataset
 from src.final_stage import FinalResult, run_final_stage
 from src.observers import TrialObserver
@@ -51,7 +52,8 @@ def run_pipeline(cfg: DictConfig, observers: Sequence[TrialObserver] = ()) -> Pi
         The data, the search's result and the final stage's result.
 
     Raises:
-        DataError, SearchFailed, DistributedError: with a one-line message for the user.
+        ConfigError, DataError, SearchFailed, DistributedError: with a one-line message for
+            the user.
     """
     dataset = load_dataset(
         OmegaConf.to_container(cfg.data, resolve=True), cfg.training.val_fraction
@@ -70,7 +72,10 @@ def run_pipeline(cfg: DictConfig, observers: Sequence[TrialObserver] = ()) -> Pi
 
 def _recorded(cfg: DictConfig, listeners: Sequence[TrialObserver]) -> SearchResult:
     """No search: the configuration ``final.from_results`` recorded, for the final stage."""
-    search = recorded_search(Path(cfg.final.from_results))
+    try:
+        search = recorded_search(Path(cfg.final.from_results))
+    except (ValueError, TypeError) as error:  # not JSON, or not a record of a configuration
+        raise ConfigError(f"final.from_results={cfg.final.from_results!r}: {error}") from None
     log.info("retraining the configuration recorded in %s (no search)", cfg.final.from_results)
     search.write(Path(cfg.paths.output_dir))
     for listener in listeners:
