@@ -1,12 +1,12 @@
 """The final stage: retrain the best configuration, test it once, hand it to the registry.
 
 The seed study's protocol: the best trial's hyperparameters and its best epoch count,
-retrained from scratch on train + validation, then evaluated once on the held-out test
-split (`evaluate`, a pure function of a model and a split), with the number of errors and a
-95 % Wilson interval. With ``final.seeds`` it is retrained once per training seed and the
-spread of test accuracy across seeds is reported; the model of the *first* seed is the one
-registered, a choice fixed before any test score is seen (picking the best-scoring seed
-would select on the test set and overstate its accuracy). Figures,
+retrained from scratch on train + validation, then evaluated once on the held-out test split
+(``src.evaluation.evaluate``, a pure function of a model and a split), with the number of
+errors and a 95 % Wilson interval. With ``final.seeds`` it is retrained once per training
+seed and the spread of test accuracy across seeds is reported; the model of the *first* seed
+is the one registered, a choice fixed before any test score is seen (picking the best-
+scoring seed would select on the test set and overstate its accuracy). Figures,
 ``model_card.md`` and ``final.json`` go to ``<run folder>/final/``; with tracking on, a
 ``final`` child run holds them and the model is registered (``src.registry``).
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,57 +29,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from src import registry, report
 from src.backend import configure_backend, keras_verbosity
-from src.data import Dataset, Split
+from src.data import Dataset
+from src.evaluation import Evaluation, evaluate
 from src.hypermodel import CNNHyperModel
 from src.results import SearchResult
-from src.stats import Accuracy, accuracy_with_interval
 from src.tracking import MLflowTracker
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Evaluation:
-    """A model's predictions on a split, and what they add up to."""
-
-    accuracy: float
-    loss: float
-    confusion: np.ndarray
-    probabilities: np.ndarray = field(repr=False)
-    right: np.ndarray = field(repr=False)  # per digit: predicted its label
-
-    @property
-    def interval(self) -> Accuracy:
-        """The accuracy with its errors and 95 % Wilson interval."""
-        return accuracy_with_interval(int(self.right.sum()), len(self.right))
-
-    @property
-    def per_class_accuracy(self) -> list[float]:
-        return (np.diag(self.confusion) / np.maximum(self.confusion.sum(axis=1), 1)).tolist()
-
-
-def evaluate(model: keras.Model, split: Split, num_classes: int) -> Evaluation:
-    """Accuracy, loss and confusion matrix of ``model`` on ``split``, from one pass.
-
-    The accuracy is counted exactly (Keras' float32 running mean can differ in the last
-    digits, which would let a tie count as a win against the champion).
-    """
-    # Large batches: inference on 10,000 digits in a few steps instead of ~300.
-    probabilities = model.predict(split.images, batch_size=1024, verbose=0)
-    loss = keras.ops.convert_to_numpy(
-        keras.losses.sparse_categorical_crossentropy(split.labels, probabilities)
-    )
-    predicted = probabilities.argmax(axis=1)
-    confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
-    np.add.at(confusion, (split.labels, predicted), 1)
-    right = predicted == split.labels
-    return Evaluation(
-        accuracy=float(np.mean(right)),
-        loss=float(np.mean(loss)),
-        confusion=confusion,
-        probabilities=probabilities,
-        right=right,
-    )
 
 
 @dataclass

@@ -57,6 +57,7 @@ def test_keras_tuner_consecutive_failures_raise_runtime_error():
         oracle._check_consecutive_failures()
 
 
+@pytest.mark.filterwarnings("ignore:The specified dataset source can be")
 def test_mlflow_dataset_converts_to_a_dataset_input_entity():
     import mlflow.data
     import numpy as np

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -166,13 +165,25 @@ def test_search_killed_mid_trial_resumes_into_the_same_parent(tmp_path):
         stderr=subprocess.DEVNULL,
     )
     log_file = tmp_path / "run" / "run.log"
+
+    def second_trial_running() -> bool:
+        if not (tmp_path / "mlflow.db").exists():
+            return False
+        try:
+            _, runs = all_runs(store)
+        except Exception:  # the store is still being created
+            return False
+        return any(r.info.status == "RUNNING" and r.data.tags.get("trial_id") == "1" for r in runs)
+
     try:
+        # The log line first (cheap to poll), then its child run in the store (a trial of
+        # four epochs lasts seconds; the store is polled only once it has started).
         wait_for(
             lambda: log_file.is_file() and "trial 2/3" in log_file.read_text(),
             120,
             "the second trial to start",
         )
-        time.sleep(1.0)  # into the trial's epochs
+        wait_for(second_trial_running, 30, "the second trial's run in the store")
     finally:
         process.send_signal(signal.SIGKILL)
         process.wait()
