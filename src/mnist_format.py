@@ -37,8 +37,13 @@ def idx_bytes(array: Any, magic: int) -> bytes:
 
 
 def official_mnist_mismatch(arrays: Mapping[str, Any]) -> str | None:
-    """None if the four arrays are the official MNIST files byte for byte, else which is not."""
+    """None if the arrays given (any of the four keys of `IDX_FILES`) are the official MNIST
+    files byte for byte, else which one is not; a missing key is reported as such."""
+    if not arrays.keys() & OFFICIAL_MNIST_MD5.keys():
+        return "none of the four MNIST files given"
     for key, expected in OFFICIAL_MNIST_MD5.items():
+        if key not in arrays:
+            continue
         actual = hashlib.md5(idx_bytes(arrays[key], IDX_FILES[key][1])).hexdigest()
         if actual != expected:
             return f"{IDX_FILES[key][0]} has MD5 {actual}, not the official file's {expected}"
