@@ -126,6 +126,19 @@ def _check_tuner(reader: _Reader) -> None:
         reader.integer("tuner.max_epochs", 1)
     if reader.get("tuner.factor", None) is not None:
         reader.integer("tuner.factor", 2)
+    # The tuner's state lives in the run folder, where a resume and the overwrite guard
+    # (`src.run_state`) look for it, and where nothing else's files can be wiped.
+    directory = reader.text("tuner.directory")
+    run_dir = Path(str(reader.get("paths.output_dir"))).resolve()
+    resolved = Path(directory).resolve()
+    if resolved != run_dir and run_dir not in resolved.parents:
+        raise ConfigError(
+            f"tuner.directory={directory!r}: must be inside the run folder {run_dir} "
+            "(move both with hydra.run.dir=...)"
+        )
+    project = reader.text("tuner.project_name")
+    if project in (".", "..") or Path(project).name != project:
+        raise ConfigError(f"tuner.project_name={project!r}: expected a folder name, not a path")
 
 
 def _check_search_space(reader: _Reader) -> None:
@@ -160,7 +173,9 @@ def _check_data(reader: _Reader, prefix: str) -> None:
 
 
 def _check_mlflow(reader: _Reader) -> None:
-    reader.boolean("resume")
+    resume, overwrite = reader.boolean("resume"), reader.boolean("overwrite")
+    if resume and overwrite:
+        raise ConfigError("resume=true with overwrite=true: continue a search or restart it")
     reader.boolean("mlflow.enabled")
     reader.text("mlflow.tracking_uri")
     reader.text("mlflow.experiment_name")
@@ -179,6 +194,8 @@ def _check_final(reader: _Reader) -> None:
         or len(set(seeds)) != len(seeds)
     ):
         raise ConfigError(f"final.seeds={seeds!r}: expected null or a list of distinct seeds >= 0")
+    if reader.boolean("final.ensemble") and len(seeds or [None]) < 2:
+        raise ConfigError("final.ensemble=true: needs at least 2 final.seeds to average")
     reader.one_of("final.promotion", ("better", "significant"))
     recorded = reader.get("final.from_results", None)
     if recorded is not None and not Path(str(recorded)).is_file():

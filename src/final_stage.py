@@ -42,8 +42,9 @@ log = logging.getLogger(__name__)
 class FinalResult:
     """What the final stage measured and decided.
 
-    ``test_accuracy`` and its interval are the registered model's (the first seed's);
-    ``seed_test_accuracies`` has one entry per seed of ``seeds``, in order.
+    ``test_accuracy`` and its interval are the registered model's (the first seed's, or
+    the ensemble of all seeds' when ``ensemble``); ``seed_test_accuracies`` has one entry
+    per seed of ``seeds``, in order.
     """
 
     test_accuracy: float
@@ -57,6 +58,7 @@ class FinalResult:
     hyperparameters: dict[str, Any]
     seeds: list[int]
     seed_test_accuracies: list[float]
+    ensemble: bool = False
     model_version: str | None = None
     champion_accuracy: float | None = None
     champion_version: str | None = None
@@ -67,8 +69,11 @@ class FinalResult:
     wall_time_s: float = 0.0
 
     @property
-    def registered_seed(self) -> int:
-        return self.seeds[0]
+    def registered_model(self) -> str:
+        """Which trained model is the one registered, in words."""
+        if self.ensemble:
+            return f"the mean of the softmax outputs of seeds {', '.join(map(str, self.seeds))}"
+        return f"seed {self.seeds[0]}'s"
 
     @property
     def test_accuracy_mean(self) -> float:
@@ -83,7 +88,7 @@ class FinalResult:
     def to_dict(self) -> dict[str, Any]:
         return {
             **asdict(self),
-            "registered_seed": self.registered_seed,
+            "registered_model": self.registered_model,
             "test_accuracy_mean": self.test_accuracy_mean,
             "test_accuracy_std": self.test_accuracy_std,
         }
@@ -129,6 +134,9 @@ def run_final_stage(
         for seed in seeds
     ]
     model, history, evaluation = trained[0]  # the first seed's model is the one registered
+    if cfg.final.ensemble:
+        model = ensemble_of([member for member, _, _ in trained], seeds, hypermodel.name)
+        evaluation = evaluate(model, dataset.test, dataset.num_classes)
     interval = evaluation.interval
     final = FinalResult(
         test_accuracy=evaluation.accuracy,
@@ -142,6 +150,7 @@ def run_final_stage(
         hyperparameters=values,
         seeds=seeds,
         seed_test_accuracies=[result.accuracy for _, _, result in trained],
+        ensemble=bool(cfg.final.ensemble),
     )
     log.info(
         "final stage: test accuracy %s, loss %.4f%s",
@@ -179,6 +188,9 @@ def run_final_stage(
     facts = {
         **final.to_dict(),
         "model_name": cfg.final.model_name,
+        "epochs_chosen_by": "final.epochs"
+        if cfg.final.epochs
+        else "the best trial's best epoch count",
         "tuner": cfg.tuner.name,
         "search_space": cfg.search_space.name,
         "data": dataset.describe(),
@@ -196,6 +208,20 @@ def run_final_stage(
         tracker.client.set_terminated(final.run_id, "FINISHED")
     log.info("final stage: %s", final.decision)
     return final
+
+
+def ensemble_of(members: list[keras.Model], seeds: list[int], name: str) -> keras.Model:
+    """One Keras model whose output is the mean of the members' softmax outputs.
+
+    Each member is wrapped under its seed's name (nested models must be named uniquely);
+    the wrappers share the members' layers and weights, nothing is copied or retrained.
+    """
+    inputs = keras.Input(shape=members[0].input_shape[1:])
+    outputs = [
+        keras.Model(member.input, member.output, name=f"seed_{seed}")(inputs)
+        for member, seed in zip(members, seeds, strict=True)
+    ]
+    return keras.Model(inputs, keras.layers.Average()(outputs), name=f"{name}_ensemble")
 
 
 def _train_and_test(

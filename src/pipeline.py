@@ -22,6 +22,7 @@ from src.data import Dataset, load_dataset
 from src.final_stage import FinalResult, run_final_stage
 from src.observers import TrialObserver
 from src.results import SearchResult, recorded_search
+from src.run_state import check_run_folder
 from src.tracking import MLflowTracker, tracked_search
 from src.tuning import run_search
 
@@ -55,6 +56,8 @@ def run_pipeline(cfg: DictConfig, observers: Sequence[TrialObserver] = ()) -> Pi
         ConfigError, DataError, SearchFailed, DistributedError: with a one-line message for
             the user.
     """
+    if not cfg.final.from_results and cfg.distributed.role != "worker":
+        check_run_folder(cfg)  # before anything is loaded, opened or overwritten
     dataset = load_dataset(
         OmegaConf.to_container(cfg.data, resolve=True), cfg.training.val_fraction
     )

@@ -142,7 +142,7 @@ def write_model_card(path: Path, facts: Mapping[str, Any]) -> Path:
         f"- over {len(seeds)} training seeds {seeds}: mean {facts['test_accuracy_mean']:.4f}, "
         f"standard deviation {facts['test_accuracy_std']:.4f} (each: "
         + ", ".join(f"{a:.4f}" for a in facts["seed_test_accuracies"])
-        + f"); the registered model is seed {facts['registered_seed']}'s, chosen before "
+        + f"); the registered model is {facts['registered_model']}, chosen before "
         "testing"
         if len(seeds) > 1
         else f"- one training seed ({seeds[0]})"
@@ -151,7 +151,7 @@ def write_model_card(path: Path, facts: Mapping[str, Any]) -> Path:
 
 A convolutional network for {side} images in {facts["num_classes"]} classes, tuned with Keras Tuner
 ({facts["tuner"]} over the `{facts["search_space"]}` space) and retrained on
-train + validation for {facts["epochs"]} epochs (the best trial's best epoch count).
+train + validation for {facts["epochs"]} epochs ({facts["epochs_chosen_by"]}).
 
 ## Data
 - source: `{facts["data"]["name"]}` ({facts["data"]["origin"]})

@@ -106,7 +106,9 @@ def _seeds_cell(stage: dict[str, Any]) -> str:
 
 SCOPE = (
     "Scope: test accuracies are on the official MNIST test set (10,000 digits from other "
-    "writers than the training digits), each with its errors and 95 % Wilson interval. "
+    "writers than the training digits), each with its errors and 95 % Wilson interval: "
+    "the registered model's (the first seed's, or the mean of all seeds' outputs where the "
+    "stage says ensemble), next to the spread of the seeds' own models. "
     "Validation digits come from the training writers and overstate what the official test "
     "set shows. Rerun on the same machine, the study is deterministic (fixed seeds, "
     "TensorFlow op determinism); on another CPU the low digits of every score differ and a "

@@ -13,7 +13,11 @@ Store semantics, which the tests check:
 - one child per trial id, nested under the parent, FINISHED or FAILED with the error;
 - an attempt that was interrupted (Ctrl-C, SIGTERM, SIGKILL) ends KILLED and, once its
   trial is run again, is moved to MLflow's trash (restorable), so the store ends with one
-  child per trial and no RUNNING run.
+  child per trial and no RUNNING run;
+- tracking trouble never fails a trial: a hook that cannot reach the store warns, the
+  trial runs on, later trials are logged once the store answers again, and the parent
+  run's ``unlogged`` tag (and the log) lists what is missing; ``results.json`` in the run
+  folder always holds every trial.
 
 (A little over 300 lines: one class, whose hooks share the runs it keeps open; splitting
 it would spread one run lifecycle over several files.)
@@ -21,10 +25,12 @@ it would spread one run lifecycle over several files.)
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import time
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -55,6 +61,32 @@ _MAX_PARAMS_PER_BATCH = 100
 _MAX_TAG_LENGTH = 5000
 
 
+# Over HTTP, MLflow retries a failed request 7 times with growing pauses (minutes in all);
+# a search waits on every hook, so the tracker asks for fewer unless the user set them.
+_HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "20"}
+
+
+def _tolerant(hook: Callable[..., None]) -> Callable[..., None]:
+    """Run a per-trial hook so that a store that cannot be reached never fails the trial."""
+
+    @functools.wraps(hook)
+    def guarded(self: MLflowTracker, *args: Any) -> None:
+        try:
+            hook(self, *args)
+        except (MlflowException, OSError) as error:
+            trial = next((a for a in args if isinstance(a, Trial)), None)
+            self.unlogged.append(f"{hook.__name__}({trial.trial_id if trial else ''})")
+            report = log.warning if len(self.unlogged) == 1 else log.debug
+            report(
+                "MLflow: could not log (%s: %s); the search goes on, results.json keeps "
+                "every trial",
+                hook.__name__,
+                error_line(str(error)),
+            )
+
+    return guarded
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -82,6 +114,11 @@ class MLflowTracker(TrialObserver):
         )
         self.parent_run_id: str | None = None
         self.child_runs: dict[str, str] = {}
+        # The hooks that could not log, e.g. "on_epoch_end(3)"; tagged on the parent.
+        self.unlogged: list[str] = []
+        if self.tracking_uri.startswith(("http://", "https://")):
+            for name, value in _HTTP_RETRY_DEFAULTS.items():
+                os.environ.setdefault(name, value)
 
     # -- the search ------------------------------------------------------------------------
     def on_search_begin(self, tuner: keras_tuner.Tuner) -> None:
@@ -106,6 +143,12 @@ class MLflowTracker(TrialObserver):
         previous = id_file.read_text().strip() if self.resume and id_file.is_file() else None
         if self.role == "chief":
             previous = self._distributed_parent()  # a restarted chief reopens its search
+            if previous and not self.resume:
+                # A fresh oracle would restart trial ids at 0 under the old parent run.
+                raise DistributedError(
+                    f"distributed.search_id={self.search_id!r} already has a search in the "
+                    "store: add resume=true to continue it, or choose a new search id"
+                )
         if previous and not self._exists(previous):
             log.warning("MLflow: run %s is not in this store; starting a new parent run", previous)
             previous = None
@@ -145,6 +188,8 @@ class MLflowTracker(TrialObserver):
             tags=self._search_tags(),
         )
         run_id = run.info.run_id
+        # Known at once, so that `close()` ends the run even if what follows fails.
+        self.parent_run_id = run_id
         self._log_params(run_id, flatten_config(cfg))
         self.client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
         self.client.log_inputs(run_id, datasets=[self._dataset_input()])
@@ -191,6 +236,7 @@ class MLflowTracker(TrialObserver):
         return DatasetInput(logged._to_mlflow_entity(), [InputTag("mlflow.data.context", "train")])
 
     # -- each trial -------------------------------------------------------------------------
+    @_tolerant
     def on_trial_begin(self, tuner: keras_tuner.Tuner, trial: Trial) -> None:
         attempts = self._retire_earlier_attempts(trial.trial_id)
         tags = {
@@ -223,6 +269,7 @@ class MLflowTracker(TrialObserver):
             log.info("MLflow: trial %s runs again; its earlier attempt is in the trash", trial_id)
         return len(earlier)
 
+    @_tolerant
     def on_epoch_end(
         self, tuner: keras_tuner.Tuner, trial: Trial, epoch: int, logs: Mapping[str, float]
     ) -> None:
@@ -233,6 +280,7 @@ class MLflowTracker(TrialObserver):
         metrics = [Metric(name, float(value), timestamp, epoch) for name, value in logs.items()]
         self.client.log_batch(run_id, metrics=metrics)
 
+    @_tolerant
     def on_trial_end(self, tuner: keras_tuner.Tuner, trial: Trial) -> None:
         run_id = self.child_runs.pop(trial.trial_id, None)
         if run_id is None:
@@ -251,10 +299,12 @@ class MLflowTracker(TrialObserver):
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         self.client.set_terminated(run_id, "FINISHED" if completed else "FAILED")
 
+    @_tolerant
     def on_search_end(self, tuner: keras_tuner.Tuner) -> None:
         if self.role != "worker":  # only the chief's oracle knows every trial
             self.record_best(tuner)
 
+    @_tolerant
     def on_search_result(self, result: SearchResult) -> None:
         if self.parent_run_id is not None:
             self.client.log_dict(self.parent_run_id, result.to_dict(), "results.json")
@@ -286,7 +336,12 @@ class MLflowTracker(TrialObserver):
                 self.client.set_terminated(run_id, child_status)
             self.child_runs.clear()
             return
+        if self.unlogged:
+            log.warning("MLflow: %d hook(s) could not log: %s", len(self.unlogged), self.unlogged)
+            text = ", ".join(self.unlogged)
+            self.client.set_tag(self.parent_run_id, "unlogged", text[:_MAX_TAG_LENGTH])
         for run in self._children("attributes.status = 'RUNNING'"):
+            # Still RUNNING after a search that ended: interrupted, or its end went unlogged.
             self.client.set_terminated(run.info.run_id, child_status)
         self.child_runs.clear()
         self.client.set_terminated(self.parent_run_id, status)

@@ -93,6 +93,9 @@ BAD_VALUES = [
     ("data.path=/no/such/folder", "data.path='/no/such/folder'"),
     ("data.max_train_examples=0", "data.max_train_examples=0"),
     ("resume=maybe", "resume='maybe'"),
+    ("overwrite=1", "overwrite=1"),
+    ("tuner.directory=/tmp", "tuner.directory='/tmp'"),
+    ("tuner.project_name=../elsewhere", "tuner.project_name='../elsewhere'"),
     ("mlflow.enabled=1", "mlflow.enabled=1"),
     ("mlflow.experiment_name=''", "mlflow.experiment_name=''"),
     ("training.threads=0", "training.threads=0"),
@@ -100,6 +103,7 @@ BAD_VALUES = [
     ("distributed.chief_timeout_s=0", "distributed.chief_timeout_s=0"),
     ("final.seeds=[1,1]", "final.seeds=[1, 1]"),
     ("final.seeds=[]", "final.seeds=[]"),
+    ("final.ensemble=true", "final.ensemble=true"),
     ("final.promotion=always", "final.promotion='always'"),
     ("final.alpha=0", "final.alpha=0"),
     ("data.idx_folder=/no/such/folder", "data.idx_folder='/no/such/folder'"),
@@ -178,4 +182,10 @@ def test_every_stage_of_the_reproduce_study_composes(stage):
 def test_improved_space_rejects_an_unknown_schedule():
     cfg = compose_config(["search_space=cnn_plus", "search_space.lr_schedule=[cosine,step]"])
     with pytest.raises(ConfigError, match=r"search_space\.lr_schedule='step'"):
+        validate_config(cfg)
+
+
+def test_resume_and_overwrite_together_are_rejected():
+    cfg = compose_config(["resume=true", "overwrite=true"])
+    with pytest.raises(ConfigError, match="resume=true with overwrite=true"):
         validate_config(cfg)

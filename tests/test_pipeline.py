@@ -6,8 +6,14 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
+import pytest
 from mlflow import MlflowClient
+from omegaconf import OmegaConf
 
+from src import registry
+from src.data import load_dataset
+from src.evaluation import evaluate
 from src.observers import TrialObserver
 from src.pipeline import run_pipeline
 
@@ -32,7 +38,10 @@ def test_same_config_gives_the_same_search_and_final_models_tracked_or_not(tiny_
     )
     tracked = run_pipeline(tiny_config(*overrides))
     observer = _CountingObserver()
-    untracked = run_pipeline(tiny_config(*overrides, "mlflow.enabled=false"), [observer])
+    # The same folder again: overwrite=true, as a user rerunning a search there would.
+    untracked = run_pipeline(
+        tiny_config(*overrides, "mlflow.enabled=false", "overwrite=true"), [observer]
+    )
 
     def trials(result):
         return [(t.trial_id, t.hyperparameters, t.score, t.best_step) for t in result.search.trials]
@@ -70,3 +79,23 @@ def test_a_recorded_configuration_is_retrained_without_a_search(tiny_config, tmp
     trial_runs = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
     assert len(final_runs) == 2 and len(trial_runs) == 1  # no trial for the retraining
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_an_ensemble_of_the_seeds_models_is_registered_as_one_model(tiny_config):
+    """final.ensemble: the registered model averages the seeds' softmax outputs; it loads
+    back from the registry as one Keras model and scores what the final stage reported."""
+    cfg = tiny_config("tuner.max_trials=1", "final.seeds=[42,7]", "final.ensemble=true")
+    final = run_pipeline(cfg).final
+    assert final.ensemble and "seeds 42, 7" in final.registered_model
+    dataset = load_dataset(
+        OmegaConf.to_container(cfg.data, resolve=True), cfg.training.val_fraction
+    )
+    ensemble = registry.load_version(cfg.mlflow.tracking_uri, "mnist-cnn", final.model_version)
+    members = [ensemble.get_layer(f"seed_{seed}") for seed in (42, 7)]
+    assert [evaluate(m, dataset.test, 10).accuracy for m in members] == pytest.approx(
+        final.seed_test_accuracies
+    )
+    images = dataset.test.images[:256]
+    mean = np.mean([m.predict(images, verbose=0) for m in members], axis=0)
+    np.testing.assert_allclose(ensemble.predict(images, verbose=0), mean, rtol=1e-5, atol=1e-6)
+    assert evaluate(ensemble, dataset.test, 10).accuracy == pytest.approx(final.test_accuracy)

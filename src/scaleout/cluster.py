@@ -30,6 +30,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -132,7 +133,10 @@ class Cluster:
 
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
-        self.search_id = args.search_id or time.strftime("search-%Y%m%d-%H%M%S")
+        # A random suffix: two searches started in the same second get ids of their own.
+        self.search_id = args.search_id or (
+            f"{time.strftime('search-%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
+        )
         self.folder = OUTPUT_ROOT / self.search_id
         self.services = ExitStack()  # the tracking server, stopped after the members
         self.members: list[Member] = []
@@ -144,6 +148,13 @@ class Cluster:
             mlflow_cfg = _check_config(self.args.overrides)
         except Exception as error:  # a ConfigError, or Hydra's own for an unknown override
             print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+            return 1
+        if self.folder.exists() and "resume=true" not in self.args.overrides:
+            print(
+                f"error: search id {self.search_id!r} was used before ({self.folder}): add "
+                "resume=true to continue that search, or choose another --search-id",
+                file=sys.stderr,
+            )
             return 1
         self.folder.mkdir(parents=True, exist_ok=True)
         try:
