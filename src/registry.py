@@ -13,10 +13,13 @@ bound to the search's store: nothing here changes MLflow's global tracking URI.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +27,12 @@ import numpy as np
 from mlflow import MlflowClient
 from mlflow.entities import Metric, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
+from mlflow.protos.databricks_pb2 import (
+    INVALID_PARAMETER_VALUE,
+    RESOURCE_ALREADY_EXISTS,
+    RESOURCE_DOES_NOT_EXIST,
+    ErrorCode,
+)
 
 from src.provenance import installed_versions
 from src.stats import Accuracy, PairedComparison, accuracy_with_interval, mcnemar
@@ -32,6 +40,10 @@ from src.stats import Accuracy, PairedComparison, accuracy_with_interval, mcnema
 log = logging.getLogger(__name__)
 
 CHAMPION, CHALLENGER = "champion", "challenger"
+# The registered model whose existence is the promotion lock of `<name>`, and the age after
+# which a lock is taken as left behind by a process that died holding it.
+LOCK_SUFFIX = ".promotion-lock"
+LOCK_STALE_S = 600.0
 # The packages a served model needs, pinned to the versions that trained it.
 _MODEL_PACKAGES = ("keras", "tensorflow", "tensorflow-cpu", "numpy", "mlflow")
 
@@ -93,6 +105,76 @@ def register(client: MlflowClient, model_name: str, source: str, run_id: str) ->
     return str(client.create_model_version(model_name, source, run_id=run_id).version)
 
 
+class PromotionLockTimeout(TimeoutError):
+    """Another final stage held the promotion lock for longer than the wait allowed."""
+
+
+@contextmanager
+def promotion_lock(
+    client: MlflowClient, model_name: str, timeout_s: float = LOCK_STALE_S, poll_s: float = 0.2
+) -> Iterator[None]:
+    """Hold ``model_name``'s promotion lock: one read-compare-set of the champion at a time.
+
+    MLflow has no compare-and-set on aliases, and two final stages that read the same
+    champion could both promote, the weaker last. Creating a registered model is atomic in
+    every store MLflow has (the name is unique, in SQLite as behind a tracking server), so
+    a registered model named ``<name>.promotion-lock`` is the lock, across processes and
+    machines. One older than `LOCK_STALE_S` was left by a process that died and is broken.
+    """
+    lock = f"{model_name}{LOCK_SUFFIX}"
+    holder = f"{socket.gethostname()}:{os.getpid()}"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            client.create_registered_model(
+                lock, tags={"holder": holder}, description="held while a champion is decided"
+            )
+            break
+        except MlflowException as error:
+            if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+        try:
+            held = client.get_registered_model(lock)
+        except MlflowException:
+            continue  # released meanwhile: try again at once
+        age_s = time.time() - held.creation_timestamp / 1000
+        if age_s > LOCK_STALE_S:
+            log.warning("breaking %s, held by %s for %.0f s", lock, held.tags.get("holder"), age_s)
+            _delete_quietly(client, lock)
+            continue
+        if time.monotonic() > deadline:
+            raise PromotionLockTimeout(f"{lock} is held by {held.tags.get('holder')}")
+        time.sleep(poll_s)
+    try:
+        yield
+    finally:
+        _delete_quietly(client, lock)
+
+
+def _delete_quietly(client: MlflowClient, lock: str) -> None:
+    try:
+        client.delete_registered_model(lock)
+    except MlflowException as error:  # already broken by another process
+        if error.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise
+
+
+def current_champion(client: MlflowClient, model_name: str) -> object | None:
+    """The version aliased champion, or None when there is none (and only then: any other
+    error, a locked database or a server that does not answer, is raised, not taken as
+    "no champion")."""
+    try:
+        return client.get_model_version_by_alias(model_name, CHAMPION)
+    except MlflowException as error:
+        code = error.error_code
+        missing_alias = (
+            code == ErrorCode.Name(INVALID_PARAMETER_VALUE) and "alias" in error.message
+        ) and "not found" in error.message
+        if missing_alias or code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise
+
+
 def promote(
     client: MlflowClient,
     model_name: str,
@@ -124,26 +206,24 @@ def promote(
     """
     client.set_model_version_tag(model_name, version, "test_digest", test_digest)
     client.set_model_version_tag(model_name, version, "test_accuracy", f"{challenger.value:.6f}")
-    try:
-        champion = client.get_model_version_by_alias(model_name, CHAMPION)
-    except MlflowException:
-        champion = None
-    client.set_registered_model_alias(model_name, CHALLENGER, version)
-    if champion is None:
-        outcome = Promotion(version, True, f"version {version} is the first {CHAMPION}")
-    else:
-        outcome = _compare(
-            version,
-            challenger,
-            challenger_right,
-            test_digest,
-            champion,
-            champion_right,
-            rule,
-            alpha,
-        )
-    if outcome.promoted:
-        client.set_registered_model_alias(model_name, CHAMPION, version)
+    with promotion_lock(client, model_name):
+        champion = current_champion(client, model_name)
+        client.set_registered_model_alias(model_name, CHALLENGER, version)
+        if champion is None:
+            outcome = Promotion(version, True, f"version {version} is the first {CHAMPION}")
+        else:
+            outcome = _compare(
+                version,
+                challenger,
+                challenger_right,
+                test_digest,
+                champion,
+                champion_right,
+                rule,
+                alpha,
+            )
+        if outcome.promoted:
+            client.set_registered_model_alias(model_name, CHAMPION, version)
     return outcome
 
 

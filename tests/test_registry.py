@@ -6,7 +6,9 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -265,3 +267,56 @@ def test_promotion_rules_compare_on_the_same_digits_only(tmp_path):
     assert str(client.get_model_version_by_alias(MODEL, "champion").version) == champion
     challenger = client.get_model_version_by_alias(MODEL, "challenger")
     assert str(challenger.version) == other.model_version
+
+
+@pytest.mark.parametrize("stronger_first", [True, False])
+def test_two_final_stages_promoting_at_once_leave_the_better_one_champion(tmp_path, stronger_first):
+    """Two challengers that both beat the champion decide at the same time: each one's
+    comparison (re-evaluating the champion) takes a while, so without the promotion lock
+    both would read the old champion, and whichever set the alias last would win."""
+    from src.registry import promote
+    from src.stats import accuracy_with_interval
+
+    uri = sqlite_uri(tmp_path)
+    client = MlflowClient(uri)
+    masks = {}
+    _promote(client, _right(900), masks=masks)  # version 1: the champion
+    strong, weak = _register_version(client, MODEL), _register_version(client, MODEL)
+    masks.update({strong: _right(990), weak: _right(960)})
+
+    def slow_champion_right(version):
+        time.sleep(1.0)  # re-evaluating a champion takes time: the race's window
+        return masks[version]
+
+    def decide(version, start_after_s):
+        time.sleep(start_after_s)
+        right = masks[version]
+        accuracy = accuracy_with_interval(int(right.sum()), len(right))
+        return promote(
+            MlflowClient(uri), MODEL, version, accuracy, right, "official", slow_champion_right
+        )
+
+    first, second = (strong, weak) if stronger_first else (weak, strong)
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(decide, [first, second], [0.0, 0.3]))
+    champion = client.get_model_version_by_alias(MODEL, "champion")
+    assert str(champion.version) == strong, [o.decision for o in outcomes]
+    names = [m.name for m in client.search_registered_models()]
+    assert names == [MODEL]  # the lock is gone
+
+
+def test_only_a_missing_alias_counts_as_no_champion(tmp_path, monkeypatch):
+    """A store that cannot answer is an error, never "no champion, promote without
+    comparing"."""
+    from mlflow.exceptions import MlflowException
+
+    from src.registry import current_champion
+    from src.scaleout.process import free_port
+
+    client = MlflowClient(sqlite_uri(tmp_path))
+    _register_version(client, MODEL)
+    assert current_champion(client, MODEL) is None  # registered, never promoted
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    unreachable = MlflowClient(f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(MlflowException):
+        current_champion(unreachable, MODEL)
