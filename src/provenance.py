@@ -1,11 +1,14 @@
 """Provenance: what a run records about where it came from.
 
 The installed versions of the packages that shape a result, the git commit of the code,
-and the resolved config flattened to MLflow params.
+and the resolved config flattened to MLflow params, with any password in a URI (a tracking
+server's, a database's) replaced by ``***`` wherever a run writes it down.
 """
 
 from __future__ import annotations
 
+import logging
+import re
 import subprocess
 from collections.abc import Iterable, Mapping
 from importlib import metadata
@@ -17,6 +20,36 @@ from omegaconf import DictConfig, OmegaConf
 # Tagged on every search (``version.<package>``).
 TRACKED_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "keras-tuner", "mlflow", "hydra-core")
 _PACKAGE_DIR = Path(__file__).resolve().parent
+# scheme://user:password@host -> scheme://user:***@host
+_URI_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]+:)[^@\s]+@")
+
+
+def redact(text: str) -> str:
+    """``text`` with the password of every ``scheme://user:password@host`` URI hidden."""
+    return _URI_PASSWORD.sub(r"\g<head>***@", text)
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter that hides passwords in URIs before a record is written."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        hidden = redact(message)
+        if hidden != message:
+            record.msg, record.args = hidden, None
+        return True
+
+
+def redact_files(folder: Path) -> None:
+    """Hide URI passwords in the YAML files of ``folder`` (Hydra's record of a run, written
+    before any code of ours runs), each rewritten whole or not at all."""
+    for file in sorted(folder.glob("*.yaml")):
+        text = file.read_text()
+        hidden = redact(text)
+        if hidden != text:
+            temporary = file.with_suffix(".tmp")
+            temporary.write_text(hidden)
+            temporary.replace(file)
 
 
 def installed_versions(packages: Iterable[str]) -> dict[str, str]:
@@ -39,7 +72,7 @@ def flatten_config(cfg: DictConfig) -> dict[str, str]:
             for key, value in node.items():
                 walk(value, f"{prefix}{key}.")
         else:
-            flat[prefix.rstrip(".")] = str(node)
+            flat[prefix.rstrip(".")] = redact(str(node))
 
     walk(OmegaConf.to_container(cfg, resolve=True), "")
     return flat

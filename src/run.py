@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+from pathlib import Path
 from types import FrameType
 
 import hydra
@@ -25,6 +26,7 @@ from omegaconf import DictConfig
 from src.compose import CONFIG_DIR
 from src.config import ConfigError, validate_config
 from src.distributed import DistributedError, configure_role
+from src.provenance import RedactingFilter, redact, redact_files
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +43,23 @@ def main(cfg: DictConfig) -> float:
     Returns:
         The best trial's score, so that Hydra sweepers can optimise over searches.
     """
+    # A password in a tracking or database URI is never written down: not in the log, not
+    # in Hydra's record of the run (MLflow params and artifacts redact it too).
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactingFilter())
+    redact_files(Path(cfg.paths.output_dir) / ".hydra")
     try:
         validate_config(cfg)
         configure_role(cfg.distributed)
     except (ConfigError, DistributedError) as error:
-        raise SystemExit(f"error: {error}") from None
+        raise SystemExit(f"error: {redact(str(error))}") from None
 
     # Heavy imports only after the config is known to be good.
     # TensorFlow 2.21's C++ log prints a harmless tf.data attribute "error" at every fit;
     # real failures still raise Python exceptions.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from mlflow.exceptions import MlflowException
+
     from src.data import DataError
     from src.pipeline import run_pipeline
     from src.tuning import SearchFailed
@@ -59,7 +68,10 @@ def main(cfg: DictConfig) -> float:
     try:
         result = run_pipeline(cfg)
     except (ConfigError, DataError, DistributedError, SearchFailed) as error:
-        raise SystemExit(f"error: {error}") from None
+        raise SystemExit(f"error: {redact(str(error))}") from None
+    except MlflowException as error:  # e.g. the store stopped answering before registration
+        first_line = str(error).strip().splitlines()[0]
+        raise SystemExit(f"error: MLflow: {redact(first_line)}") from None
     except KeyboardInterrupt:
         log.error(
             "interrupted; continue with the same command plus hydra.run.dir=%s resume=true",

@@ -46,7 +46,13 @@ from src.data import Dataset
 from src.distributed import DistributedError, tuner_id
 from src.mlflow_store import open_store
 from src.observers import TrialObserver
-from src.provenance import TRACKED_PACKAGES, flatten_config, git_commit, installed_versions
+from src.provenance import (
+    TRACKED_PACKAGES,
+    flatten_config,
+    git_commit,
+    installed_versions,
+    redact,
+)
 from src.results import SearchResult, error_line
 
 log = logging.getLogger(__name__)
@@ -191,7 +197,7 @@ class MLflowTracker(TrialObserver):
         # Known at once, so that `close()` ends the run even if what follows fails.
         self.parent_run_id = run_id
         self._log_params(run_id, flatten_config(cfg))
-        self.client.log_text(run_id, OmegaConf.to_yaml(cfg, resolve=True), "config.yaml")
+        self.client.log_text(run_id, redact(OmegaConf.to_yaml(cfg, resolve=True)), "config.yaml")
         self.client.log_inputs(run_id, datasets=[self._dataset_input()])
         return run_id
 
@@ -326,9 +332,24 @@ class MLflowTracker(TrialObserver):
 
     # -- the end ----------------------------------------------------------------------------
     def close(self, status: str) -> None:
-        """End every run still open: children KILLED (or FAILED), the parent with `status`."""
+        """End every run still open: children KILLED (or FAILED), the parent with `status`.
+
+        A store that cannot be reached by then is reported, not raised: the search is over
+        and its results are in ``results.json``; the runs stay RUNNING in the store.
+        """
         if self.parent_run_id is None:
             return
+        try:
+            self._end_runs(status)
+        except (MlflowException, OSError) as error:
+            log.warning(
+                "MLflow: could not end the search's runs (%s); parent run %s stays RUNNING "
+                "in the store, results.json holds every trial",
+                error_line(str(error)),
+                self.parent_run_id,
+            )
+
+    def _end_runs(self, status: str) -> None:
         child_status = "KILLED" if status == "KILLED" else "FAILED"
         if self.role == "worker":
             # The search is the chief's: a worker ends only the trial it was running.

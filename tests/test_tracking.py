@@ -260,3 +260,68 @@ def test_creating_a_new_store_waits_for_the_lock_beside_it(tmp_path):
             fcntl.flock(lock, fcntl.LOCK_UN)
     assert process.wait(timeout=60) == 0
     assert MlflowClient(store).get_experiment_by_name("x") is not None
+
+
+class _StopServerAfterFirstTrial(TrialObserver):
+    """Stops the tracking server once the first trial has ended: the rest of the search
+    runs against a store that does not answer."""
+
+    def __init__(self, server):
+        self.server = server
+
+    def on_trial_end(self, tuner, trial):
+        if trial.trial_id == "0":
+            self.server.stop()
+
+
+def test_a_tracking_server_that_stops_mid_search_fails_no_trial(tmp_path, tiny_config, monkeypatch):
+    """Tracking only listens: with the server gone after trial 0, every trial still
+    completes and results.json holds them all; the store keeps what reached it."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail fast, not in minutes
+    (tmp_path / "server").mkdir()
+    port = free_port()
+    store = sqlite_uri(tmp_path / "server")
+    server = services.mlflow_server(
+        store, tmp_path / "server" / "artifacts", port, tmp_path / "server" / "server.log"
+    )
+    with server:
+        uri = services.start_mlflow(server, port, timeout=60)
+        cfg = tiny_config("mlflow=server", f"mlflow.tracking_uri={uri}", "tuner.max_trials=3")
+        cfg.final.enabled = False
+        search = run_pipeline(cfg, [_StopServerAfterFirstTrial(server)]).search
+    assert [t.status for t in search.trials] == ["COMPLETED"] * 3
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [t["status"] for t in results["trials"]] == ["COMPLETED"] * 3
+    # The store (read directly) holds what reached it: the parent run, left RUNNING (its
+    # end could not be logged), and trial 0, finished; trials 1 and 2 are not there.
+    _, runs = all_runs(store)
+    trials = {r.data.tags.get("trial_id"): r for r in runs if r.data.tags.get("trial_id")}
+    assert list(trials) == ["0"] and trials["0"].info.status == "FINISHED"
+    parents = [r for r in runs if r.data.tags.get("run_kind") == "search"]
+    assert len(parents) == 1 and parents[0].info.status == "RUNNING"
+
+
+def test_a_password_in_the_tracking_uri_is_written_down_nowhere(mlflow_server, tmp_path):
+    """The URI's password reaches the server (as basic auth) and no file, log or MLflow
+    param or artifact of the run."""
+    secret = "s3cret-Pa55"
+    uri = mlflow_server.replace("http://", f"http://alice:{secret}@")
+    result = run_cli(
+        *TINY_OVERRIDES,
+        "mlflow=server",
+        f"mlflow.tracking_uri={uri}",
+        "final.enabled=false",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert any(p.name == "run.log" for p in written) and any(p.suffix == ".yaml" for p in written)
+    assert not [p for p in written if secret.encode() in p.read_bytes()]
+    assert "alice:***@" in (tmp_path / "run" / ".hydra" / "overrides.yaml").read_text()
+    client = MlflowClient(mlflow_server)
+    parent = next(r for r in all_runs(mlflow_server)[1] if r.data.tags["run_kind"] == "search")
+    assert secret not in json.dumps(parent.data.params)
+    config = client.download_artifacts(parent.info.run_id, "config.yaml", str(tmp_path))
+    assert secret not in Path(config).read_text()
+    assert secret not in result.stdout + result.stderr
