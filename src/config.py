@@ -211,6 +211,15 @@ def _check_distributed(reader: _Reader) -> None:
         raise ConfigError(f"distributed.role={role!r}: expected null, {' or '.join(ROLES)}")
     if role is not None:
         reader.text("distributed.search_id")
+        target = str(reader.get("tuner._target_"))
+        if target.rsplit(".", 1)[-1] == "Hyperband":
+            # Hyperband resumes a bracket's models from checkpoints in the tuner's folder,
+            # and each member of a distributed search has a folder of its own.
+            raise ConfigError(
+                f"tuner._target_={target!r} with distributed.role={role!r}: Hyperband cannot "
+                "run distributed here (its checkpoints stay in one member's folder); use "
+                "tuner=random or tuner=bayesian"
+            )
     timeout = reader.get("distributed.chief_timeout_s")
     if not is_number(timeout) or timeout <= 0:
         raise ConfigError(f"distributed.chief_timeout_s={timeout!r}: expected a number > 0")

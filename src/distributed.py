@@ -107,6 +107,17 @@ def wait_for_chief(timeout_s: float) -> None:
     log.info("worker %s: connected to the chief at %s", tuner_id(), address)
 
 
+_RELEASE = threading.Event()
+
+
+def arm_release_signal() -> threading.Event:
+    """Make SIGUSR1 set the chief's release event (see the module docstring), instead of
+    killing the process: armed first thing, so that a release sent while the chief is
+    still starting up waits for the serving loop."""
+    signal.signal(signal.SIGUSR1, lambda signum, frame: _RELEASE.set())
+    return _RELEASE
+
+
 def serve_oracle(oracle: Any) -> None:
     """Serve ``oracle`` to the workers until the search is over; Keras Tuner's chief loop
     with a way out for trials whose worker never comes back (see the module docstring)."""
@@ -120,8 +131,7 @@ def serve_oracle(oracle: Any) -> None:
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
     if server.add_insecure_port(address) == 0:
         raise DistributedError(f"the chief cannot listen on {address} (is the port in use?)")
-    release = threading.Event()
-    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: release.set())
+    release = arm_release_signal()  # already armed at start-up by src.run; idempotent
     server.start()
     log.info("chief: serving the oracle at %s (pid %d)", address, os.getpid())
     try:
@@ -132,7 +142,6 @@ def serve_oracle(oracle: Any) -> None:
             time.sleep(_POLL_S)
     finally:
         server.stop(grace=None)
-        signal.signal(signal.SIGUSR1, previous)
 
 
 def fail_orphaned_trials(oracle: Any) -> list[str]:

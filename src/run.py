@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 
 from src.compose import CONFIG_DIR
 from src.config import ConfigError, validate_config
-from src.distributed import DistributedError, configure_role
+from src.distributed import DistributedError, arm_release_signal, configure_role
 from src.provenance import RedactingFilter, redact, redact_files
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,8 @@ def main(cfg: DictConfig) -> float:
     Returns:
         The best trial's score, so that Hydra sweepers can optimise over searches.
     """
+    if cfg.distributed.role == "chief":
+        arm_release_signal()  # before anything slow: see src.distributed
     # A password in a tracking or database URI is never written down: not in the log, not
     # in Hydra's record of the run (MLflow params and artifacts redact it too).
     for handler in logging.getLogger().handlers:

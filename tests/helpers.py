@@ -118,7 +118,11 @@ def scratch_tracking_server() -> Iterator[str]:
     folder = Path(tempfile.mkdtemp(prefix="mnist-hps-pg-"))
     folder.chmod(0o755)  # PostgreSQL runs as the postgres user when this runs as root
     credentials = Credentials(
-        user="mlflow", password=secrets.token_urlsafe(12), database="mlflow", port=free_port()
+        user="mlflow",
+        password=secrets.token_urlsafe(12),
+        database="mlflow",
+        port=free_port(),
+        admin_password=secrets.token_urlsafe(12),
     )
     try:
         with tracking_server(

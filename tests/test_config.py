@@ -189,3 +189,9 @@ def test_resume_and_overwrite_together_are_rejected():
     cfg = compose_config(["resume=true", "overwrite=true"])
     with pytest.raises(ConfigError, match="resume=true with overwrite=true"):
         validate_config(cfg)
+
+
+def test_distributed_hyperband_is_refused_before_anything_starts():
+    cfg = compose_config(["tuner=hyperband", "distributed.role=chief", "distributed.search_id=x"])
+    with pytest.raises(ConfigError, match="Hyperband cannot run distributed"):
+        validate_config(cfg)

@@ -7,9 +7,11 @@ PostgreSQL cluster (`postgres_tracking_server`), every process on loopback and s
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Sequence
@@ -199,10 +201,12 @@ def _pid_of(search_id: str, member: str) -> int | None:
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             try:
-                if marker in (entry / "cmdline").read_bytes().split(b"\0"):
-                    return int(entry.name)
+                arguments = (entry / "cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
+            # The member itself, not the reaper shim that started it (src.scaleout.reaper).
+            if marker in arguments and not any(a.endswith(b"reaper.py") for a in arguments):
+                return int(entry.name)
     return None
 
 
@@ -293,6 +297,7 @@ def test_a_worker_that_never_comes_back_does_not_hang_the_chief(tmp_path, postgr
 # -- the shared store ------------------------------------------------------------------------
 _LOG_RUNS = """
 import sys
+import tempfile
 from mlflow import MlflowClient
 client = MlflowClient(sys.argv[1])
 experiment = client.get_experiment_by_name("concurrency")
@@ -332,7 +337,7 @@ def test_database_credentials_come_from_the_environment_or_a_private_env_file(
     from src.scaleout.postgres import load_credentials
     from src.scaleout.process import ServiceError
 
-    for name in ("PGUSER", "PGPASSWORD", "PGDATABASE", "PGPORT"):
+    for name in ("PGUSER", "PGPASSWORD", "PGADMINPASSWORD", "PGDATABASE", "PGPORT"):
         monkeypatch.delenv(name, raising=False)
     env_file = tmp_path / ".env"
     with pytest.raises(ServiceError, match="no PGPASSWORD"):
@@ -340,9 +345,50 @@ def test_database_credentials_come_from_the_environment_or_a_private_env_file(
     created = load_credentials(env_file, create=True)
     assert env_file.stat().st_mode & 0o777 == 0o600
     assert load_credentials(env_file).password == created.password  # read back, not renewed
-    env_file.write_text("PGPASSWORD=from-file\nPGPORT=6000\n")
+    assert created.admin_password and created.admin_password != created.password
+    env_file.write_text("PGPASSWORD=from-file\nPGADMINPASSWORD=admin\nPGPORT=6000\n")
     monkeypatch.setenv("PGPASSWORD", "from-env")  # the environment wins over the file
     credentials = load_credentials(env_file)
     assert credentials.password == "from-env"
     assert (credentials.port, credentials.user) == (6000, "mlflow")
     assert "from-env" not in credentials.sqlalchemy_uri  # never on a command line
+
+
+def test_postgres_in_an_awkward_path_gives_mlflow_an_ordinary_role(request):
+    """A cluster folder with a space and a command substitution in its path: quoted, never
+    run; MLflow's role is no superuser; a database step that fails (a wrong admin
+    password) leaves no PostgreSQL running, so the next start is not refused."""
+    import psycopg2
+
+    from src.scaleout.postgres import Credentials, Postgres
+    from src.scaleout.process import ServiceError, free_port
+
+    # Short (a Unix socket's path has at most 107 bytes) and reachable by the postgres user.
+    base = Path(tempfile.mkdtemp(prefix="pg-"))
+    request.addfinalizer(lambda: shutil.rmtree(base, ignore_errors=True))
+    parent = base / "a b $(touch PWNED)"
+    parent.mkdir()
+    for folder in (base, parent):
+        folder.chmod(0o755)  # PostgreSQL runs as the postgres user when this runs as root
+    credentials = Credentials("mlflow", "role-pw", "mlflow", free_port(), admin_password="adm")
+    try:
+        cluster = Postgres(parent / "cluster", credentials).start()
+    except ServiceError as error:
+        if "not installed" in str(error) and not os.environ.get("CI"):
+            pytest.skip(str(error))
+        raise
+    with cluster:
+        connection = psycopg2.connect(
+            host="127.0.0.1", port=credentials.port, user="mlflow", password="role-pw"
+        )
+        with connection, connection.cursor() as cursor:
+            cursor.execute("SELECT rolsuper, rolcreatedb FROM pg_roles WHERE rolname = 'mlflow'")
+            assert cursor.fetchone() == (False, False)
+        connection.close()
+    assert not list(base.rglob("PWNED")) and not (Path("/") / "PWNED").exists()
+
+    wrong = Credentials("mlflow", "role-pw", "mlflow", credentials.port, admin_password="no")
+    with pytest.raises(ServiceError, match="PGADMINPASSWORD must be the one"):
+        Postgres(parent / "cluster", wrong).start()
+    assert not (parent / "cluster" / "postmaster.pid").exists()  # stopped again
+    Postgres(parent / "cluster", credentials).start().stop()  # and the next start works

@@ -39,7 +39,6 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 from omegaconf import DictConfig
 
@@ -47,7 +46,13 @@ from src.compose import compose_config
 from src.distributed import CHIEF_ID, ORACLE_IP, ORACLE_PORT, TUNER_ID
 from src.scaleout.mlflow_server import DEFAULT_ARTIFACTS, tracking_server
 from src.scaleout.postgres import DEFAULT_PG_DIR, load_credentials
-from src.scaleout.process import Service, ServiceError, free_port
+from src.scaleout.process import (
+    Service,
+    ServiceError,
+    free_port,
+    stop_like_ctrl_c,
+    uninterruptible,
+)
 
 log = logging.getLogger(__name__)
 
@@ -169,7 +174,8 @@ class Cluster:
             log.error("interrupted: stopping the search (its runs end KILLED)")
             code = 130
         finally:
-            self._stop_all()
+            with uninterruptible():
+                self._stop_all()
         if code == 0:
             self._report(tracking_uri)
         return code
@@ -324,13 +330,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.workers < 1 or args.max_restarts < 0 or args.threads < 1:
         parser.error("--workers and --threads must be >= 1, --max-restarts >= 0")
     logging.basicConfig(level=logging.INFO, format="[cluster] %(message)s")
-    # SIGTERM (a scheduler, a test) stops the search like Ctrl-C: every process is stopped.
-    signal.signal(signal.SIGTERM, _interrupt)
+    # SIGTERM (a scheduler, a test) and SIGHUP (a closed terminal) stop the search like
+    # Ctrl-C: every process is stopped. SIGKILL cannot be caught: then each process's
+    # reaper shim (`src.scaleout.reaper`) stops it.
+    stop_like_ctrl_c()
     return Cluster(args).run()
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,10 @@ PostgreSQL is Debian's (``apt-get install postgresql``); its cluster lives in
 PostgreSQL's own variables (PGUSER, PGPASSWORD, PGDATABASE, PGPORT) from the environment or
 a git-ignored ``.env``; on first use, with no password set anywhere, a random one is
 written to ``.env``. Paths are relative to the folder the commands run in (the checkout).
+
+MLflow logs in as an ordinary role (PGUSER) that owns the MLflow database and nothing
+else; the cluster's superuser, `ADMIN_USER` (password PGADMINPASSWORD, also written to
+``.env`` on first use), only creates that role and database.
 """
 
 from __future__ import annotations
@@ -13,9 +17,10 @@ import logging
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from src.scaleout.process import Service, ServiceError
@@ -26,6 +31,11 @@ ENV_FILE = Path(".env")
 DEFAULT_PG_DIR = Path("mlruns") / "postgres"
 # Not 5432, which a system-wide PostgreSQL may hold.
 DEFAULT_PG_PORT = 5433
+# Runs a program as the postgres user that Debian's package creates (``--`` and the
+# program follow); unlike runuser, setpriv execs it, so no process sits in between.
+_AS_POSTGRES = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups"]
+# The cluster's superuser: creates MLflow's role and database, and is never MLflow's.
+ADMIN_USER = "cluster_admin"
 
 
 @dataclass(frozen=True)
@@ -33,10 +43,11 @@ class Credentials:
     """How to reach the tracking database (PostgreSQL's own variable names)."""
 
     user: str
-    password: str
+    password: str = field(repr=False)
     database: str
     port: int
     host: str = "127.0.0.1"
+    admin_password: str = field(default="", repr=False)
 
     @property
     def sqlalchemy_uri(self) -> str:
@@ -57,25 +68,37 @@ def load_credentials(env_file: Path = ENV_FILE, create: bool = False) -> Credent
     from dotenv import dotenv_values
 
     values = {**dotenv_values(env_file), **os.environ} if env_file.is_file() else dict(os.environ)
-    password = values.get("PGPASSWORD")
-    if not password:
-        if not create:
-            raise ServiceError(f"no PGPASSWORD in the environment or in {env_file}")
-        password = secrets.token_urlsafe(18)
-        # Created private: never readable by others, not even for a moment.
-        descriptor = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-        with os.fdopen(descriptor, "a") as handle:
-            handle.write(f"PGPASSWORD={password}\n")
-        log.info("wrote a new database password to %s (git-ignored)", env_file)
+    password = _secret(values, "PGPASSWORD", env_file, create)
+    admin_password = _secret(values, "PGADMINPASSWORD", env_file, create)
     port = values.get("PGPORT") or str(DEFAULT_PG_PORT)
     if not port.isdigit():
         raise ServiceError(f"PGPORT={port!r} is not a port number")
+    user = values.get("PGUSER") or "mlflow"
+    if user == ADMIN_USER:
+        raise ServiceError(f"PGUSER={user!r}: that is the cluster's superuser, not MLflow's role")
     return Credentials(
-        user=values.get("PGUSER") or "mlflow",
+        user=user,
         password=password,
         database=values.get("PGDATABASE") or "mlflow",
         port=int(port),
+        admin_password=admin_password,
     )
+
+
+def _secret(values: dict[str, str | None], name: str, env_file: Path, create: bool) -> str:
+    """A password from ``values``, or a new random one appended to ``env_file`` if asked."""
+    value = values.get(name)
+    if value:
+        return value
+    if not create:
+        raise ServiceError(f"no {name} in the environment or in {env_file}")
+    value = secrets.token_urlsafe(18)
+    # Created private: never readable by others, not even for a moment.
+    descriptor = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(descriptor, "a") as handle:
+        handle.write(f"{name}={value}\n")
+    log.info("wrote a new %s to %s (git-ignored)", name, env_file)
+    return value
 
 
 def _postgres_bin() -> Path:
@@ -106,15 +129,22 @@ class Postgres:
         self.credentials = credentials
         self.bin = _postgres_bin()
         self.as_postgres = os.geteuid() == 0
+        self.service: Service | None = None
+
+    def _accepting(self) -> bool:
+        """Whether the server accepts connections (pg_isready)."""
+        host, port = self.credentials.host, str(self.credentials.port)
+        check = [str(self.bin / "pg_isready"), "-q", "-h", host, "-p", port]
+        return subprocess.run(check, capture_output=True, timeout=10).returncode == 0
 
     def _run(self, *command: str, check: bool = True) -> int:
-        prefix = ["runuser", "-u", "postgres", "--"] if self.as_postgres else []
+        prefix = [*_AS_POSTGRES, "--"] if self.as_postgres else []
         result = subprocess.run(
             [*prefix, *command],
             capture_output=True,
             text=True,
             timeout=120,
-            cwd="/",  # runuser keeps the working folder, which the postgres user may not read
+            cwd="/",  # the working folder may be closed to the postgres user
         )
         if check and result.returncode != 0:
             message = (result.stderr or result.stdout).strip().splitlines()
@@ -133,31 +163,31 @@ class Postgres:
                 f"a PostgreSQL server already runs on {self.data_dir} (make tracking-server?): "
                 "stop it, or use its tracking server (src.scaleout.cluster --tracking-uri URL)"
             )
-        log_file = self.data_dir / "server.log"
-        options = (
-            f"-c listen_addresses={self.credentials.host} -p {self.credentials.port} "
-            f"-k {self.data_dir}"
+        # In the foreground, as a `Service`: pg_ctl would daemonise it, and a PostgreSQL
+        # that outlives its supervisor refuses the next start. Under root it runs as the
+        # postgres user, re-armed to stop (SIGINT: a fast shutdown) when its parent dies.
+        command = [
+            str(self.bin / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-c",
+            f"listen_addresses={self.credentials.host}",
+            "-p",
+            str(self.credentials.port),
+            "-k",
+            str(self.data_dir),
+        ]
+        if self.as_postgres:
+            command = [*_AS_POSTGRES, "--pdeathsig=INT", "--", *command]
+        self.service = Service(
+            "PostgreSQL", command, self.data_dir / "server.log", stop_signal=signal.SIGINT
         )
+        self.service.start(self._accepting, timeout=60)
         try:
-            self._run(
-                str(self.bin / "pg_ctl"),
-                "-D",
-                str(self.data_dir),
-                "-l",
-                str(log_file),
-                "-o",
-                options,
-                "-w",
-                "-t",
-                "60",
-                "start",
-            )
-        except ServiceError as error:
-            tail = Service("postgres", [], log_file).log_tail()
-            raise ServiceError(
-                f"PostgreSQL did not start on port {self.credentials.port}: {tail}"
-            ) from error
-        self._create_database()
+            self._create_role_and_database()
+        except Exception:
+            self.stop()  # nothing left running that the next start would trip over
+            raise
         return self
 
     def _init_cluster(self) -> None:
@@ -173,7 +203,7 @@ class Postgres:
                     "somewhere it can reach"
                 )
         with tempfile.NamedTemporaryFile("w", suffix=".pw") as pwfile:
-            pwfile.write(self.credentials.password + "\n")
+            pwfile.write(self.credentials.admin_password + "\n")
             pwfile.flush()
             if self.as_postgres:
                 shutil.chown(pwfile.name, "postgres")
@@ -182,7 +212,7 @@ class Postgres:
                 "-D",
                 str(self.data_dir),
                 "-U",
-                self.credentials.user,
+                ADMIN_USER,
                 "--pwfile",
                 pwfile.name,
                 "--auth=scram-sha-256",
@@ -192,33 +222,51 @@ class Postgres:
             )
         log.info("created a PostgreSQL cluster in %s", self.data_dir)
 
-    def _create_database(self) -> None:
+    def _create_role_and_database(self) -> None:
+        """MLflow's ordinary role (password kept in step with PGPASSWORD) and its database."""
         import psycopg2
+        from psycopg2 import sql
 
         creds = self.credentials
-        connection = psycopg2.connect(
-            host=creds.host,
-            port=creds.port,
-            user=creds.user,
-            password=creds.password,
-            dbname="postgres",
-        )
+        try:
+            connection = psycopg2.connect(
+                host=creds.host,
+                port=creds.port,
+                user=ADMIN_USER,
+                password=creds.admin_password,
+                dbname="postgres",
+            )
+        except psycopg2.OperationalError as error:
+            first = str(error).strip().splitlines()[-1]
+            raise ServiceError(
+                f"cannot log in to {self.data_dir} as {ADMIN_USER} ({first}): PGADMINPASSWORD "
+                "must be the one the cluster was created with (in .env); a cluster made "
+                "before MLflow had a role of its own: remove that folder to recreate it"
+            ) from None
+        role, database = sql.Identifier(creds.user), sql.Identifier(creds.database)
         try:
             connection.autocommit = True  # CREATE DATABASE cannot run in a transaction
             with connection.cursor() as cursor:
+                cursor.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (creds.user,))
+                verb = "ALTER" if cursor.fetchone() else "CREATE"
+                cursor.execute(
+                    sql.SQL(
+                        "{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %s"
+                    ).format(sql.SQL(verb), role),
+                    (creds.password,),
+                )
                 cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (creds.database,))
                 if cursor.fetchone() is None:
-                    cursor.execute(f'CREATE DATABASE "{creds.database}"')
-                    log.info("created database %s", creds.database)
+                    cursor.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(database, role))
+                    log.info("created database %s owned by %s", creds.database, creds.user)
         finally:
             connection.close()
 
     def stop(self) -> None:
-        """Stop the cluster (fast shutdown: open sessions are ended)."""
-        if (self.data_dir / "postmaster.pid").is_file():
-            self._run(
-                str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "-w", "stop"
-            )
+        """Stop the server this object started (a fast shutdown: sessions are ended)."""
+        if self.service is not None:
+            self.service.stop()
+            self.service = None
 
     def __enter__(self) -> Postgres:
         return self

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -19,31 +18,33 @@ from pathlib import Path
 
 from src.scaleout.mlflow_server import DEFAULT_ARTIFACTS, DEFAULT_SERVER_PORT, tracking_server
 from src.scaleout.postgres import DEFAULT_PG_DIR, load_credentials
-from src.scaleout.process import ServiceError, http_ok
+from src.scaleout.process import ServiceError, http_ok, stop_like_ctrl_c, uninterruptible
 
 
 def _tracking_server(args: argparse.Namespace) -> int:
     credentials = load_credentials(create=True)
     log_file = Path(args.data_dir).parent / "mlflow-server.log"
-    with tracking_server(
+    server = tracking_server(
         args.data_dir, args.artifacts, credentials, args.port, log_file, host=args.host
-    ) as url:
+    )
+    stop_like_ctrl_c()  # SIGTERM and a closed terminal's SIGHUP stop both servers too
+    url = server.__enter__()
+    try:
         print(
             f"MLflow tracking server at {url} (PostgreSQL {credentials.database} on "
             f"127.0.0.1:{credentials.port}); use it with MLFLOW_TRACKING_URI={url} or "
             "mlflow=server; Ctrl-C stops both",
             flush=True,
         )
-        stop = signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-        try:
-            while http_ok(f"{url}/health", timeout=10):
-                time.sleep(2)
-            print(f"error: the MLflow server stopped answering; see {log_file}", file=sys.stderr)
-            return 1
-        except KeyboardInterrupt:
-            return 0
-        finally:
-            signal.signal(signal.SIGTERM, stop)
+        while http_ok(f"{url}/health", timeout=10):
+            time.sleep(2)
+        print(f"error: the MLflow server stopped answering; see {log_file}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        with uninterruptible():
+            server.__exit__(None, None, None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
