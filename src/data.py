@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from src.mnist_format import IDX_FILES, IMAGE_SHAPE, official_mnist_mismatch
+from src.mnist_format import IDX_FILES, IMAGE_SHAPE, NUM_CLASSES, official_mnist_mismatch
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class Dataset:
 
     @property
     def num_classes(self) -> int:
-        return int(max(self.train.labels.max(), self.val.labels.max(), self.test.labels.max())) + 1
+        return NUM_CLASSES  # every label is checked to be one of them on reading
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -287,6 +287,12 @@ def _check_digits(images: np.ndarray, labels: np.ndarray, origin: str) -> None:
         raise DataError(f"{origin}: {len(images)} images but labels of shape {labels.shape}")
     if images.dtype != np.uint8 or labels.dtype != np.uint8:
         raise DataError(f"{origin}: images and labels must be uint8")
+    if len(images) == 0:
+        raise DataError(f"{origin}: holds no images")
+    if labels.max() >= NUM_CLASSES:
+        raise DataError(
+            f"{origin}: label {int(labels.max())} found; labels must be classes 0-{NUM_CLASSES - 1}"
+        )
 
 
 def _digest(raw: _RawDigits) -> str:

@@ -13,6 +13,8 @@ from typing import Any
 # MNIST-format images (MNIST, Fashion-MNIST, KMNIST) are IMAGE_SIDE x IMAGE_SIDE grey levels.
 IMAGE_SIDE = 28
 IMAGE_SHAPE = (IMAGE_SIDE, IMAGE_SIDE)
+# MNIST's digits, and Fashion-MNIST's garments (the `idx` source): ten classes each.
+NUM_CLASSES = 10
 # Standard file names (each also accepted with a .gz suffix) and their IDX magic numbers:
 # 0x08 (unsigned bytes) then the number of dimensions.
 IDX_FILES = {

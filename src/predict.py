@@ -25,39 +25,85 @@ from src.mnist_format import IMAGE_SIDE as SIDE
 def load_images(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
     """Read image files and .npz archives into float32 ``(N, 28, 28, 1)`` in [0, 1].
 
+    An .npz holds ``images`` of shape (N, 28, 28) or (N, 28, 28, 1): uint8 0-255, or
+    floats in [0, 1]. An image file of another size is padded to a square (keeping its
+    aspect) and resized, with a warning; transparency is laid on white paper first.
+
     Returns:
         The images and a name for each (the file, with an index inside an .npz).
 
     Raises:
-        ValueError: a file that is not an image, or an .npz without 28x28 ``images``.
+        ValueError: a file that is not an image, or an .npz whose ``images`` are not
+            grey 28x28 digits in one of those ranges; the message names the file.
     """
-    from PIL import Image, UnidentifiedImageError
-
     images, names = [], []
     for path in paths:
         if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                if "images" not in archive or archive["images"].shape[1:3] != (SIDE, SIDE):
-                    raise ValueError(
-                        f"{path}: expected an array `images` of shape (N, {SIDE}, {SIDE})"
-                    )
-                batch = archive["images"].reshape(-1, SIDE, SIDE).astype(np.float32)
-            if batch.max() > 1:  # uint8 pixels
-                batch /= 255.0
+            batch = _read_npz(path)
             images.extend(batch)
             names.extend(f"{path}[{i}]" for i in range(len(batch)))
-            continue
-        try:
-            with Image.open(path) as image:
-                grey = image.convert("L").resize((SIDE, SIDE), Image.Resampling.LANCZOS)
-        except (UnidentifiedImageError, OSError) as error:
-            raise ValueError(f"{path}: not a readable image ({error})") from None
-        pixels = np.asarray(grey, dtype=np.float32) / 255.0
-        if pixels.mean() > 0.5:  # dark ink on light paper: MNIST is light on dark
-            pixels = 1.0 - pixels
-        images.append(pixels)
-        names.append(str(path))
+        else:
+            images.append(_read_image(path))
+            names.append(str(path))
     return np.stack(images)[..., np.newaxis], names
+
+
+def _read_npz(path: Path) -> np.ndarray:
+    expected = f"`images` of shape (N, {SIDE}, {SIDE}) or (N, {SIDE}, {SIDE}, 1)"
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if "images" not in archive:
+                raise ValueError(f"{path}: expected an array {expected}")
+            images = archive["images"]
+    except (OSError, ValueError, EOFError) as error:
+        if str(error).startswith(str(path)):
+            raise
+        raise ValueError(f"{path}: not a readable .npz ({error})") from None
+    if images.ndim == 4 and images.shape[-1] == 1:
+        images = images[..., 0]
+    if images.ndim != 3 or images.shape[1:] != (SIDE, SIDE) or len(images) == 0:
+        raise ValueError(f"{path}: images of shape {images.shape}; expected {expected}")
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / 255.0
+    if not np.issubdtype(images.dtype, np.floating):
+        raise ValueError(f"{path}: images of type {images.dtype}; expected uint8 or floats")
+    if not np.isfinite(images).all() or images.min() < 0 or images.max() > 1:
+        raise ValueError(
+            f"{path}: float pixels from {images.min():g} to {images.max():g}; expected [0, 1] "
+            "(or uint8 0-255)"
+        )
+    return images.astype(np.float32)
+
+
+def _read_image(path: Path) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                # Transparent pixels are the paper: lay the image on white before greying.
+                paper = Image.new("RGBA", image.size, "white")
+                image = Image.alpha_composite(paper, image.convert("RGBA"))
+            grey = image.convert("L")
+    except Image.DecompressionBombError:
+        raise ValueError(
+            f"{path}: too many pixels to read safely (a decompression bomb?)"
+        ) from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise ValueError(f"{path}: not a readable image ({error})") from None
+    if grey.size != (SIDE, SIDE):
+        print(
+            f"warning: {path} is {grey.size[0]}x{grey.size[1]}: padded to a square and "
+            f"resized to {SIDE}x{SIDE}",
+            file=sys.stderr,
+        )
+        paper = int(np.median(np.asarray(grey)[[0, -1], :]))  # the border's grey level
+        grey = ImageOps.pad(grey, (SIDE, SIDE), Image.Resampling.LANCZOS, color=paper)
+    pixels = np.asarray(grey, dtype=np.float32) / 255.0
+    if pixels.mean() > 0.5:  # dark ink on light paper: MNIST is light on dark
+        pixels = 1.0 - pixels
+    return pixels
 
 
 def main(argv: list[str] | None = None) -> int:

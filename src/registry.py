@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -91,8 +92,31 @@ def log_model(client: MlflowClient, run_id: str, model: object, example: np.ndar
                 for name, version in installed_versions(_MODEL_PACKAGES).items()
             ],
         )
+        _serve_through_unit_range_input(saved)
         client.log_artifacts(run_id, str(saved), "model")
     return f"{client.get_run(run_id).info.artifact_uri}/model"
+
+
+# The name `src.serving` takes inside a logged model's code/ folder.
+_SERVING_MODULE = "mnist_serving"
+
+
+def _serve_through_unit_range_input(saved: Path) -> None:
+    """Make `src.serving` the saved model's pyfunc loader (raw 0-255 pixels accepted,
+    out-of-range ones refused); the Keras flavour, and the flavour's own pyfunc loader
+    behind ours, stay as MLflow wrote them."""
+    from mlflow.models import Model
+
+    from src import serving
+
+    mlmodel = Model.load(str(saved / "MLmodel"))
+    pyfunc = mlmodel.flavors["python_function"]
+    pyfunc[serving.INNER_LOADER] = pyfunc["loader_module"]
+    pyfunc["loader_module"] = _SERVING_MODULE
+    pyfunc["code"] = "code"
+    (saved / "code").mkdir()
+    shutil.copyfile(serving.__file__, saved / "code" / f"{_SERVING_MODULE}.py")
+    mlmodel.save(str(saved / "MLmodel"))
 
 
 def register(client: MlflowClient, model_name: str, source: str, run_id: str) -> str:

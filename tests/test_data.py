@@ -179,3 +179,17 @@ def test_full_mnist_reads_a_local_folder_of_official_files_first(
 def test_full_mnist_refuses_a_local_folder_that_is_not_official_mnist(fashion_mnist):
     with pytest.raises(DataError, match=r"data.idx_folder=.*not the official file's"):
         load_dataset({**MNIST, "idx_folder": str(fashion_mnist)}, val_fraction=0.1)
+
+
+@pytest.mark.parametrize(
+    ("labels", "error"),
+    [
+        (np.full(20, 12, np.uint8), "label 12 found; labels must be classes 0-9"),
+        (np.zeros(0, np.uint8), "holds no images"),
+    ],
+)
+def test_labels_outside_the_classes_or_an_empty_file_are_refused_naming_it(tmp_path, labels, error):
+    wrong = tmp_path / "digits.npz"
+    np.savez(wrong, images=np.zeros((len(labels), 28, 28), np.uint8), labels=labels)
+    with pytest.raises(DataError, match=f"{wrong}: {error}"):
+        load_dataset({**MNIST_10K, "path": str(wrong)}, val_fraction=0.1)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -171,19 +172,37 @@ def test_serving_answers_invocations_on_loopback(registry):
         "--workers",
         "1",
     ]
-    with http_service(command, "/ping", _subprocess_env(folder)) as url:
+
+    def invoke(url, pixels):
         request = urllib.request.Request(
             f"{url}/invocations",
-            data=json.dumps({"inputs": images.tolist()}).encode(),
+            data=json.dumps({"inputs": pixels.tolist()}).encode(),
             headers={"Content-Type": "application/json"},
         )
-        with loopback.open(request, timeout=60) as response:
-            served = np.asarray(json.load(response)["predictions"])
+        try:
+            with loopback.open(request, timeout=60) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as error:
+            return error.code, json.load(error)
+
+    with http_service(command, "/ping", _subprocess_env(folder)) as url:
+        status, served = invoke(url, images)
+        # Raw 0-255 pixels (what an image file holds) are rescaled by the served model...
+        raw_status, raw = invoke(url, np.round(images * 255))
+        # ...and pixels in neither range get a 400 that says what was wrong.
+        bad_status, bad = invoke(url, images * 300)
     champion = MlflowClient(sqlite_uri(folder)).get_model_version_by_alias(MODEL, "champion")
     model = load_version(sqlite_uri(folder), MODEL, champion.version)
     local = model.predict(images, verbose=0)
-    assert served.shape == (4, 10)
+    served = np.asarray(served["predictions"])
+    assert status == 200 and served.shape == (4, 10)
     assert served.argmax(axis=1).tolist() == local.argmax(axis=1).tolist()
+    assert raw_status == 200
+    assert np.asarray(raw["predictions"]).argmax(axis=1).tolist() == local.argmax(axis=1).tolist()
+    assert (
+        bad_status == 400
+        and "expected floats in [0, 1] or raw pixels in [0, 255]" in (bad["message"])
+    )
 
 
 def test_predict_cli_classifies_png_and_npz(registry, tmp_path):
