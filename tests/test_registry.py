@@ -225,6 +225,11 @@ def test_predict_cli_classifies_png_and_npz(registry, tmp_path):
     assert [name for name, _, _ in lines] == [str(png)] + [f"{npz}[{i}]" for i in range(3)]
     assert all(0 <= int(label) <= 9 and 0 < float(p) <= 1 for _, label, p in lines)
     assert lines[0][1] == lines[1][1]  # the same digit as PNG and in the archive
+    # What the champion itself says of those digits, label and probability.
+    champion = MlflowClient(sqlite_uri(folder)).get_model_version_by_alias(MODEL, "champion")
+    expected = load_version(sqlite_uri(folder), MODEL, champion.version).predict(images, verbose=0)
+    assert [int(label) for _, label, _ in lines[1:]] == expected.argmax(axis=1).tolist()
+    assert [float(p) for _, _, p in lines[1:]] == pytest.approx(expected.max(axis=1), abs=2e-3)
 
     bad = subprocess.run(
         [sys.executable, "-m", "src.predict", str(tmp_path / "none.png")],

@@ -188,7 +188,8 @@ def test_search_killed_mid_trial_resumes_into_the_same_parent(tmp_path):
         process.send_signal(signal.SIGKILL)
         process.wait()
     _, runs = all_runs(store)
-    assert any(r.info.status == "RUNNING" for r in runs)  # what SIGKILL leaves behind
+    # What SIGKILL leaves behind: the killed trial's own run RUNNING, not only the parent.
+    assert any(r.info.status == "RUNNING" and r.data.tags.get("trial_id") == "1" for r in runs)
 
     resumed = run_cli(*args, "resume=true", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]

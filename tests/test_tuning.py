@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import keras
 import keras_tuner
@@ -166,6 +167,27 @@ def test_search_where_every_trial_fails_raises_with_the_first_error(
     cfg = tiny_config("tuner.max_consecutive_failed_trials=5")
     with pytest.raises(SearchFailed, match="every trial failed; the first with: ValueError"):
         run_search(cfg, tiny_dataset, [_BreakAfterInit()])
+
+
+def test_consecutive_failures_after_a_good_trial_stop_the_search_and_say_so(
+    tiny_config, tiny_dataset, monkeypatch
+):
+    """Keras Tuner's own limit (max_consecutive_failed_trials) stops a search that had a
+    good trial: the stopped-early path, not the every-trial-failed one."""
+    hypermodel = _BrokenHyperModel()
+    hypermodel.broken = False
+
+    class _BreakAfterFirstTrial(TrialObserver):
+        def on_trial_end(self, tuner, trial):
+            hypermodel.broken = True
+
+    monkeypatch.setattr(tuning, "CNNHyperModel", lambda *args: hypermodel)
+    cfg = tiny_config("tuner.max_consecutive_failed_trials=2", "tuner.max_trials=6")
+    with pytest.raises(SearchFailed, match="Keras Tuner stopped the search: "):
+        run_search(cfg, tiny_dataset, [_BreakAfterFirstTrial()])
+    results = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
+    assert [t["status"] for t in results["trials"]] == ["COMPLETED", "FAILED", "FAILED"]
+    assert "consecutive" in results["stopped_early"]
 
 
 def test_a_trial_scores_the_same_whatever_ran_before_it(tiny_config, tiny_dataset):
