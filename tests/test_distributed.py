@@ -392,3 +392,82 @@ def test_postgres_in_an_awkward_path_gives_mlflow_an_ordinary_role(request):
         Postgres(parent / "cluster", wrong).start()
     assert not (parent / "cluster" / "postmaster.pid").exists()  # stopped again
     Postgres(parent / "cluster", credentials).start().stop()  # and the next start works
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (by parent pid, read from /proc)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parent = int(stat.rsplit(")", 1)[1].split()[1])
+            children.setdefault(parent, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.add(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return "\nState:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+def test_a_sigkilled_supervisor_leaves_no_process_behind(tmp_path):
+    """`make distributed` with its own PostgreSQL and MLflow server: SIGKILL the supervisor
+    mid-search (no cleanup of its own can run); every process it started ends within
+    seconds, and the next supervisor starts on the same cluster folder cleanly."""
+    base = Path(tempfile.mkdtemp(prefix="pg-"))  # short, and open to the postgres user
+    base.chmod(0o755)
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("PG", "MLFLOW_"))},
+        "PYTHONPATH": str(REPO_ROOT),
+        "PGPORT": str(free_port()),
+    }
+
+    def supervisor(search_id: str) -> subprocess.Popen:
+        command = [
+            sys.executable,
+            "-m",
+            "src.scaleout.cluster",
+            "--workers",
+            "2",
+            "--search-id",
+            search_id,
+            "--pg-dir",
+            str(base / "cluster"),
+            "--",
+            *CLUSTER_OVERRIDES,
+        ]
+        return subprocess.Popen(
+            command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+        )
+
+    try:
+        first = supervisor("first")
+        log = tmp_path / "outputs" / "distributed" / "first" / "worker-1.log"
+        wait_for(lambda: log.is_file() and log.stat().st_size > 0, 180, "worker-1 to start")
+        started = _descendants(first.pid)
+        assert len(started) >= 8  # reapers, PostgreSQL (and backends), MLflow, chief, workers
+        first.kill()
+        first.wait()
+        wait_for(lambda: not any(_alive(p) for p in started), 30, "every started process to end")
+
+        second = supervisor("second")
+        chief_log = tmp_path / "outputs" / "distributed" / "second" / "chief.log"
+        wait_for(lambda: chief_log.is_file(), 180, "the second supervisor's chief to start")
+        started = _descendants(second.pid)
+        second.terminate()  # SIGTERM: stops everything it started, in order
+        output, _ = second.communicate(timeout=120)
+        assert b"already runs" not in output, output.decode(errors="replace")[-2000:]
+        wait_for(lambda: not any(_alive(p) for p in started), 30, "the second's processes to end")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
