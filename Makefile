@@ -21,6 +21,8 @@ SERVE_PORT ?= 5001
 WORKERS ?= 2
 TRACKING_PORT ?= 5002
 TRACKING_HOST ?= 127.0.0.1
+# 1: MLflow's basic-auth app (required with a TRACKING_HOST beyond loopback).
+TRACKING_AUTH ?= 0
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-16s %s\n", $$1, $$2}'
@@ -60,7 +62,8 @@ distributed: $(STAMP) ## One search over a chief and WORKERS workers into Postgr
 	$(PYTHON) -m src.scaleout.cluster --workers $(WORKERS) -- $(ARGS)
 
 tracking-server: $(STAMP) ## MLflow server on PostgreSQL at http://127.0.0.1:5002 (TRACKING_PORT=...)
-	$(PYTHON) -m src.scaleout.services tracking-server --host $(TRACKING_HOST) --port $(TRACKING_PORT)
+	$(PYTHON) -m src.scaleout.services tracking-server --host $(TRACKING_HOST) --port $(TRACKING_PORT) \
+		$(if $(filter 1,$(TRACKING_AUTH)),--auth)
 
 ui: $(STAMP) ## Open the MLflow UI on the runs' store (http://127.0.0.1:5000; UI_PORT=... to change)
 	@mkdir -p mlruns

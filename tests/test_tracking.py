@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -326,3 +327,40 @@ def test_a_password_in_the_tracking_uri_is_written_down_nowhere(mlflow_server, t
     config = client.download_artifacts(parent.info.run_id, "config.yaml", str(tmp_path))
     assert secret not in Path(config).read_text()
     assert secret not in result.stdout + result.stderr
+
+
+def test_a_server_beyond_loopback_is_refused_without_authentication(tmp_path):
+    """One line, exit 1, and nothing started (no PostgreSQL cluster, no .env written)."""
+    result = run_cli(
+        "tracking-server", "--host", "0.0.0.0", cwd=tmp_path, module="src.scaleout.services"
+    )
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: --host 0.0.0.0: an MLflow server beyond loopback needs authentication "
+        "(--auth, or TRACKING_AUTH=1 for make tracking-server): unauthenticated, anyone who "
+        "reaches it could move @champion"
+    ]
+    assert not (tmp_path / ".env").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_with_authentication_the_server_lets_in_only_its_users(tmp_path, monkeypatch):
+    """MLflow's basic-auth app, as `--auth` starts it: the admin from the credentials can
+    write, a request without them is refused."""
+    auth = services.BasicAuth("admin", "adm1n-Pw-long", tmp_path / "auth.db")
+    port = free_port()
+    server = services.mlflow_server(
+        sqlite_uri(tmp_path), tmp_path / "artifacts", port, tmp_path / "server.log", auth=auth
+    )
+    with server:
+        url = services.start_mlflow(server, port, timeout=90)
+        search = urllib.request.Request(
+            f"{url}/api/2.0/mlflow/experiments/search",
+            data=b'{"max_results": 1}',
+            headers={"Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            loopback.open(search, timeout=10)
+        assert refused.value.code == 401
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")  # what MLflow's client reads
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "adm1n-Pw-long")
+        assert MlflowClient(url).create_experiment("with-auth")

@@ -65,11 +65,9 @@ def load_credentials(env_file: Path = ENV_FILE, create: bool = False) -> Credent
     Raises:
         ServiceError: no PGPASSWORD anywhere and ``create`` is false.
     """
-    from dotenv import dotenv_values
-
-    values = {**dotenv_values(env_file), **os.environ} if env_file.is_file() else dict(os.environ)
-    password = _secret(values, "PGPASSWORD", env_file, create)
-    admin_password = _secret(values, "PGADMINPASSWORD", env_file, create)
+    values = _environment(env_file)
+    password = env_secret("PGPASSWORD", env_file, create, values)
+    admin_password = env_secret("PGADMINPASSWORD", env_file, create, values)
     port = values.get("PGPORT") or str(DEFAULT_PG_PORT)
     if not port.isdigit():
         raise ServiceError(f"PGPORT={port!r} is not a port number")
@@ -85,8 +83,17 @@ def load_credentials(env_file: Path = ENV_FILE, create: bool = False) -> Credent
     )
 
 
-def _secret(values: dict[str, str | None], name: str, env_file: Path, create: bool) -> str:
-    """A password from ``values``, or a new random one appended to ``env_file`` if asked."""
+def env_secret(
+    name: str, env_file: Path = ENV_FILE, create: bool = False, values: dict | None = None
+) -> str:
+    """A password from the environment, then ``env_file``; a new random one (appended to
+    ``env_file``, created private) if there is none and ``create`` is set.
+
+    Raises:
+        ServiceError: none anywhere, and ``create`` is false.
+    """
+    if values is None:
+        values = _environment(env_file)
     value = values.get(name)
     if value:
         return value
@@ -99,6 +106,13 @@ def _secret(values: dict[str, str | None], name: str, env_file: Path, create: bo
         handle.write(f"{name}={value}\n")
     log.info("wrote a new %s to %s (git-ignored)", name, env_file)
     return value
+
+
+def _environment(env_file: Path) -> dict:
+    """The variables of ``env_file`` (if it exists), overridden by the environment's."""
+    from dotenv import dotenv_values
+
+    return {**dotenv_values(env_file), **os.environ} if env_file.is_file() else dict(os.environ)
 
 
 def _postgres_bin() -> Path:

@@ -11,21 +11,37 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from src.scaleout.mlflow_server import DEFAULT_ARTIFACTS, DEFAULT_SERVER_PORT, tracking_server
-from src.scaleout.postgres import DEFAULT_PG_DIR, load_credentials
+from src.scaleout.mlflow_server import (
+    DEFAULT_ARTIFACTS,
+    DEFAULT_SERVER_PORT,
+    BasicAuth,
+    require_auth_beyond_loopback,
+    tracking_server,
+)
+from src.scaleout.postgres import DEFAULT_PG_DIR, env_secret, load_credentials
 from src.scaleout.process import ServiceError, http_ok, stop_like_ctrl_c, uninterruptible
 
 
 def _tracking_server(args: argparse.Namespace) -> int:
-    credentials = load_credentials(create=True)
     log_file = Path(args.data_dir).parent / "mlflow-server.log"
+    auth = None
+    if args.auth:
+        # MLflow's clients read these two variables; the admin is created on first start.
+        auth = BasicAuth(
+            admin_username=os.environ.get("MLFLOW_TRACKING_USERNAME", "admin"),
+            admin_password=env_secret("MLFLOW_TRACKING_PASSWORD", create=True),
+            database=Path(args.data_dir).parent / "mlflow-auth.db",
+        )
+    require_auth_beyond_loopback(args.host, auth)  # before any password is written
+    credentials = load_credentials(create=True)
     server = tracking_server(
-        args.data_dir, args.artifacts, credentials, args.port, log_file, host=args.host
+        args.data_dir, args.artifacts, credentials, args.port, log_file, host=args.host, auth=auth
     )
     stop_like_ctrl_c()  # SIGTERM and a closed terminal's SIGHUP stop both servers too
     url = server.__enter__()
@@ -59,6 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--host",
         default="127.0.0.1",
         help="interface to serve on (default loopback only; 0.0.0.0: every one)",
+    )
+    server.add_argument(
+        "--auth",
+        action="store_true",
+        help="MLflow's basic-auth app (needed beyond loopback): admin MLFLOW_TRACKING_USERNAME "
+        "(default admin), password MLFLOW_TRACKING_PASSWORD from the environment or .env",
     )
     server.add_argument("--data-dir", type=Path, default=DEFAULT_PG_DIR)
     server.add_argument("--artifacts", type=Path, default=DEFAULT_ARTIFACTS)
