@@ -316,10 +316,18 @@ def _register(
     evaluation: Evaluation,
     dataset: Dataset,
 ) -> None:
-    """Log and register the model, then let the registry decide on its aliases."""
+    """Log and register the model, then let the registry decide on its aliases.
+
+    Idempotent across a resume: a version an earlier attempt of this search's final stage
+    registered (a crash before its aliases were set) is the one decided on, not a copy.
+    """
     client, name, test = tracker.client, cfg.final.model_name, dataset.test
-    source = registry.log_model(client, final.run_id, model, test.images[:5])
-    version = registry.register(client, name, source, final.run_id)
+    version = registry.registered_for(client, name, tracker.parent_run_id)
+    if version is None:
+        source = registry.log_model(client, final.run_id, model, test.images[:5])
+        version = registry.register(client, name, source, final.run_id, tracker.parent_run_id)
+    else:
+        log.info("final stage: version %s was registered by an earlier attempt", version)
 
     def champion_right(champion_version: str) -> np.ndarray | None:
         try:

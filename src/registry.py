@@ -119,14 +119,37 @@ def _serve_through_unit_range_input(saved: Path) -> None:
     mlmodel.save(str(saved / "MLmodel"))
 
 
-def register(client: MlflowClient, model_name: str, source: str, run_id: str) -> str:
-    """Register a logged model as a new version of ``model_name``; returns the version."""
+# Tagged on each version: the search (its parent run) whose final stage registered it.
+SEARCH_RUN_TAG = "search_run_id"
+
+
+def register(
+    client: MlflowClient,
+    model_name: str,
+    source: str,
+    run_id: str,
+    search_run_id: str | None = None,
+) -> str:
+    """Register a logged model as a new version of ``model_name``; returns the version.
+
+    With ``search_run_id`` the version is tagged with the search it comes from, so that a
+    resumed final stage finds it (`registered_for`) instead of registering a duplicate.
+    """
     try:
         client.create_registered_model(model_name)
     except MlflowException as error:
         if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
             raise
-    return str(client.create_model_version(model_name, source, run_id=run_id).version)
+    tags = {SEARCH_RUN_TAG: search_run_id} if search_run_id else None
+    return str(client.create_model_version(model_name, source, run_id=run_id, tags=tags).version)
+
+
+def registered_for(client: MlflowClient, model_name: str, search_run_id: str) -> str | None:
+    """The version an earlier attempt of this search's final stage registered, if any."""
+    versions = client.search_model_versions(
+        f"name = '{model_name}' and tags.{SEARCH_RUN_TAG} = '{search_run_id}'"
+    )
+    return str(max(int(v.version) for v in versions)) if versions else None
 
 
 class PromotionLockTimeout(TimeoutError):
@@ -235,6 +258,8 @@ def promote(
         client.set_registered_model_alias(model_name, CHALLENGER, version)
         if champion is None:
             outcome = Promotion(version, True, f"version {version} is the first {CHAMPION}")
+        elif str(champion.version) == version:  # a resumed final stage, promoted last time
+            outcome = Promotion(version, True, f"version {version} is already {CHAMPION}")
         else:
             outcome = _compare(
                 version,

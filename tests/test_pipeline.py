@@ -99,3 +99,16 @@ def test_an_ensemble_of_the_seeds_models_is_registered_as_one_model(tiny_config)
     mean = np.mean([m.predict(images, verbose=0) for m in members], axis=0)
     np.testing.assert_allclose(ensemble.predict(images, verbose=0), mean, rtol=1e-5, atol=1e-6)
     assert evaluate(ensemble, dataset.test, 10).accuracy == pytest.approx(final.test_accuracy)
+
+
+def test_a_resumed_final_stage_decides_on_its_earlier_version_not_a_copy(tiny_config):
+    """Register-and-promote is idempotent: run again with resume=true (as after a crash
+    between registration and the aliases), the search's version is found and decided on."""
+    first = run_pipeline(tiny_config("tuner.max_trials=1")).final
+    again = run_pipeline(tiny_config("tuner.max_trials=1", "resume=true")).final
+    client = MlflowClient(tiny_config().mlflow.tracking_uri)
+    versions = client.search_model_versions("name = 'mnist-cnn'")
+    assert [v.version for v in versions] == [first.model_version] == [again.model_version]
+    assert again.decision == f"version {first.model_version} is already champion"
+    champion = client.get_model_version_by_alias("mnist-cnn", "champion")
+    assert champion.version == first.model_version
