@@ -19,7 +19,7 @@ from pathlib import Path
 
 import keras_tuner
 import pytest
-from helpers import REPO_ROOT, TINY_OVERRIDES, run_cli, wait_for
+from helpers import REPO_ROOT, TINY_OVERRIDES, run_cli, sqlite_uri, wait_for
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
@@ -378,6 +378,8 @@ def test_postgres_in_an_awkward_path_gives_mlflow_an_ordinary_role(request):
             pytest.skip(str(error))
         raise
     with cluster:
+        with pytest.raises(ServiceError, match="a PostgreSQL server already runs on"):
+            Postgres(parent / "cluster", credentials).start()  # a second one: refused
         connection = psycopg2.connect(
             host="127.0.0.1", port=credentials.port, user="mlflow", password="role-pw"
         )
@@ -471,3 +473,18 @@ def test_a_sigkilled_supervisor_leaves_no_process_behind(tmp_path):
         wait_for(lambda: not any(_alive(p) for p in started), 30, "the second's processes to end")
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_a_reused_search_id_is_refused_unless_resuming(tmp_path):
+    """A second search under an id whose folder exists would start a fresh oracle over the
+    first one's runs: refused in one line, before anything starts."""
+    (tmp_path / "outputs" / "distributed" / "taken").mkdir(parents=True)
+    command = _cluster_command("taken", sqlite_uri(tmp_path))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: search id 'taken' was used before (outputs/distributed/taken): add "
+        "resume=true to continue that search, or choose another --search-id"
+    )
+    assert not (tmp_path / "mlflow.db").exists()
