@@ -364,3 +364,41 @@ def test_with_authentication_the_server_lets_in_only_its_users(tmp_path, monkeyp
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")  # what MLflow's client reads
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "adm1n-Pw-long")
         assert MlflowClient(url).create_experiment("with-auth")
+
+
+def test_sigterm_ends_the_runs_killed_and_exits_130(tmp_path):
+    """A scheduler's SIGTERM stops a search like Ctrl-C: exit 130, the open runs KILLED,
+    none left RUNNING, and the command to resume in the log."""
+    store = sqlite_uri(tmp_path)
+    args = [
+        *TINY_OVERRIDES,
+        "tuner.max_trials=3",
+        "training.epochs=4",
+        f"mlflow.tracking_uri={store}",
+        "hydra.run.dir=run",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "src.run", *args],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    log_file = tmp_path / "run" / "run.log"
+    try:
+        wait_for(
+            lambda: log_file.is_file() and "trial 2/3" in log_file.read_text(),
+            120,
+            "the second trial to start",
+        )
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 130
+    finally:
+        if process.poll() is None:
+            process.kill()
+    _, runs = all_runs(store)
+    statuses = {r.data.tags.get("trial_id", "parent"): r.info.status for r in runs}
+    assert statuses["parent"] == "KILLED" and statuses["0"] == "FINISHED"
+    assert "RUNNING" not in statuses.values()
+    assert "resume=true" in log_file.read_text()
