@@ -64,6 +64,7 @@ def main() -> None:
         f"mlflow.tracking_uri=sqlite:///{workdir}/mlflow.db",
         f"mlflow.artifact_location={workdir}/artifacts",
         "final.enabled=false",
+        "overwrite=true",  # every run searches afresh in the same folder
     ]
     cfg = compose_config(overrides, output_dir=workdir)
     run_pipeline(compose_config([*overrides, "tuner.max_trials=1", "training.epochs=1"], workdir))
