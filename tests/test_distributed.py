@@ -118,6 +118,45 @@ def test_a_worker_without_a_chief_gives_up_with_a_clear_message(tmp_path, kt_env
     )
 
 
+def test_a_release_signal_during_the_chiefs_start_up_does_not_kill_it(tmp_path, kt_env):
+    """SIGUSR1 (the supervisor's "no worker is coming back") sent while the chief is still
+    importing and loading: the handler is armed first, so the chief lives on, serves, sees
+    the release and finishes with the trials it has (none here), with one line."""
+    port = free_port()
+    for name, value in {ORACLE_IP: "127.0.0.1", ORACLE_PORT: str(port), TUNER_ID: "chief"}.items():
+        kt_env.setenv(name, value)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    chief = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "src.run",
+            *TINY_OVERRIDES,
+            "distributed.role=chief",
+            "distributed.search_id=early",
+            "mlflow.enabled=false",
+            "hydra.run.dir=run",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # run.log exists once Hydra hands over to src.run's main, which arms the handler
+        # first; TensorFlow, the data and the oracle are still to load.
+        wait_for(lambda: (tmp_path / "run" / "run.log").is_file(), 60, "the chief's main")
+        time.sleep(0.5)
+        chief.send_signal(signal.SIGUSR1)
+        _, stderr = chief.communicate(timeout=120)
+    finally:
+        if chief.poll() is None:
+            chief.kill()
+    assert chief.returncode == 1, stderr[-2000:]  # not killed by the signal (-10)
+    assert stderr.strip().splitlines()[-1].startswith("error: every trial failed")
+
+
 # -- the chief's way out -------------------------------------------------------------------
 def _oracle(tmp_path: Path) -> keras_tuner.Oracle:
     hp = keras_tuner.HyperParameters()
