@@ -11,6 +11,8 @@ from typing import Any
 
 import keras
 
+from src.interrupts import raise_if_stop_requested
+
 
 def keras_verbosity(verbose: int) -> int:
     """Keras' `fit(verbose=...)` for `training.verbose`: 1 is a line per epoch (Keras' 2)."""
@@ -38,3 +40,11 @@ def configure_backend(training: Mapping[str, Any]) -> None:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
+
+
+class StopWhenAsked(keras.callbacks.Callback):
+    """Honours a stop request (SIGTERM, Ctrl-C) after the batch it arrived in, even when the
+    signal handler's KeyboardInterrupt was swallowed (see `src.interrupts`)."""
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        raise_if_stop_requested()

@@ -28,7 +28,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from omegaconf import DictConfig, OmegaConf
 
 from src import registry, report
-from src.backend import configure_backend, keras_verbosity
+from src.backend import StopWhenAsked, configure_backend, keras_verbosity
 from src.data import Dataset
 from src.evaluation import Evaluation, evaluate
 from src.hypermodel import CNNHyperModel
@@ -252,6 +252,7 @@ def _train_and_test(
         epochs=epochs,
         batch_size=training["batch_size"],
         verbose=keras_verbosity(training["verbose"]),
+        callbacks=[StopWhenAsked()],
     ).history
     return model, history, evaluate(model, dataset.test, dataset.num_classes)
 

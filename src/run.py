@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 from pathlib import Path
-from types import FrameType
 
 import hydra
 from omegaconf import DictConfig
@@ -26,14 +25,10 @@ from omegaconf import DictConfig
 from src.compose import CONFIG_DIR
 from src.config import ConfigError, validate_config
 from src.distributed import DistributedError, arm_release_signal, configure_role
+from src.interrupts import interrupt
 from src.provenance import RedactingFilter, redact, redact_files
 
 log = logging.getLogger(__name__)
-
-
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM (a scheduler stopping the job) ends the search like Ctrl-C: runs end KILLED.
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="config")
@@ -66,7 +61,9 @@ def main(cfg: DictConfig) -> float:
     from src.pipeline import run_pipeline
     from src.tuning import SearchFailed
 
-    signal.signal(signal.SIGTERM, _interrupt)
+    # SIGTERM (a scheduler stopping the job) and Ctrl-C end the search alike: runs KILLED.
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGINT, interrupt)
     try:
         result = run_pipeline(cfg)
     except (ConfigError, DataError, DistributedError, SearchFailed) as error:

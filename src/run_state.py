@@ -16,6 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from src.config import ConfigError
+from src.provenance import redact
 
 # The configuration a search started with, beside its state.
 CONFIG_SNAPSHOT = "search_config.yaml"
@@ -42,7 +43,9 @@ def check_run_folder(cfg: DictConfig) -> None:
     state = state_folder(cfg)
     has_state = (state / "oracle.json").is_file()
     snapshot = Path(str(cfg.paths.output_dir)) / CONFIG_SNAPSHOT
-    current = _comparable(cfg)
+    # Passwords in URIs are not written down here either (src.provenance.redact).
+    snapshot_text = redact(OmegaConf.to_yaml(OmegaConf.create(_comparable(cfg))))
+    current = OmegaConf.to_container(OmegaConf.create(snapshot_text))
     if cfg.resume:
         if not has_state:
             raise ConfigError(f"resume=true: no saved search in {state} (nothing to continue)")
@@ -61,7 +64,7 @@ def check_run_folder(cfg: DictConfig) -> None:
         )
     snapshot.parent.mkdir(parents=True, exist_ok=True)
     temporary = snapshot.with_suffix(".tmp")
-    temporary.write_text(OmegaConf.to_yaml(OmegaConf.create(current)))
+    temporary.write_text(snapshot_text)
     temporary.replace(snapshot)  # never a half-written snapshot
 
 

@@ -122,6 +122,9 @@ class MLflowTracker(TrialObserver):
         self.child_runs: dict[str, str] = {}
         # The hooks that could not log, e.g. "on_epoch_end(3)"; tagged on the parent.
         self.unlogged: list[str] = []
+        if redact(self.tracking_uri) != self.tracking_uri:
+            # MLflow prints each run's URL, credentials included, straight to stdout.
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         if self.tracking_uri.startswith(("http://", "https://")):
             for name, value in _HTTP_RETRY_DEFAULTS.items():
                 os.environ.setdefault(name, value)

@@ -20,7 +20,7 @@ import keras_tuner
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
-from src.backend import configure_backend, keras_verbosity
+from src.backend import StopWhenAsked, configure_backend, keras_verbosity
 from src.config import ConfigError
 from src.data import Dataset
 from src.distributed import tuner_id
@@ -149,6 +149,7 @@ def run_search(
             monitor=tuner_cfg["objective"], patience=training["early_stopping_patience"]
         ),
         keras.callbacks.TerminateOnNaN(),
+        StopWhenAsked(),
     ]
     log.info(
         "searching %s over %s: %d train / %d validation digits from %s",

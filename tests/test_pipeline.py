@@ -108,7 +108,7 @@ def test_a_resumed_final_stage_decides_on_its_earlier_version_not_a_copy(tiny_co
     again = run_pipeline(tiny_config("tuner.max_trials=1", "resume=true")).final
     client = MlflowClient(tiny_config().mlflow.tracking_uri)
     versions = client.search_model_versions("name = 'mnist-cnn'")
-    assert [v.version for v in versions] == [first.model_version] == [again.model_version]
+    assert [str(v.version) for v in versions] == [first.model_version] == [again.model_version]
     assert again.decision == f"version {first.model_version} is already champion"
     champion = client.get_model_version_by_alias("mnist-cnn", "champion")
-    assert champion.version == first.model_version
+    assert str(champion.version) == first.model_version

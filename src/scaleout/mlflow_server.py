@@ -9,6 +9,7 @@ only the server's URL. Beyond loopback the server must run MLflow's basic-auth a
 from __future__ import annotations
 
 import os
+import secrets
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -103,6 +104,8 @@ def mlflow_server(
     ]
     if auth is not None:
         server_env["MLFLOW_AUTH_CONFIG_PATH"] = str(auth.config_file(Path(log_file).parent))
+        # The auth app signs its CSRF tokens with this key; one server, so a fresh one does.
+        server_env.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", secrets.token_hex(32))
         command += ["--app-name", "basic-auth"]
     return Service(f"mlflow server on port {port}", command, log_file, server_env)
 

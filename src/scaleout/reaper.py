@@ -8,7 +8,8 @@ and the programs started here have children of their own (``mlflow server`` runs
 PostgreSQL its backends), so the shim takes the signal for them: when its parent dies
 (even by SIGKILL), when the terminal hangs up, or when it is asked to stop, it sends the
 command's stop signal to the whole group, waits ``--grace`` seconds, then SIGKILLs the
-group (itself included). The command's own exit code is passed on otherwise.
+group (itself included). SIGUSR1 and SIGUSR2 are passed on to the command (the chief's
+release signal reaches the chief). The command's own exit code is passed on otherwise.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from types import FrameType
 
 _PR_SET_PDEATHSIG = 1
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+_FORWARDED_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 
 
 class _Stop(Exception):
@@ -55,6 +57,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop_signal = signal.Signals[f"SIG{args.signal.upper().removeprefix('SIG')}"]
     for sig in _STOP_SIGNALS:
         signal.signal(sig, _stop)
+    running: list[subprocess.Popen[bytes]] = []
+    for sig in _FORWARDED_SIGNALS:  # messages for the command (the chief's release signal)
+        signal.signal(sig, lambda signum, frame: [c.send_signal(signum) for c in running])
     die_with_parent(signal.SIGTERM)
     if args.parent is not None and os.getppid() != args.parent:
         return 1  # the parent died before the parent-death signal was armed
@@ -62,6 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # In our process group; it dies too if this shim is SIGKILLed.
         child = subprocess.Popen(command, preexec_fn=lambda: die_with_parent(stop_signal))
+        running.append(child)
         code = child.wait()
     except _Stop:
         for sig in _STOP_SIGNALS:
