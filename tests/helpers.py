@@ -14,6 +14,7 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -65,20 +66,36 @@ def make_tiny_config(folder: Path, *overrides: str) -> DictConfig:
     return compose_config([*TINY_OVERRIDES, *store, *overrides], output_dir=folder)
 
 
+def _cli_env() -> dict[str, str]:
+    """A user's environment for the CLIs: no MLFLOW_TRACKING_URI (runs go where the
+    arguments say), the checkout on PYTHONPATH."""
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    return env
+
+
 def run_cli(
     *args: str, cwd: Path, timeout: float = 300, module: str = "src.run"
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python -m MODULE ARGS` in a subprocess from `cwd`, as a user would (with no
-    MLFLOW_TRACKING_URI: runs go where the arguments say)."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env["PYTHONPATH"] = str(REPO_ROOT)
+    """Run `python -m MODULE ARGS` in a subprocess from `cwd`, as a user would."""
     return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=cwd,
-        env=env,
+        env=_cli_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
+    )
+
+
+def start_cli(
+    *args: str, cwd: Path, module: str = "src.run", **popen: Any
+) -> subprocess.Popen[str]:
+    """Start `python -m MODULE ARGS` in the background from `cwd` (output discarded unless
+    `popen` says otherwise), for tests that signal or kill it."""
+    options = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, **popen}
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=_cli_env(), text=True, **options
     )
 
 

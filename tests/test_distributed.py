@@ -19,7 +19,7 @@ from pathlib import Path
 
 import keras_tuner
 import pytest
-from helpers import REPO_ROOT, TINY_OVERRIDES, run_cli, sqlite_uri, wait_for
+from helpers import REPO_ROOT, TINY_OVERRIDES, run_cli, sqlite_uri, start_cli, wait_for
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
@@ -98,10 +98,16 @@ def test_the_supervisor_rejects_a_bad_search_before_starting_anything(tmp_path):
     assert not (tmp_path / "outputs").exists()
 
 
-def test_a_worker_without_a_chief_gives_up_with_a_clear_message(tmp_path, kt_env):
+def _member_env(kt_env, tuner_id: str) -> int:
+    """Keras Tuner's variables for one member on loopback; returns the oracle's port."""
     port = free_port()
-    for name, value in {ORACLE_IP: "127.0.0.1", ORACLE_PORT: str(port), TUNER_ID: "w0"}.items():
+    for name, value in {ORACLE_IP: "127.0.0.1", ORACLE_PORT: str(port), TUNER_ID: tuner_id}.items():
         kt_env.setenv(name, value)
+    return port
+
+
+def test_a_worker_without_a_chief_gives_up_with_a_clear_message(tmp_path, kt_env):
+    port = _member_env(kt_env, "w0")
     result = run_cli(
         *TINY_OVERRIDES,
         "distributed.role=worker",
@@ -122,26 +128,15 @@ def test_a_release_signal_during_the_chiefs_start_up_does_not_kill_it(tmp_path, 
     """SIGUSR1 (the supervisor's "no worker is coming back") sent while the chief is still
     importing and loading: the handler is armed first, so the chief lives on, serves, sees
     the release and finishes with the trials it has (none here), with one line."""
-    port = free_port()
-    for name, value in {ORACLE_IP: "127.0.0.1", ORACLE_PORT: str(port), TUNER_ID: "chief"}.items():
-        kt_env.setenv(name, value)
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    chief = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "src.run",
-            *TINY_OVERRIDES,
-            "distributed.role=chief",
-            "distributed.search_id=early",
-            "mlflow.enabled=false",
-            "hydra.run.dir=run",
-        ],
+    _member_env(kt_env, "chief")
+    chief = start_cli(
+        *TINY_OVERRIDES,
+        "distributed.role=chief",
+        "distributed.search_id=early",
+        "mlflow.enabled=false",
+        "hydra.run.dir=run",
         cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
-        text=True,
     )
     try:
         # run.log exists once Hydra hands over to src.run's main, which arms the handler
@@ -200,8 +195,14 @@ CLUSTER_OVERRIDES = [
 
 
 def _cluster_command(
-    search_id: str, tracking_uri: str, *options: str, overrides: Sequence[str] = CLUSTER_OVERRIDES
+    search_id: str,
+    tracking_uri: str | None,
+    *options: str,
+    overrides: Sequence[str] = CLUSTER_OVERRIDES,
 ) -> list[str]:
+    """`make distributed` with 2 workers; into ``tracking_uri``, or (None) a PostgreSQL and
+    MLflow server of its own."""
+    store = ["--tracking-uri", tracking_uri] if tracking_uri else []
     return [
         sys.executable,
         "-m",
@@ -210,8 +211,7 @@ def _cluster_command(
         "2",
         "--search-id",
         search_id,
-        "--tracking-uri",
-        tracking_uri,
+        *store,
         *options,
         "--",
         *overrides,
@@ -475,19 +475,7 @@ def test_a_sigkilled_supervisor_leaves_no_process_behind(tmp_path):
     }
 
     def supervisor(search_id: str) -> subprocess.Popen:
-        command = [
-            sys.executable,
-            "-m",
-            "src.scaleout.cluster",
-            "--workers",
-            "2",
-            "--search-id",
-            search_id,
-            "--pg-dir",
-            str(base / "cluster"),
-            "--",
-            *CLUSTER_OVERRIDES,
-        ]
+        command = _cluster_command(search_id, None, "--pg-dir", str(base / "cluster"))
         return subprocess.Popen(
             command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
         )

@@ -21,6 +21,7 @@ from helpers import (
     loopback,
     run_cli,
     sqlite_uri,
+    start_cli,
     wait_for,
 )
 from mlflow import MlflowClient
@@ -157,14 +158,7 @@ def test_search_killed_mid_trial_resumes_into_the_same_parent(tmp_path):
         f"mlflow.tracking_uri={store}",
         "hydra.run.dir=run",
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "src.run", *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = start_cli(*args, cwd=tmp_path)
     log_file = tmp_path / "run" / "run.log"
 
     def second_trial_running() -> bool:
@@ -377,14 +371,7 @@ def test_sigterm_ends_the_runs_killed_and_exits_130(tmp_path):
         f"mlflow.tracking_uri={store}",
         "hydra.run.dir=run",
     ]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "src.run", *args],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    process = start_cli(*args, cwd=tmp_path)
     log_file = tmp_path / "run" / "run.log"
     try:
         wait_for(
