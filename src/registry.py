@@ -213,10 +213,11 @@ def current_champion(client: MlflowClient, model_name: str) -> object | None:
     try:
         return client.get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException as error:
-        code = error.error_code
-        missing_alias = (
-            code == ErrorCode.Name(INVALID_PARAMETER_VALUE) and "alias" in error.message
-        ) and "not found" in error.message
+        code, message = error.error_code, error.message
+        # MLflow's own words for a missing alias ("Registered model alias ... not found.").
+        missing_alias = code == ErrorCode.Name(INVALID_PARAMETER_VALUE) and (
+            "alias" in message and "not found" in message
+        )
         if missing_alias or code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
             return None
         raise

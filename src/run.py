@@ -59,6 +59,7 @@ def main(cfg: DictConfig) -> float:
 
     from src.data import DataError
     from src.pipeline import run_pipeline
+    from src.registry import PromotionLockTimeout
     from src.tuning import SearchFailed
 
     # SIGTERM (a scheduler stopping the job) and Ctrl-C end the search alike: runs KILLED.
@@ -66,7 +67,7 @@ def main(cfg: DictConfig) -> float:
     signal.signal(signal.SIGINT, interrupt)
     try:
         result = run_pipeline(cfg)
-    except (ConfigError, DataError, DistributedError, SearchFailed) as error:
+    except (ConfigError, DataError, DistributedError, SearchFailed, PromotionLockTimeout) as error:
         raise SystemExit(f"error: {redact(str(error))}") from None
     except MlflowException as error:  # e.g. the store stopped answering before registration
         first_line = str(error).strip().splitlines()[0]
