@@ -52,13 +52,11 @@ def _read_npz(path: Path) -> np.ndarray:
     expected = f"`images` of shape (N, {SIDE}, {SIDE}) or (N, {SIDE}, {SIDE}, 1)"
     try:
         with np.load(path, allow_pickle=False) as archive:
-            if "images" not in archive:
-                raise ValueError(f"{path}: expected an array {expected}")
-            images = archive["images"]
+            images = archive.get("images")
     except (OSError, ValueError, EOFError) as error:
-        if str(error).startswith(str(path)):
-            raise
         raise ValueError(f"{path}: not a readable .npz ({error})") from None
+    if images is None:
+        raise ValueError(f"{path}: expected an array {expected}")
     if images.ndim == 4 and images.shape[-1] == 1:
         images = images[..., 0]
     if images.ndim != 3 or images.shape[1:] != (SIDE, SIDE) or len(images) == 0:
