@@ -126,6 +126,7 @@ def _check_tuner(reader: _Reader) -> None:
         reader.integer("tuner.max_epochs", 1)
     if reader.get("tuner.factor", None) is not None:
         reader.integer("tuner.factor", 2)
+    _check_optuna_specs(reader)
     # The tuner's state lives in the run folder, where a resume and the overwrite guard
     # (`src.run_state`) look for it, and where nothing else's files can be wiped.
     directory = reader.text("tuner.directory")
@@ -139,6 +140,34 @@ def _check_tuner(reader: _Reader) -> None:
     project = reader.text("tuner.project_name")
     if project in (".", "..") or Path(project).name != project:
         raise ConfigError(f"tuner.project_name={project!r}: expected a folder name, not a path")
+
+
+def _check_optuna_specs(reader: _Reader) -> None:
+    pruner = _plain(reader.get("tuner.pruner", None))
+    if pruner is None and reader.get("tuner.sampler", None) is None:
+        return
+    from src.optuna_specs import OptunaSpecError, make_pruner, make_sampler  # only when named
+
+    try:
+        prunes = make_pruner(pruner) is not None
+        if reader.get("tuner.sampler", None) is not None:
+            make_sampler(_plain(reader.get("tuner.sampler")), seed=0)
+    except OptunaSpecError as error:
+        raise ConfigError(str(error)) from None
+    if not prunes:
+        return
+    if str(reader.get("tuner._target_")).endswith("Hyperband"):
+        raise ConfigError(
+            "tuner.pruner: Hyperband already stops trials itself (successive halving); use "
+            "tuner=tpe, random or bayesian with a pruner"
+        )
+    if reader.get("tuner.executions_per_trial") != 1:
+        # The pruner judges one training curve; a second execution would start over.
+        raise ConfigError("tuner.pruner: needs tuner.executions_per_trial=1")
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
 def _check_search_space(reader: _Reader) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import keras
 import keras_tuner
-from keras_tuner.engine.trial import Trial
+from keras_tuner.engine.trial import Trial, TrialStatus
 
 from src.distributed import serve_oracle, wait_for_chief
 from src.results import SearchResult
@@ -56,9 +56,10 @@ class TrialObserver:
 class ObservedTunerMixin:
     """Mixed in before a Keras Tuner class: forwards its hooks to observers.
 
-    It also starts every trial from the same seed, so a trial's score depends on its
-    hyperparameters alone, and fails trials whose loss became NaN (Keras Tuner would
-    otherwise score them as COMPLETED at chance-level accuracy).
+    With ``reports_epochs`` it reports every epoch to the oracle, which may stop the trial
+    (pruning, ``src.optuna_oracle``). It also starts every trial from the same seed, so a
+    trial's score depends on its hyperparameters alone, and fails trials whose loss became
+    NaN (Keras Tuner would otherwise score them as COMPLETED at chance-level accuracy).
     """
 
     def __init__(
@@ -68,10 +69,12 @@ class ObservedTunerMixin:
         trial_seed: int = 0,
         role: str | None = None,
         chief_timeout_s: float = 300,
+        reports_epochs: bool = False,
         **kwargs: Any,
     ) -> None:
         self.observers = list(observers)
         self.trial_seed = trial_seed
+        self.reports_epochs = reports_epochs
         self.role = role
         self.chief_timeout_s = chief_timeout_s
         super().__init__(*args, **kwargs)
@@ -122,6 +125,14 @@ class ObservedTunerMixin:
         super().on_epoch_end(trial, model, epoch, logs)
         for observer in self.observers:
             observer.on_epoch_end(self, trial, epoch, dict(logs or {}))
+        if self.reports_epochs:
+            # Keras Tuner tells its oracle a trial's result only when the trial ends; a
+            # pruning oracle (src.optuna_oracle) needs every epoch, and answers STOPPED when
+            # the trial should end now. In the distributed mode this is a call to the chief.
+            metrics = {name: float(value) for name, value in (logs or {}).items()}
+            reported = self.oracle.update_trial(trial.trial_id, metrics, step=epoch)
+            if reported.status == TrialStatus.STOPPED:
+                model.stop_training = True
 
     def on_trial_end(self, trial: Trial) -> None:
         # The base scores the trial and may raise once too many trials failed in a row;

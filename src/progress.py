@@ -9,7 +9,7 @@ import keras_tuner
 from keras_tuner.engine.trial import Trial
 
 from src.observers import TrialObserver
-from src.results import format_values
+from src.results import format_values, trial_status
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class ProgressReporter(TrialObserver):
             "trial %s (id %s) %s in %s: %s | %s | elapsed %s%s",
             position,
             trial.trial_id,
-            trial.status,
+            trial_status(trial),
             format_duration(self.durations[-1]),
             outcome,
             best,

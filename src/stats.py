@@ -49,6 +49,17 @@ def accuracy_with_interval(correct: int, total: int, confidence: float = 0.95) -
     return Accuracy(correct, total, float(interval.low), float(interval.high))
 
 
+def indistinguishable(a: Accuracy, b: Accuracy, z: float = 1.96) -> bool:
+    """Whether two accuracies differ by less than ``z`` standard errors of their difference.
+
+    Unpaired (two independent proportions): for two models scored on the same digits a
+    paired test would be sharper, but a search keeps only each trial's score. So this errs
+    towards "cannot tell apart", which is the safe side for choosing among trials.
+    """
+    variance = a.value * (1 - a.value) / a.total + b.value * (1 - b.value) / b.total
+    return abs(a.value - b.value) <= z * variance**0.5
+
+
 @dataclass(frozen=True)
 class PairedComparison:
     """Two models on the same digits: the digits only one of them got right, and the

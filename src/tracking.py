@@ -10,7 +10,10 @@ best score here), while this tracker only listens.
 Store semantics, which the tests check:
 
 - one search is one parent run, also across an interruption and ``resume=true``;
-- one child per trial id, nested under the parent, FINISHED or FAILED with the error;
+- one child per trial id, nested under the parent, FINISHED or FAILED with the error; a
+  pruned trial is FINISHED with ``trial_status=PRUNED``, ``pruned_at_epoch`` and the
+  pruner's ``pruned_reason``, and the parent counts ``trials_pruned`` and
+  ``trials_epochs_saved``;
 - an attempt that was interrupted (Ctrl-C, SIGTERM, SIGKILL) ends KILLED and, once its
   trial is run again, is moved to MLflow's trash (restorable), so the store ends with one
   child per trial and no RUNNING run;
@@ -53,7 +56,7 @@ from src.provenance import (
     installed_versions,
     redact,
 )
-from src.results import SearchResult, error_line
+from src.results import PRUNED, SearchResult, epochs_run, error_line, trial_status
 
 log = logging.getLogger(__name__)
 
@@ -295,18 +298,26 @@ class MLflowTracker(TrialObserver):
         if run_id is None:
             return
         scored = tuner.oracle.get_trial(trial.trial_id)
-        metrics, tags = [], [RunTag("trial_status", scored.status)]
+        status = trial_status(scored)
+        metrics, tags = [], [RunTag("trial_status", status)]
+        timestamp = _now_ms()
         if scored.score is not None:
-            timestamp = _now_ms()
             metrics.append(Metric("trial_score", float(scored.score), timestamp, 0))
             if scored.best_step is not None:
                 metrics.append(Metric("best_epoch", float(scored.best_step), timestamp, 0))
-        completed = scored.status == TrialStatus.COMPLETED
-        if not completed:
+        if status == PRUNED:
+            # A pruner's decision, not a failure: the run ends FINISHED, its curve stops at
+            # the epoch the pruner stopped it, and the tags say when and why.
+            epochs = epochs_run(scored, tuner.oracle.objective.name)
+            if epochs is not None:
+                metrics.append(Metric("pruned_at_epoch", float(epochs), timestamp, 0))
+            tags.append(RunTag("pruned_reason", (scored.message or "")[:_MAX_TAG_LENGTH]))
+        elif status != TrialStatus.COMPLETED:
             error = error_line(scored.message) or "unknown error"
             tags.append(RunTag("error", error[:_MAX_TAG_LENGTH]))
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
-        self.client.set_terminated(run_id, "FINISHED" if completed else "FAILED")
+        ended_well = status in (TrialStatus.COMPLETED, PRUNED)
+        self.client.set_terminated(run_id, "FINISHED" if ended_well else "FAILED")
 
     @_tolerant
     def on_search_end(self, tuner: keras_tuner.Tuner) -> None:
@@ -315,8 +326,29 @@ class MLflowTracker(TrialObserver):
 
     @_tolerant
     def on_search_result(self, result: SearchResult) -> None:
-        if self.parent_run_id is not None:
-            self.client.log_dict(self.parent_run_id, result.to_dict(), "results.json")
+        if self.parent_run_id is None:
+            return
+        self.client.log_dict(self.parent_run_id, result.to_dict(), "results.json")
+        timestamp = _now_ms()
+        if result.pruning:
+            metrics = [
+                Metric(f"trials_{k}", float(v), timestamp, 0) for k, v in result.pruning.items()
+            ]
+            self.client.log_batch(self.parent_run_id, metrics=metrics)
+        # Each trial's score interval, and whether it can be told apart from the best.
+        runs = {run.data.tags.get(TRIAL_ID_TAG): run.info.run_id for run in self._children()}
+        for trial in result.trials:
+            if trial.trial_id not in runs or trial.interval is None:
+                continue
+            low, high = trial.interval
+            self.client.log_batch(
+                runs[trial.trial_id],
+                metrics=[
+                    Metric("trial_score_ci_low", low, timestamp, 0),
+                    Metric("trial_score_ci_high", high, timestamp, 0),
+                ],
+                tags=[RunTag("tied_with_best", str(trial.tied_with_best).lower())],
+            )
 
     def record_best(self, tuner: keras_tuner.Tuner) -> None:
         """Tag each child with its rank and the parent with the best trial, as the tuner ranks."""

@@ -26,13 +26,15 @@ from src.data import Dataset
 from src.distributed import tuner_id
 from src.hypermodel import CNNHyperModel
 from src.observers import ObservedTunerMixin, TooManyFailedTrials, TrialObserver
+from src.optuna_oracle import enable_pruning
+from src.optuna_specs import OptunaSpecError, make_pruner
 from src.progress import ProgressReporter, format_duration
 from src.results import SearchResult, format_trials, format_values, summarize
 
 log = logging.getLogger(__name__)
 
 # Keys of conf/tuner/*.yaml that are the project's, not arguments of the tuner class.
-_PROJECT_TUNER_KEYS = ("_target_", "name")
+_PROJECT_TUNER_KEYS = ("_target_", "name", "pruner")
 
 
 class SearchFailed(RuntimeError):
@@ -97,10 +99,21 @@ def build_tuner(
     cls = tuner_class(tuner_cfg)
     takes_max_trials = "max_trials" in _accepted_arguments(cls)
     max_trials = None if takes_max_trials else kwargs.pop("max_trials", None)
+    pruner = tuner_cfg.get("pruner")
     observed_class = type(f"Observed{cls.__name__}", (ObservedTunerMixin, cls), {})
-    tuner = observed_class(
-        hypermodel=hypermodel, observers=observers, trial_seed=trial_seed, **distributed, **kwargs
-    )
+    try:
+        tuner = observed_class(
+            hypermodel=hypermodel,
+            observers=observers,
+            trial_seed=trial_seed,
+            reports_epochs=make_pruner(pruner) is not None,
+            **distributed,
+            **kwargs,
+        )
+        if isinstance(tuner.oracle, keras_tuner.Oracle):  # not a worker's client of the chief
+            enable_pruning(tuner.oracle, pruner)
+    except OptunaSpecError as error:
+        raise ConfigError(str(error)) from None
     if max_trials is not None:
         # Hyperband takes no max_trials, but the base Oracle honours it as a cap on trials.
         tuner.oracle.max_trials = max_trials
@@ -182,7 +195,9 @@ def run_search(
             format_duration(time.perf_counter() - start),
         )
         return None
-    result = summarize(tuner, time.perf_counter() - start, dataset.describe())
+    result = summarize(
+        tuner, time.perf_counter() - start, dataset.describe(), epochs_budget=training["epochs"]
+    )
     result.stopped_early = stopped_early
 
     result.write(Path(cfg.paths.output_dir))

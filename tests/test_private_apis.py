@@ -68,3 +68,30 @@ def test_mlflow_dataset_converts_to_a_dataset_input_entity():
         "mlflow.data datasets lost _to_mlflow_entity(): MLflowTracker._dataset_input must "
         "log the dataset another way"
     )
+
+
+def test_keras_tuner_oracle_internals_used_by_the_optuna_oracle():
+    import keras_tuner
+
+    oracle = keras_tuner.oracles.BayesianOptimizationOracle(objective="val_accuracy")
+    for name in ("_project_dir", "_save_trial", "_duplicate", "_compute_values_hash"):
+        assert hasattr(type(oracle), name), f"Oracle.{name} is gone: src.optuna_oracle uses it"
+    assert hasattr(oracle, "_id_to_hash"), "Oracle._id_to_hash is gone (duplicate trials)"
+    # Pruned trials are shown to the Gaussian process as completed (OptunaStudyMixin).
+    assert "_vectorize_trials" in vars(type(oracle)), (
+        "BayesianOptimizationOracle._vectorize_trials is gone: OptunaStudyMixin overrides it"
+    )
+    assert "Intermediate results are not passed to the Oracle" in inspect.getsource(
+        keras_tuner.Tuner.on_epoch_end
+    ), "Tuner.on_epoch_end now reports epochs itself: ObservedTunerMixin would report twice"
+
+
+def test_optuna_internals_used_by_the_optuna_oracle():
+    import optuna
+
+    study = optuna.create_study()
+    frozen = study.ask() and study.get_trials()[0]
+    assert isinstance(frozen._trial_id, int), (
+        "FrozenTrial._trial_id is gone: src.optuna_oracle reopens running trials by it"
+    )
+    assert list(inspect.signature(optuna.trial.Trial).parameters) == ["study", "trial_id"]

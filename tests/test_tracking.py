@@ -299,3 +299,53 @@ def test_with_authentication_the_server_lets_in_only_its_users(tmp_path, monkeyp
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")  # what MLflow's client reads
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "adm1n-Pw-long")
         assert MlflowClient(url).create_experiment("with-auth")
+
+
+class _OneRateCannotLearn(keras_tuner.HyperModel):
+    """A tiny model; learning rate 0 leaves it at chance (a trial a pruner should stop)."""
+
+    def build(self, hp):
+        rate = hp.Choice("learning_rate", [0.01, 0.0])
+        inputs = keras.Input((28, 28, 1))
+        hidden = keras.layers.Dense(64, activation="relu")(keras.layers.Flatten()(inputs))
+        model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax")(hidden))
+        model.compile(
+            keras.optimizers.Adam(rate), "sparse_categorical_crossentropy", metrics=["accuracy"]
+        )
+        return model
+
+
+def test_a_pruned_trial_is_visible_as_such(tiny_config, tiny_dataset, monkeypatch):
+    """Status, the epoch it stopped at, the pruner's reason and its curve up to there; the
+    parent counts the pruned trials and the epochs they saved."""
+    monkeypatch.setattr(tuning, "CNNHyperModel", lambda *args: _OneRateCannotLearn())
+    cfg = tiny_config(
+        "tuner=grid",
+        "training.epochs=4",
+        "tuner.pruner={name: threshold, lower: 0.3, n_warmup_steps: 1}",
+    )
+    result, _ = tracked_run(cfg)
+    assert [(t.status, t.epochs_run) for t in result.trials] == [("COMPLETED", 4), ("PRUNED", 2)]
+    client, runs = all_runs(cfg.mlflow.tracking_uri)
+    parents, children = split_runs(runs)
+    pruned = next(r for r in children if r.data.params["learning_rate"] == "0.0")
+    assert pruned.info.status == "FINISHED"
+    assert pruned.data.tags["trial_status"] == "PRUNED"
+    assert pruned.data.metrics["pruned_at_epoch"] == 2
+    assert pruned.data.tags["pruned_reason"].startswith(
+        "pruned by ThresholdPruner after epoch 2: val_accuracy 0.1"
+    )
+    history = client.get_metric_history(pruned.info.run_id, "val_accuracy")
+    assert [m.step for m in history] == [0, 1]
+    completed = next(r for r in children if r.data.params["learning_rate"] == "0.01")
+    assert completed.data.tags["trial_status"] == "COMPLETED"
+    assert len(client.get_metric_history(completed.info.run_id, "val_accuracy")) == 4
+    # Every score carries its interval on the validation digits.
+    low, high = (
+        completed.data.metrics["trial_score_ci_low"],
+        completed.data.metrics["trial_score_ci_high"],
+    )
+    assert low < completed.data.metrics["trial_score"] < high
+    assert parents[0].data.metrics["trials_pruned"] == 1
+    assert parents[0].data.metrics["trials_epochs_saved"] == 2
+    assert parents[0].data.tags["best_trial_id"] == result.best.trial_id != "1"
