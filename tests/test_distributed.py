@@ -6,6 +6,7 @@ PostgreSQL cluster (`postgres_tracking_server`), every process on loopback and s
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -515,3 +516,39 @@ def test_a_reused_search_id_is_refused_unless_resuming(tmp_path):
         "resume=true to continue that search, or choose another --search-id"
     )
     assert not (tmp_path / "mlflow.db").exists()
+
+
+@pytest.mark.slow
+def test_a_tpe_search_over_two_workers_prunes_on_the_chief(tmp_path, postgres_tracking_server):
+    """`tuner=tpe` with a pruner over a chief and two workers: the workers report every
+    epoch, the chief's oracle (and only its Optuna study) decides which trial stops."""
+    overrides = [
+        *CLUSTER_OVERRIDES,
+        "tuner=tpe",
+        "training.epochs=3",
+        # 1e-5 leaves a trial near chance after two epochs; 0.003 does not.
+        "~search_space.learning_rate",
+        "+search_space.learning_rate=[0.003,0.00001]",
+        "tuner.pruner={name: threshold, lower: 0.3, n_warmup_steps: 1}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    command = _cluster_command("tpe", postgres_tracking_server, overrides=overrides)
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    search = tmp_path / "outputs/distributed/tpe"
+    results = json.loads((search / "chief/results.json").read_text())
+    outcomes = {
+        (t["hyperparameters"]["learning_rate"], t["status"], t["epochs_run"])
+        for t in results["trials"]
+    }
+    assert outcomes == {(0.003, "COMPLETED", 3), (0.00001, "PRUNED", 2)}
+    # One study, on the chief; the workers keep none.
+    assert (search / "chief/tuner/optuna.db").is_file()
+    assert not list(search.glob("worker-*/**/optuna.db"))
+    _, trials, _ = _search_runs(postgres_tracking_server, "tpe")
+    active = [r for r in trials if r.info.lifecycle_stage == "active"]
+    pruned = [r for r in active if r.data.tags["trial_status"] == "PRUNED"]
+    assert pruned and {r.data.params["learning_rate"] for r in pruned} == {"1e-05"}
+    assert {r.data.tags["worker"] for r in active} == {"worker-0", "worker-1"}
