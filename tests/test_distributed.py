@@ -545,8 +545,8 @@ def test_a_tpe_search_over_two_workers_prunes_on_the_chief(tmp_path, postgres_tr
     }
     assert outcomes == {(0.003, "COMPLETED", 3), (0.00001, "PRUNED", 2)}
     # One study, on the chief; the workers keep none.
-    assert (search / "chief/tuner/optuna.db").is_file()
-    assert not list(search.glob("worker-*/**/optuna.db"))
+    assert (search / "chief/tuner/optuna.journal").is_file()
+    assert not list(search.glob("worker-*/**/optuna.journal"))
     _, trials, _ = _search_runs(postgres_tracking_server, "tpe")
     active = [r for r in trials if r.info.lifecycle_stage == "active"]
     pruned = [r for r in active if r.data.tags["trial_status"] == "PRUNED"]

@@ -1,0 +1,170 @@
+"""What one training epoch costs, where the time goes, and how close it is to the cores' peak.
+
+Trains the improved space's champion configuration (recorded below, from `make reproduce`)
+on the bundled sample's 9,000 training digits, batch 128, after a warm-up epoch, under
+each variant, each backend in a process of its own (Keras fixes its backend at import):
+
+- TensorFlow: the full training step (augmentation on), without augmentation, with XLA
+  (``jit_compile=True``), and the forward pass alone (``predict`` on the same images);
+- JAX (``KERAS_BACKEND=jax``, where JAX is installed): the same, except XLA, which JAX
+  always uses.
+
+It counts the model's FLOPs per image from its layers' shapes (2 per multiply-add; a
+training step ~3x the forward pass: the backward pass computes gradients for inputs and
+weights) and prints seconds per epoch, images per second, achieved GFLOP/s and their share
+of the cores' float32 peak (cores x clock x 32 FLOP per cycle: two 256-bit FMA pipes, as on
+AMD Zen 4 and most recent x86 server cores; the clock is read from /proc/cpuinfo).
+
+    .venv/bin/python bench/epoch_cost.py [--epochs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+# The improved-space stage's best trial in the `make reproduce` study of 2026-11-30
+# (outputs/reproduce/2_cnn_plus/results.json, trial 3).
+CHAMPION = {
+    "learning_rate": 0.00565,
+    "conv_layers": 4,
+    "kernel_size": 3,
+    "batch_norm": True,
+    "lr_schedule": "cosine",
+    "augment_rotation": 0.025,
+    "augment_translation": 0.05,
+    "augment_zoom": 0.1,
+    "filters_0": 64,
+    "filters_1": 32,
+    "filters_2": 32,
+    "filters_3": 64,
+    "dropout": 0.1,
+    "dense_units": 128,
+}
+VARIANTS = {
+    "tensorflow": ["train", "train, no augmentation", "train, XLA", "forward only"],
+    "jax": ["train", "train, no augmentation", "forward only"],
+}
+
+
+def forward_flops(model) -> int:
+    """Forward-pass FLOPs per image: 2 per multiply-add of every Conv2D and Dense layer."""
+    import keras
+
+    macs = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, height, width, channels_out = layer.output.shape
+            kernel_h, kernel_w = layer.kernel_size
+            channels_in = layer.input.shape[-1]
+            macs += height * width * kernel_h * kernel_w * channels_in * channels_out
+        elif isinstance(layer, keras.layers.Dense):
+            macs += layer.input.shape[-1] * layer.units
+    return 2 * macs
+
+
+def measure(variant: str, epochs: int, batch: int) -> dict:
+    """Seconds per epoch of one variant, in this process's backend."""
+    import keras
+    import keras_tuner
+    from omegaconf import OmegaConf
+
+    from src.compose import compose_config
+    from src.data import load_dataset
+    from src.hypermodel import CNNHyperModel
+
+    cfg = compose_config(["search_space=cnn_plus"])
+    space = OmegaConf.to_container(cfg.search_space, resolve=True)
+    dataset = load_dataset(OmegaConf.to_container(cfg.data, resolve=True), val_fraction=0.1)
+    values = dict(CHAMPION)
+    if "no augmentation" in variant:
+        values.update(augment_rotation=0.0, augment_translation=0.0, augment_zoom=0.0)
+    keras.utils.set_random_seed(0)
+    hp = keras_tuner.HyperParameters()
+    for name, value in values.items():
+        hp.Fixed(name, value)
+    model = CNNHyperModel(space, dataset.input_shape, dataset.num_classes).build(hp)
+    if "XLA" in variant:
+        model.compile(
+            optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], jit_compile=True
+        )
+    images, labels = dataset.train.images, dataset.train.labels
+
+    def one_epoch() -> None:
+        if variant == "forward only":
+            model.predict(images, batch_size=batch, verbose=0)
+        else:
+            model.fit(images, labels, batch_size=batch, epochs=1, verbose=0)
+
+    one_epoch()  # warm-up: tracing and compilation
+    start = time.perf_counter()
+    for _ in range(epochs):
+        one_epoch()
+    seconds = (time.perf_counter() - start) / epochs
+    return {"s_per_epoch": seconds, "images": len(images), "flops": forward_flops(model)}
+
+
+def peak_gflops() -> float:
+    """The cores' float32 peak: cores x clock (GHz) x 32 FLOP per cycle."""
+    clocks = [
+        float(line.split(":")[1])
+        for line in Path("/proc/cpuinfo").read_text().splitlines()
+        if line.startswith("cpu MHz")
+    ]
+    return (os.cpu_count() or 1) * (max(clocks) / 1000 if clocks else 2.0) * 32
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--variant", help=argparse.SUPPRESS)  # one measurement, as a child
+    args = parser.parse_args()
+    if args.variant:
+        print(json.dumps(measure(args.variant, args.epochs, args.batch_size)))
+        return
+    peak = peak_gflops()
+    print(
+        f"champion configuration, {args.epochs} epochs after a warm-up, batch "
+        f"{args.batch_size}, {os.cpu_count()} CPUs, float32 peak ~{peak:.0f} GFLOP/s"
+    )
+    print(
+        f"{'backend':<11}{'variant':<25}{'s/epoch':>8}{'images/s':>10}{'GFLOP/s':>9}{'of peak':>9}"
+    )
+    for backend, variants in VARIANTS.items():
+        if backend == "jax" and importlib.util.find_spec("jax") is None:
+            print("jax        not installed (make install EXTRAS=cpu,dev,jax): skipped")
+            continue
+        for variant in variants:
+            env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+            child = subprocess.run(
+                [sys.executable, __file__, "--variant", variant, "--epochs", str(args.epochs)],
+                env=env,
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            result = json.loads(child.stdout.strip().splitlines()[-1])
+            per_second = result["images"] / result["s_per_epoch"]
+            passes = 1 if variant == "forward only" else 3
+            gflops = passes * result["flops"] * per_second / 1e9
+            print(
+                f"{backend:<11}{variant:<25}{result['s_per_epoch']:>8.2f}{per_second:>10.0f}"
+                f"{gflops:>9.1f}{gflops / peak:>9.1%}"
+            )
+            sys.stdout.flush()
+    print(f"forward pass: {result['flops'] / 1e6:.1f} MFLOP per image; training ~3x that")
+
+
+if __name__ == "__main__":
+    main()

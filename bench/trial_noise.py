@@ -1,0 +1,147 @@
+"""How noisy one trial's score is: training-seed noise and the validation split's sampling error.
+
+A search ranks trials by one validation accuracy each. This trains one configuration per
+search space exactly as a trial of `make reproduce` trains it (same split of the bundled
+sample, epochs, schedule, batch size), once per training seed, and prints:
+
+- seed noise: the spread of the trial score (best epoch's validation accuracy, as Keras
+  Tuner scores a trial) over the seeds: mean, standard deviation and range;
+- sampling error: the binomial standard error of an accuracy on that many validation
+  digits, and, as a check, the standard deviation of the accuracy of one trained model over
+  bootstrap resamples of the validation digits.
+
+Two trials whose scores differ by less than about twice the combined noise cannot be told
+apart; that is what the search's `=` marks (``src.stats.indistinguishable``) estimate from
+the sampling error alone.
+
+    .venv/bin/python bench/trial_noise.py [--seeds 5] [--spaces cnn_plus cnn]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import keras_tuner
+import numpy as np
+from omegaconf import OmegaConf
+
+from src.backend import configure_backend
+from src.compose import compose_config
+from src.data import load_dataset
+from src.hypermodel import CNNHyperModel
+
+# One configuration per space: the improved space's best trial of the 2026-11-30 study
+# (as in bench/epoch_cost.py), and the seed study's best model on its own space.
+CONFIGURATIONS = {
+    "cnn_plus": (
+        "study=cnn_plus",
+        {
+            "learning_rate": 0.00565,
+            "conv_layers": 4,
+            "kernel_size": 3,
+            "batch_norm": True,
+            "lr_schedule": "cosine",
+            "augment_rotation": 0.025,
+            "augment_translation": 0.05,
+            "augment_zoom": 0.1,
+            "filters_0": 64,
+            "filters_1": 32,
+            "filters_2": 32,
+            "filters_3": 64,
+            "dropout": 0.1,
+            "dense_units": 128,
+        },
+    ),
+    "cnn": (
+        "study=cnn",
+        {
+            "learning_rate": 0.001,
+            "conv_layers": 4,
+            "kernel_size": 3,
+            "filters_0": 32,
+            "filters_1": 64,
+            "filters_2": 64,
+            "filters_3": 128,
+            "dropout": 0.25,
+            "dense_units": 128,
+        },
+    ),
+}
+
+
+def trial_scores(space_name: str, seeds: list[int]) -> tuple[list[float], np.ndarray, int]:
+    """Each seed's trial score, the last model's per-digit hits, and the validation size."""
+    study, values = CONFIGURATIONS[space_name]
+    cfg = compose_config(["experiment=reproduce", f"+{study}"])
+    training = OmegaConf.to_container(cfg.training, resolve=True)
+    space = OmegaConf.to_container(cfg.search_space, resolve=True)
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
+    dataset = load_dataset(data_cfg, val_fraction=training["val_fraction"])
+    scores, hits = [], None
+    for seed in seeds:
+        configure_backend({**training, "seed": seed})
+        hp = keras_tuner.HyperParameters()
+        for name, value in values.items():
+            hp.Fixed(name, value)
+        hypermodel = CNNHyperModel(space, dataset.input_shape, dataset.num_classes)
+        model = hypermodel.build(hp)
+        history = hypermodel.fit(
+            hp,
+            model,
+            dataset.train.images,
+            dataset.train.labels,
+            validation_data=(dataset.val.images, dataset.val.labels),
+            epochs=training["epochs"],
+            batch_size=training["batch_size"],
+            verbose=0,
+        )
+        scores.append(max(history.history["val_accuracy"]))
+        predictions = model.predict(dataset.val.images, verbose=0).argmax(axis=1)
+        hits = predictions == dataset.val.labels
+        print(f"  {space_name} seed {seed}: trial score {scores[-1]:.4f}", flush=True)
+    return scores, hits, len(dataset.val)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--spaces", nargs="+", default=["cnn_plus", "cnn"])
+    args = parser.parse_args()
+    rows = []
+    for space_name in args.spaces:
+        scores, hits, total = trial_scores(space_name, list(range(42, 42 + args.seeds)))
+        mean = statistics.mean(scores)
+        binomial = (mean * (1 - mean) / total) ** 0.5
+        rng = np.random.default_rng(0)
+        bootstrap = [rng.choice(hits, size=total).mean() for _ in range(2000)]
+        rows.append(
+            (
+                space_name,
+                mean,
+                statistics.stdev(scores),
+                min(scores),
+                max(scores),
+                binomial,
+                float(np.std(bootstrap)),
+                total,
+            )
+        )
+    print(f"\ntrial score noise, {args.seeds} training seeds per configuration")
+    print(
+        f"{'space':<10}{'mean':>8}{'seed SD':>9}{'min':>8}{'max':>8}{'sampling SE':>13}"
+        f"{'bootstrap SD':>14}{'val digits':>12}"
+    )
+    for space_name, mean, sd, low, high, binomial, bootstrap, total in rows:
+        print(
+            f"{space_name:<10}{mean:>8.4f}{sd:>9.4f}{low:>8.4f}{high:>8.4f}{binomial:>13.4f}"
+            f"{bootstrap:>14.4f}{total:>12}"
+        )
+
+
+if __name__ == "__main__":
+    main()
