@@ -25,7 +25,6 @@ never ranked among the completed ones.
 
 from __future__ import annotations
 
-import logging
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -39,7 +38,6 @@ from keras_tuner.engine.trial import Trial, TrialStatus
 
 from src.optuna_specs import OptunaSpecError, make_pruner, make_sampler
 
-log = logging.getLogger(__name__)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 TRIAL_ID_ATTR = "keras_tuner_trial_id"
@@ -70,7 +68,7 @@ class OptunaStudyMixin:
             path = Path(self._project_dir) / STUDY_FILE
             # Optuna's journal storage (an append-only log replayed on load), not its RDB
             # storage on SQLite: that commits every suggested value and reported epoch,
-            # which made the oracle ~20x slower per trial (bench/oracle_cost.py).
+            # which made the oracle 5-6x slower per trial (bench/oracle_cost.py, README).
             backend = optuna.storages.journal.JournalFileBackend(str(path.resolve()))
             self._study = optuna.create_study(
                 storage=optuna.storages.JournalStorage(backend),

@@ -18,7 +18,16 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 # Tagged on every search (``version.<package>``).
-TRACKED_PACKAGES = ("tensorflow", "tensorflow-cpu", "keras", "keras-tuner", "mlflow", "hydra-core")
+TRACKED_PACKAGES = (
+    "tensorflow",
+    "tensorflow-cpu",
+    "jax",
+    "keras",
+    "keras-tuner",
+    "optuna",
+    "mlflow",
+    "hydra-core",
+)
 _PACKAGE_DIR = Path(__file__).resolve().parent
 # scheme://user:password@host -> scheme://user:***@host
 _URI_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]+:)[^@\s]+@")

@@ -152,7 +152,8 @@ def summarize(
                 interval=[accuracy.ci_low, accuracy.ci_high] if accuracy else None,
             )
         )
-    best_trials = tuner.oracle.get_best_trials(1)
+    # Keras Tuner's ranking falls back on unfinished trials when none completed; not here.
+    best_trials = [t for t in tuner.oracle.get_best_trials(1) if t.status == TrialStatus.COMPLETED]
     result = SearchResult(
         trials=trials,
         objective=objective,

@@ -38,6 +38,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import keras
 import keras_tuner
 from keras_tuner.engine.trial import Trial, TrialStatus
 from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunStatus, RunTag
@@ -222,6 +223,7 @@ class MLflowTracker(TrialObserver):
             "data.test_size": str(len(dataset.test)),
             MLFLOW_GIT_COMMIT: git_commit(),
         }
+        tags["keras_backend"] = keras.backend.backend()
         if self.search_id:
             tags[SEARCH_ID_TAG] = str(self.search_id)
         if dataset.note:

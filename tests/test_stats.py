@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from src.stats import accuracy_with_interval, mcnemar
+from src.stats import accuracy_with_interval, indistinguishable, mcnemar
 
 
 def _wilson(correct: int, total: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -50,3 +50,14 @@ def test_mcnemar_of_identical_models_is_one_and_shapes_must_agree():
     assert mcnemar(same, same).p_value == 1.0
     with pytest.raises(ValueError, match="same digits"):
         mcnemar(same, same[:2])
+
+
+def test_two_accuracies_are_told_apart_only_beyond_their_noise():
+    # 1,000 validation digits each: 99.1 % against 98.5 % is inside the noise (difference
+    # 0.6 points, 1.96 standard errors of the difference = 0.96 points), 99.1 against 97.9 not.
+    best = accuracy_with_interval(991, 1000)
+    assert indistinguishable(accuracy_with_interval(985, 1000), best)
+    assert not indistinguishable(accuracy_with_interval(979, 1000), best)
+    # By hand: the difference against 1.96 * sqrt(sum of p(1-p)/n).
+    threshold = 1.96 * math.sqrt(0.991 * 0.009 / 1000 + 0.979 * 0.021 / 1000)
+    assert 0.991 - 0.979 > threshold > 0.991 - 0.985
