@@ -127,6 +127,7 @@ def _check_tuner(reader: _Reader) -> None:
     if reader.get("tuner.factor", None) is not None:
         reader.integer("tuner.factor", 2)
     _check_optuna_specs(reader)
+    _check_cross_validation(reader)
     # The tuner's state lives in the run folder, where a resume and the overwrite guard
     # (`src.run_state`) look for it, and where nothing else's files can be wiped.
     directory = reader.text("tuner.directory")
@@ -164,6 +165,20 @@ def _check_optuna_specs(reader: _Reader) -> None:
     if reader.get("tuner.executions_per_trial") != 1:
         # The pruner judges one training curve; a second execution would start over.
         raise ConfigError("tuner.pruner: needs tuner.executions_per_trial=1")
+
+
+def _check_cross_validation(reader: _Reader) -> None:
+    folds = reader.get("tuner.cv_folds", None)
+    if folds is None:
+        return
+    reader.integer("tuner.cv_folds", 1)
+    if folds == 1:
+        return
+    if str(reader.get("tuner._target_")).endswith("Hyperband"):
+        # Hyperband resumes a trial from another's checkpoint: one model, not one per fold.
+        raise ConfigError("tuner.cv_folds: Hyperband cannot cross-validate its trials")
+    if reader.get("tuner.pruner", None) not in (None, "none", "null"):
+        raise ConfigError("tuner.cv_folds: a pruner judges one training curve, not k folds")
 
 
 def _plain(value: Any) -> Any:

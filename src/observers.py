@@ -15,7 +15,9 @@ from typing import Any
 
 import keras
 import keras_tuner
+import numpy as np
 from keras_tuner.engine.trial import Trial, TrialStatus
+from sklearn.model_selection import StratifiedKFold
 
 from src.distributed import serve_oracle, wait_for_chief
 from src.results import SearchResult
@@ -57,7 +59,9 @@ class ObservedTunerMixin:
     """Mixed in before a Keras Tuner class: forwards its hooks to observers.
 
     With ``reports_epochs`` it reports every epoch to the oracle, which may stop the trial
-    (pruning, ``src.optuna_oracle``). It also starts every trial from the same seed, so a
+    (pruning, ``src.optuna_oracle``); with ``cv_folds`` above 1 a trial's score is k-fold
+    cross-validation over the training and validation digits (observers see each fold's
+    epochs as ``fold<k>/<metric>``). It also starts every trial from the same seed, so a
     trial's score depends on its hyperparameters alone, and fails trials whose loss became
     NaN (Keras Tuner would otherwise score them as COMPLETED at chance-level accuracy).
     """
@@ -70,11 +74,14 @@ class ObservedTunerMixin:
         role: str | None = None,
         chief_timeout_s: float = 300,
         reports_epochs: bool = False,
+        cv_folds: int = 1,
         **kwargs: Any,
     ) -> None:
         self.observers = list(observers)
         self.trial_seed = trial_seed
         self.reports_epochs = reports_epochs
+        self.cv_folds = cv_folds
+        self.current_fold: int | None = None
         self.role = role
         self.chief_timeout_s = chief_timeout_s
         super().__init__(*args, **kwargs)
@@ -109,7 +116,10 @@ class ObservedTunerMixin:
 
     def run_trial(self, trial: Trial, *args: Any, **kwargs: Any) -> Any:
         keras.utils.set_random_seed(self.trial_seed)
-        histories = super().run_trial(trial, *args, **kwargs)
+        if self.cv_folds > 1:
+            histories = self._cross_validate(trial, *args, **kwargs)
+        else:
+            histories = super().run_trial(trial, *args, **kwargs)
         for history in histories if isinstance(histories, list) else [histories]:
             losses = getattr(history, "history", {}).get("loss", [])
             bad_epoch = next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
@@ -119,12 +129,39 @@ class ObservedTunerMixin:
                 )
         return histories
 
+    def _cross_validate(self, trial: Trial, x: Any, y: Any, **kwargs: Any) -> list[Any]:
+        """Train once per fold of the training and validation digits together, each fold
+        validated on the digits it left out; Keras Tuner averages the folds' histories into
+        the trial's score, as it averages executions."""
+        val_x, val_y = kwargs.pop("validation_data")
+        images, labels = np.concatenate([x, val_x]), np.concatenate([y, val_y])
+        folds = StratifiedKFold(self.cv_folds, shuffle=True, random_state=self.trial_seed)
+        histories: list[Any] = []
+        try:
+            for fold, (train, held_out) in enumerate(folds.split(images, labels)):
+                self.current_fold = fold
+                keras.utils.set_random_seed(self.trial_seed)  # every fold starts alike
+                result = super().run_trial(
+                    trial,
+                    images[train],
+                    labels[train],
+                    validation_data=(images[held_out], labels[held_out]),
+                    **kwargs,
+                )
+                histories.extend(result if isinstance(result, list) else [result])
+        finally:
+            self.current_fold = None
+        return histories
+
     def on_epoch_end(
         self, trial: Trial, model: keras.Model, epoch: int, logs: Mapping[str, float] | None = None
     ) -> None:
         super().on_epoch_end(trial, model, epoch, logs)
+        shown = dict(logs or {})
+        if self.current_fold is not None:  # one curve per fold: fold1/val_accuracy, ...
+            shown = {f"fold{self.current_fold + 1}/{name}": v for name, v in shown.items()}
         for observer in self.observers:
-            observer.on_epoch_end(self, trial, epoch, dict(logs or {}))
+            observer.on_epoch_end(self, trial, epoch, shown)
         if self.reports_epochs:
             # Keras Tuner tells its oracle a trial's result only when the trial ends; a
             # pruning oracle (src.optuna_oracle) needs every epoch, and answers STOPPED when

@@ -121,6 +121,7 @@ def summarize(
     wall_time_s: float,
     data: dict[str, Any],
     epochs_budget: int | None = None,
+    scored_digits: int | None = None,
 ) -> SearchResult:
     """Collect every trial of a tuner's oracle into a `SearchResult`.
 
@@ -130,10 +131,12 @@ def summarize(
         data: The dataset's description (`Dataset.describe`); its validation size gives
             each accuracy its interval.
         epochs_budget: The epochs a trial trains at most, to count what pruning saved.
+        scored_digits: How many digits a score is measured on, where not the validation
+            split (cross-validation: the training and validation digits).
     """
     objective = tuner.oracle.objective.name
     reports_epochs = getattr(tuner, "reports_epochs", False)
-    validation_digits = data.get("sizes", {}).get("val")
+    validation_digits = scored_digits or data.get("sizes", {}).get("val")
     trials = []
     for trial_id, trial in sorted(tuner.oracle.trials.items()):
         status = trial_status(trial)

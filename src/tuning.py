@@ -34,7 +34,7 @@ from src.results import SearchResult, format_trials, format_values, summarize
 log = logging.getLogger(__name__)
 
 # Keys of conf/tuner/*.yaml that are the project's, not arguments of the tuner class.
-_PROJECT_TUNER_KEYS = ("_target_", "name", "pruner")
+_PROJECT_TUNER_KEYS = ("_target_", "name", "pruner", "cv_folds")
 
 
 class SearchFailed(RuntimeError):
@@ -107,6 +107,7 @@ def build_tuner(
             observers=observers,
             trial_seed=trial_seed,
             reports_epochs=make_pruner(pruner) is not None,
+            cv_folds=tuner_cfg.get("cv_folds") or 1,
             **distributed,
             **kwargs,
         )
@@ -195,8 +196,14 @@ def run_search(
             format_duration(time.perf_counter() - start),
         )
         return None
+    cross_validated = (tuner_cfg.get("cv_folds") or 1) > 1
     result = summarize(
-        tuner, time.perf_counter() - start, dataset.describe(), epochs_budget=training["epochs"]
+        tuner,
+        time.perf_counter() - start,
+        dataset.describe(),
+        epochs_budget=training["epochs"],
+        # Under cross-validation every training and validation digit is scored once.
+        scored_digits=len(dataset.train) + len(dataset.val) if cross_validated else None,
     )
     result.stopped_early = stopped_early
 

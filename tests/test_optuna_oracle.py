@@ -210,3 +210,16 @@ def test_a_pruned_search_trains_fewer_epochs_and_says_so(
     for trial in written["trials"]:
         assert trial["error"] is None
         assert trial["pruned_reason"].startswith("pruned by ThresholdPruner after epoch 2: ")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["tuner=hyperband", "tuner.cv_folds=3"], "Hyperband cannot cross-validate"),
+        (["tuner=tpe", "tuner.cv_folds=3", "tuner.pruner=median"], "judges one training curve"),
+        (["tuner.cv_folds=0"], r"tuner\.cv_folds=0"),
+    ],
+)
+def test_the_config_refuses_cross_validation_that_cannot_work(tiny_config, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config(tiny_config(*overrides))

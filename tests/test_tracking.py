@@ -29,6 +29,7 @@ import src.tuning as tuning
 from src.observers import TrialObserver
 from src.pipeline import run_pipeline
 from src.scaleout.process import free_port
+from src.stats import accuracy_with_interval
 from src.tracking import PARENT_RUN_FILE
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -349,3 +350,29 @@ def test_a_pruned_trial_is_visible_as_such(tiny_config, tiny_dataset, monkeypatc
     assert parents[0].data.metrics["trials_pruned"] == 1
     assert parents[0].data.metrics["trials_epochs_saved"] == 2
     assert parents[0].data.tags["best_trial_id"] == result.best.trial_id != "1"
+
+
+def test_a_cross_validated_trial_logs_one_curve_per_fold(tiny_config, tiny_dataset, monkeypatch):
+    """`tuner.cv_folds=2`: each trial trains once per fold of the training and validation
+    digits; its score is the mean of the folds' best validation accuracies, scored on all
+    of those digits, and MLflow holds each fold's curve."""
+    from test_tuning import _DenseHyperModel
+
+    monkeypatch.setattr(tuning, "CNNHyperModel", lambda *args: _DenseHyperModel())
+    cfg = tiny_config("tuner.cv_folds=2", "training.epochs=2", "tuner.max_trials=1")
+    result, _ = tracked_run(cfg)
+    trial = result.trials[0]
+    client, runs = all_runs(cfg.mlflow.tracking_uri)
+    _, children = split_runs(runs)
+    run_id = children[0].info.run_id
+    best_per_fold = []
+    for fold in (1, 2):
+        history = client.get_metric_history(run_id, f"fold{fold}/val_accuracy")
+        assert [m.step for m in history] == [0, 1]
+        best_per_fold.append(max(m.value for m in history))
+    assert trial.score == pytest.approx(sum(best_per_fold) / 2)
+    assert not client.get_metric_history(run_id, "val_accuracy")  # only per-fold curves
+    # The interval is over every training and validation digit (each scored once).
+    scored = result.data["sizes"]["train"] + result.data["sizes"]["val"]
+    expected = accuracy_with_interval(round(trial.score * scored), scored)
+    assert trial.interval == pytest.approx([expected.ci_low, expected.ci_high])
