@@ -1,6 +1,6 @@
 """What one training epoch costs, where the time goes, and how close it is to the cores' peak.
 
-Trains the improved space's champion configuration (recorded below, from `make reproduce`)
+Trains the improved space's champion configuration (`bench/configurations.py`)
 on the bundled sample's 9,000 training digits, batch 128, after a warm-up epoch, under
 each variant, each backend in a process of its own (Keras fixes its backend at import):
 
@@ -32,24 +32,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-# The improved-space stage's best trial in the `make reproduce` study of 2026-11-30
-# (outputs/reproduce/2_cnn_plus/results.json, trial 3).
-CHAMPION = {
-    "learning_rate": 0.00565,
-    "conv_layers": 4,
-    "kernel_size": 3,
-    "batch_norm": True,
-    "lr_schedule": "cosine",
-    "augment_rotation": 0.025,
-    "augment_translation": 0.05,
-    "augment_zoom": 0.1,
-    "filters_0": 64,
-    "filters_1": 32,
-    "filters_2": 32,
-    "filters_3": 64,
-    "dropout": 0.1,
-    "dense_units": 128,
-}
+from configurations import IMPROVED_SPACE_CHAMPION  # noqa: E402
+
 VARIANTS = {
     "tensorflow": ["train", "train, no augmentation", "train, XLA", "forward only"],
     "jax": ["train", "train, no augmentation", "forward only"],
@@ -85,7 +69,7 @@ def measure(variant: str, epochs: int, batch: int) -> dict:
     cfg = compose_config(["search_space=cnn_plus"])
     space = OmegaConf.to_container(cfg.search_space, resolve=True)
     dataset = load_dataset(OmegaConf.to_container(cfg.data, resolve=True), val_fraction=0.1)
-    values = dict(CHAMPION)
+    values = dict(IMPROVED_SPACE_CHAMPION)
     if "no augmentation" in variant:
         values.update(augment_rotation=0.0, augment_translation=0.0, augment_zoom=0.0)
     keras.utils.set_random_seed(0)

@@ -18,22 +18,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import keras_tuner
 import tensorflow as tf
+from configurations import SEED_STUDY_BEST
 from omegaconf import OmegaConf
 
 from src.data import load_dataset
 from src.hypermodel import CNNHyperModel
-
-SEED_STUDY_BEST = {
-    "learning_rate": 0.001,
-    "conv_layers": 4,
-    "kernel_size": 3,
-    "filters_0": 32,
-    "filters_1": 64,
-    "filters_2": 64,
-    "filters_3": 128,
-    "dropout": 0.25,
-    "dense_units": 128,
-}
 
 
 def train(dataset, space, precision: str, pipeline: str, epochs: int, batch: int) -> dict:

@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras_tuner
 import numpy as np
+from configurations import IMPROVED_SPACE_CHAMPION, SEED_STUDY_BEST
 from omegaconf import OmegaConf
 
 from src.backend import configure_backend
@@ -35,42 +36,11 @@ from src.compose import compose_config
 from src.data import load_dataset
 from src.hypermodel import CNNHyperModel
 
-# One configuration per space: the improved space's best trial of the 2026-11-30 study
-# (as in bench/epoch_cost.py), and the seed study's best model on its own space.
+# One configuration per space: the improved space's best trial of the 2026-11-30 study,
+# and the seed study's best model on its own space.
 CONFIGURATIONS = {
-    "cnn_plus": (
-        "study=cnn_plus",
-        {
-            "learning_rate": 0.00565,
-            "conv_layers": 4,
-            "kernel_size": 3,
-            "batch_norm": True,
-            "lr_schedule": "cosine",
-            "augment_rotation": 0.025,
-            "augment_translation": 0.05,
-            "augment_zoom": 0.1,
-            "filters_0": 64,
-            "filters_1": 32,
-            "filters_2": 32,
-            "filters_3": 64,
-            "dropout": 0.1,
-            "dense_units": 128,
-        },
-    ),
-    "cnn": (
-        "study=cnn",
-        {
-            "learning_rate": 0.001,
-            "conv_layers": 4,
-            "kernel_size": 3,
-            "filters_0": 32,
-            "filters_1": 64,
-            "filters_2": 64,
-            "filters_3": 128,
-            "dropout": 0.25,
-            "dense_units": 128,
-        },
-    ),
+    "cnn_plus": ("study=cnn_plus", IMPROVED_SPACE_CHAMPION),
+    "cnn": ("study=cnn", SEED_STUDY_BEST),
 }
 
 
