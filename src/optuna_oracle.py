@@ -35,6 +35,7 @@ import keras_tuner
 import optuna
 from keras_tuner.engine import hyperparameters as hp_module
 from keras_tuner.engine.trial import Trial, TrialStatus
+from optuna.trial import TrialState
 
 from src.optuna_specs import OptunaSpecError, make_pruner, make_sampler
 
@@ -191,15 +192,17 @@ class OptunaStudyMixin:
                 trial.status = TrialStatus.STOPPED
 
     def _pruning_reason(self, optuna_trial: optuna.Trial, value: float, step: int) -> str:
-        """One line: the epoch, the pruner, the trial's value and what the others had there."""
-        others = [
+        """One line: the epoch, the pruner, the trial's value and, for context, the median of
+        the completed trials at that epoch (what Optuna's median pruner compares with)."""
+        completed = [
             t.intermediate_values[step]
-            for t in self.study.get_trials(deepcopy=False)
-            if t.number != optuna_trial.number and step in t.intermediate_values
+            for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if step in t.intermediate_values
         ]
         context = (
-            f"; median of {len(others)} other trials there {statistics.median(others):.4f}"
-            if others
+            f"; median of {len(completed)} completed trials there "
+            f"{statistics.median(completed):.4f}"
+            if completed
             else ""
         )
         return (
