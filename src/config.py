@@ -2,7 +2,8 @@
 
 Hydra composes the config; this module checks that every value can work, so that a bad
 value fails in well under a second, with the key and the value in a one-line message,
-instead of minutes later inside TensorFlow. It imports nothing but OmegaConf.
+instead of minutes later inside TensorFlow. It imports nothing but OmegaConf (and Optuna,
+only when a config names a sampler or a pruner).
 """
 
 from __future__ import annotations

@@ -196,7 +196,7 @@ def run_search(
             format_duration(time.perf_counter() - start),
         )
         return None
-    cross_validated = (tuner_cfg.get("cv_folds") or 1) > 1
+    cross_validated = tuner.cv_folds > 1
     result = summarize(
         tuner,
         time.perf_counter() - start,

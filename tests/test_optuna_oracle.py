@@ -32,8 +32,7 @@ def _space() -> keras_tuner.HyperParameters:
     hp.Int("units", 16, 64, step=16)
     hp.Boolean("batch_norm")
     hp.Fixed("kernel_size", 3)
-    layers = hp.Choice("conv_layers", LAYER_CHOICES)
-    del layers
+    hp.Choice("conv_layers", LAYER_CHOICES)
     for index in range(max(LAYER_CHOICES)):
         with hp.conditional_scope("conv_layers", [n for n in LAYER_CHOICES if n > index]):
             hp.Choice(f"filters_{index}", [8, 16, 32])
@@ -80,9 +79,7 @@ def test_the_oracle_proposes_only_valid_values_and_keeps_conditions(tmp_path):
     oracle = _oracle(tmp_path, max_trials=15)
     for values in _run_trials(oracle, 15):
         assert 1e-4 <= values["learning_rate"] <= 1e-2
-        assert values["dropout"] in {0.0, 0.1, 0.2, 0.3, 0.4, 0.5} or any(
-            math.isclose(values["dropout"], step / 10) for step in range(6)
-        )
+        assert any(math.isclose(values["dropout"], step / 10) for step in range(6))
         assert values["units"] in (16, 32, 48, 64)
         assert values["kernel_size"] == 3 and isinstance(values["batch_norm"], bool)
         layers = values["conv_layers"]
