@@ -9,13 +9,17 @@ each variant, each backend in a process of its own (Keras fixes its backend at i
 - JAX (``KERAS_BACKEND=jax``, where JAX is installed): the same, except XLA, which JAX
   always uses.
 
+The variants of one backend are timed in turn, one epoch each per round, and the table
+gives each one's median epoch and its range: epoch times on this shared machine swing by
+half from one minute to the next, so only variants timed side by side compare.
+
 It counts the model's FLOPs per image from its layers' shapes (2 per multiply-add; a
 training step ~3x the forward pass: the backward pass computes gradients for inputs and
 weights) and prints seconds per epoch, images per second, achieved GFLOP/s and their share
 of the cores' float32 peak (cores x clock x 32 FLOP per cycle: two 256-bit FMA pipes, as on
 AMD Zen 4 and most recent x86 server cores; the clock is read from /proc/cpuinfo).
 
-    .venv/bin/python bench/epoch_cost.py [--epochs 3]
+    .venv/bin/python bench/epoch_cost.py [--repeats 3]
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import argparse
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -56,8 +61,14 @@ def forward_flops(model) -> int:
     return 2 * macs
 
 
-def measure(variant: str, epochs: int, batch: int) -> dict:
-    """Seconds per epoch of one variant, in this process's backend."""
+def measure(variants: list[str], repeats: int, batch: int) -> dict:
+    """Seconds per epoch of each variant, in this process's backend, interleaved.
+
+    Every variant's model is built and warmed up first; then each round times one epoch
+    of every variant in turn, so that a slow spell of this shared machine hits all
+    variants alike instead of one whole variant (one-variant-at-a-time runs here once
+    showed augmentation as 40 % of an epoch, another as saving a third of one).
+    """
     import keras
     import keras_tuner
     from omegaconf import OmegaConf
@@ -66,35 +77,40 @@ def measure(variant: str, epochs: int, batch: int) -> dict:
     from src.data import load_dataset
     from src.hypermodel import CNNHyperModel
 
-    cfg = compose_config(["search_space=cnn_plus"])
+    cfg = compose_config(["search_space=cnn_plus", "data=mnist_10k"])
     space = OmegaConf.to_container(cfg.search_space, resolve=True)
     dataset = load_dataset(OmegaConf.to_container(cfg.data, resolve=True), val_fraction=0.1)
-    values = dict(IMPROVED_SPACE_CHAMPION)
-    if "no augmentation" in variant:
-        values.update(augment_rotation=0.0, augment_translation=0.0, augment_zoom=0.0)
-    keras.utils.set_random_seed(0)
-    hp = keras_tuner.HyperParameters()
-    for name, value in values.items():
-        hp.Fixed(name, value)
-    model = CNNHyperModel(space, dataset.input_shape, dataset.num_classes).build(hp)
-    if "XLA" in variant:
-        model.compile(
-            optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], jit_compile=True
-        )
     images, labels = dataset.train.images, dataset.train.labels
+    epochs = {}
+    for variant in variants:
+        values = dict(IMPROVED_SPACE_CHAMPION)
+        if "no augmentation" in variant:
+            values.update(augment_rotation=0.0, augment_translation=0.0, augment_zoom=0.0)
+        keras.utils.set_random_seed(0)
+        hp = keras_tuner.HyperParameters()
+        for name, value in values.items():
+            hp.Fixed(name, value)
+        model = CNNHyperModel(space, dataset.input_shape, dataset.num_classes).build(hp)
+        if "XLA" in variant:
+            model.compile(
+                optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], jit_compile=True
+            )
 
-    def one_epoch() -> None:
-        if variant == "forward only":
-            model.predict(images, batch_size=batch, verbose=0)
-        else:
-            model.fit(images, labels, batch_size=batch, epochs=1, verbose=0)
+        def one_epoch(model=model, forward=variant == "forward only") -> None:
+            if forward:
+                model.predict(images, batch_size=batch, verbose=0)
+            else:
+                model.fit(images, labels, batch_size=batch, epochs=1, verbose=0)
 
-    one_epoch()  # warm-up: tracing and compilation
-    start = time.perf_counter()
-    for _ in range(epochs):
-        one_epoch()
-    seconds = (time.perf_counter() - start) / epochs
-    return {"s_per_epoch": seconds, "images": len(images), "flops": forward_flops(model)}
+        one_epoch()  # warm-up: tracing and compilation
+        epochs[variant] = one_epoch
+    seconds: dict[str, list[float]] = {variant: [] for variant in variants}
+    for _ in range(repeats):
+        for variant, one_epoch in epochs.items():
+            start = time.perf_counter()
+            one_epoch()
+            seconds[variant].append(time.perf_counter() - start)
+    return {"seconds": seconds, "images": len(images), "flops": forward_flops(model)}
 
 
 def peak_gflops() -> float:
@@ -109,44 +125,50 @@ def peak_gflops() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per variant")
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--variant", help=argparse.SUPPRESS)  # one measurement, as a child
+    # One backend's measurements, in a child process (Keras fixes its backend at import).
+    parser.add_argument("--backend-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.variant:
-        print(json.dumps(measure(args.variant, args.epochs, args.batch_size)))
+    if args.backend_child:
+        variants = VARIANTS[os.environ["KERAS_BACKEND"]]
+        print(json.dumps(measure(variants, args.repeats, args.batch_size)))
         return
     peak = peak_gflops()
     print(
-        f"champion configuration, {args.epochs} epochs after a warm-up, batch "
-        f"{args.batch_size}, {os.cpu_count()} CPUs, float32 peak ~{peak:.0f} GFLOP/s"
+        f"champion configuration, {args.repeats} timed epochs per variant (interleaved) after "
+        f"a warm-up, batch {args.batch_size}, {os.cpu_count()} CPUs, float32 peak "
+        f"~{peak:.0f} GFLOP/s"
     )
     print(
-        f"{'backend':<11}{'variant':<25}{'s/epoch':>8}{'images/s':>10}{'GFLOP/s':>9}{'of peak':>9}"
+        f"{'backend':<11}{'variant':<25}{'s/epoch':>8}{'min-max':>13}{'images/s':>9}"
+        f"{'GFLOP/s':>9}{'of peak':>9}"
     )
     for backend, variants in VARIANTS.items():
         if backend == "jax" and importlib.util.find_spec("jax") is None:
             print("jax        not installed (make install EXTRAS=cpu,dev,jax): skipped")
             continue
+        env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        child = subprocess.run(
+            [sys.executable, __file__, "--backend-child", "--repeats", str(args.repeats)],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        result = json.loads(child.stdout.strip().splitlines()[-1])
         for variant in variants:
-            env = {**os.environ, "KERAS_BACKEND": backend, "TF_CPP_MIN_LOG_LEVEL": "2"}
-            child = subprocess.run(
-                [sys.executable, __file__, "--variant", variant, "--epochs", str(args.epochs)],
-                env=env,
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            result = json.loads(child.stdout.strip().splitlines()[-1])
-            per_second = result["images"] / result["s_per_epoch"]
+            times = result["seconds"][variant]
+            median = statistics.median(times)
+            per_second = result["images"] / median
             passes = 1 if variant == "forward only" else 3
             gflops = passes * result["flops"] * per_second / 1e9
             print(
-                f"{backend:<11}{variant:<25}{result['s_per_epoch']:>8.2f}{per_second:>10.0f}"
-                f"{gflops:>9.1f}{gflops / peak:>9.1%}"
+                f"{backend:<11}{variant:<25}{median:>8.2f}{min(times):>7.2f}-{max(times):<6.2f}"
+                f"{per_second:>9.0f}{gflops:>9.1f}{gflops / peak:>9.1%}"
             )
-            sys.stdout.flush()
+        sys.stdout.flush()
     print(f"forward pass: {result['flops'] / 1e6:.1f} MFLOP per image; training ~3x that")
 
 
