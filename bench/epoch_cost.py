@@ -45,22 +45,6 @@ VARIANTS = {
 }
 
 
-def forward_flops(model) -> int:
-    """Forward-pass FLOPs per image: 2 per multiply-add of every Conv2D and Dense layer."""
-    import keras
-
-    macs = 0
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D):
-            _, height, width, channels_out = layer.output.shape
-            kernel_h, kernel_w = layer.kernel_size
-            channels_in = layer.input.shape[-1]
-            macs += height * width * kernel_h * kernel_w * channels_in * channels_out
-        elif isinstance(layer, keras.layers.Dense):
-            macs += layer.input.shape[-1] * layer.units
-    return 2 * macs
-
-
 def measure(variants: list[str], repeats: int, batch: int) -> dict:
     """Seconds per epoch of each variant, in this process's backend, interleaved.
 
@@ -75,7 +59,7 @@ def measure(variants: list[str], repeats: int, batch: int) -> dict:
 
     from src.compose import compose_config
     from src.data import load_dataset
-    from src.hypermodel import CNNHyperModel
+    from src.hypermodel import CNNHyperModel, forward_flops
 
     cfg = compose_config(["search_space=cnn_plus", "data=mnist_10k"])
     space = OmegaConf.to_container(cfg.search_space, resolve=True)

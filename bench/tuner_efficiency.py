@@ -212,7 +212,7 @@ def summary(runs: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--space", default="cnn_plus", choices=["cnn", "cnn_plus"])
+    parser.add_argument("--space", default="cnn_plus", choices=["cnn", "cnn_plus", "cnn_plus_fast"])
     parser.add_argument(
         "--variants", nargs="+", default=["random", "bayesian", "tpe", "tpe+median"]
     )

@@ -230,6 +230,7 @@ def _check_final(reader: _Reader) -> None:
     reader.boolean("final.enabled")
     reader.boolean("final.register")
     reader.text("final.model_name")
+    reader.one_of("final.choose", ("best", "cheapest_tied"))
     reader.integer("final.epochs", 1, optional=True)
     seeds = reader.get("final.seeds", None)
     if seeds is not None and (

@@ -31,8 +31,8 @@ from src import registry, report
 from src.backend import StopWhenAsked, configure_backend, keras_verbosity
 from src.data import Dataset
 from src.evaluation import Evaluation, evaluate
-from src.hypermodel import CNNHyperModel
-from src.results import SearchResult
+from src.hypermodel import CNNHyperModel, forward_flops
+from src.results import SearchResult, TrialSummary
 from src.tracking import MLflowTracker
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,9 @@ class FinalResult:
     seeds: list[int]
     seed_test_accuracies: list[float]
     ensemble: bool = False
+    # The retrained trial, and why it (`final.choose`).
+    trial_id: str | None = None
+    chosen_by: str = "the best trial"
     model_version: str | None = None
     champion_accuracy: float | None = None
     champion_version: str | None = None
@@ -102,18 +105,49 @@ def fixed_hyperparameters(values: dict[str, Any]) -> keras_tuner.HyperParameters
     return hp
 
 
+def choose_trial(
+    search: SearchResult, rule: str, hypermodel: CNNHyperModel
+) -> tuple[TrialSummary, str]:
+    """The trial the final stage retrains under ``final.choose``, and why, in words.
+
+    ``best``: the search's best trial. ``cheapest_tied``: of the completed trials that
+    cannot be told apart from the best (``tied_with_best``, the best itself included),
+    the one whose model needs the fewest forward FLOPs per image; the better score breaks
+    equal costs. Among scores that differ by noise, the cheaper model trains and serves
+    faster for the same expected accuracy.
+    """
+    best = search.best
+    tied = [t for t in search.completed if t.tied_with_best or t.trial_id == best.trial_id]
+    if rule == "best" or len(tied) < 2:
+        return best, "the best trial"
+
+    def cost(trial: TrialSummary) -> int:
+        values = {k: v for k, v in trial.hyperparameters.items() if not k.startswith("tuner/")}
+        return forward_flops(hypermodel.build(fixed_hyperparameters(values)))
+
+    costs = {t.trial_id: cost(t) for t in tied}
+    chosen = min(tied, key=lambda t: (costs[t.trial_id], -(t.score or 0.0)))
+    reason = (
+        f"the cheapest of {len(tied)} trials tied with the best "
+        f"({costs[chosen.trial_id] / 1e6:.1f} MFLOP per image against the best trial's "
+        f"{costs[best.trial_id] / 1e6:.1f})"
+    )
+    return chosen, reason
+
+
 def run_final_stage(
     cfg: DictConfig,
     dataset: Dataset,
     search: SearchResult,
     tracker: MLflowTracker | None = None,
 ) -> FinalResult:
-    """Retrain the best trial's configuration on train + validation, test it, register it.
+    """Retrain the chosen trial's configuration on train + validation, test it, register it.
 
     Args:
         cfg: The validated root config.
         dataset: The dataset the search ran on.
-        search: The search's result (its best trial is retrained).
+        search: The search's result (its best trial, or the one ``final.choose`` picks, is
+            retrained).
         tracker: The search's MLflow tracker; None when tracking is off (nothing registered).
 
     Returns:
@@ -122,12 +156,13 @@ def run_final_stage(
     start = time.perf_counter()
     training = OmegaConf.to_container(cfg.training, resolve=True)
     search_space = OmegaConf.to_container(cfg.search_space, resolve=True)
-    best = search.best
-    values = {k: v for k, v in best.hyperparameters.items() if not k.startswith("tuner/")}
-    epochs = cfg.final.epochs or (best.best_step + 1 if best.best_step is not None else None)
+    hypermodel = CNNHyperModel(search_space, dataset.input_shape, dataset.num_classes)
+    chosen, chosen_by = choose_trial(search, cfg.final.choose, hypermodel)
+    log.info("final stage: retraining trial %s, %s", chosen.trial_id, chosen_by)
+    values = {k: v for k, v in chosen.hyperparameters.items() if not k.startswith("tuner/")}
+    epochs = cfg.final.epochs or (chosen.best_step + 1 if chosen.best_step is not None else None)
     epochs = epochs or training["epochs"]
 
-    hypermodel = CNNHyperModel(search_space, dataset.input_shape, dataset.num_classes)
     seeds = list(cfg.final.seeds or [training["seed"]])
     trained = [
         _train_and_test(hypermodel, values, dataset, {**training, "seed": seed}, epochs)
@@ -151,6 +186,8 @@ def run_final_stage(
         seeds=seeds,
         seed_test_accuracies=[result.accuracy for _, _, result in trained],
         ensemble=bool(cfg.final.ensemble),
+        trial_id=chosen.trial_id,
+        chosen_by=chosen_by,
     )
     log.info(
         "final stage: test accuracy %s, loss %.4f%s",
@@ -190,7 +227,7 @@ def run_final_stage(
         "model_name": cfg.final.model_name,
         "epochs_chosen_by": "final.epochs"
         if cfg.final.epochs
-        else "the best trial's best epoch count",
+        else "the chosen trial's best epoch count",
         "tuner": cfg.tuner.name,
         "search_space": cfg.search_space.name,
         "data": dataset.describe(),
@@ -275,6 +312,8 @@ def _log_final_run(
     now = int(time.time() * 1000)
     params = [Param(name, str(value)) for name, value in final.hyperparameters.items()]
     params.append(Param("final_epochs", str(final.epochs)))
+    params.append(Param("final_trial_id", str(final.trial_id)))
+    params.append(Param("final_chosen_by", final.chosen_by[:500]))
     params.append(Param("final_seeds", ",".join(map(str, final.seeds))))
     headline = [
         Metric(name, float(value), now, 0)

@@ -48,6 +48,25 @@ def hp_value(hp: keras_tuner.HyperParameters, name: str, spec: Any) -> Any:
     return hp.Fixed(name, spec)
 
 
+def forward_flops(model: keras.Model) -> int:
+    """Forward-pass FLOPs per image: 2 per multiply-add of every Conv2D and Dense layer.
+
+    Batch norm, pooling and activations are left out (a few percent here); a training
+    step costs about three times this (the backward pass computes gradients for inputs
+    and weights).
+    """
+    macs = 0
+    for layer in model.layers:
+        if isinstance(layer, layers.Conv2D):
+            _, height, width, channels_out = layer.output.shape
+            kernel_h, kernel_w = layer.kernel_size
+            channels_in = layer.input.shape[-1]
+            macs += height * width * kernel_h * kernel_w * channels_in * channels_out
+        elif isinstance(layer, layers.Dense):
+            macs += layer.input.shape[-1] * layer.units
+    return 2 * macs
+
+
 def _choices(spec: Any) -> list[Any]:
     """The values a choice knob can take (a fixed value is a single choice)."""
     return list(spec) if isinstance(spec, Sequence) and not isinstance(spec, str) else [spec]

@@ -162,6 +162,8 @@ train + validation for {facts["epochs"]} epochs ({facts["epochs_chosen_by"]}).
 {f"- note: {facts['data']['note']}" if facts["data"].get("note") else ""}
 
 ## Hyperparameters
+Trial {facts.get("trial_id")}: {facts.get("chosen_by", "the best trial")}.
+
 | name | value |
 | --- | --- |
 {hyperparameters}

@@ -105,6 +105,7 @@ BAD_VALUES = [
     ("final.seeds=[]", "final.seeds=[]"),
     ("final.ensemble=true", "final.ensemble=true"),
     ("final.promotion=always", "final.promotion='always'"),
+    ("final.choose=fastest", "final.choose='fastest'"),
     ("final.alpha=0", "final.alpha=0"),
     ("data.idx_folder=/no/such/folder", "data.idx_folder='/no/such/folder'"),
 ]
