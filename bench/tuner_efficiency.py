@@ -3,8 +3,9 @@
 Runs each tuner variant (random, Bayesian, Hyperband, TPE, TPE with a median pruner, ...)
 on one search space of `make reproduce` (its data, split and training settings), from
 several tuner seeds, each search stopped once it has trained ``--budget-epochs`` epochs,
-followed by the final stage (the chosen configuration retrained on train + validation
-and scored once on the official 10,000-digit test set). For each run it records:
+followed by the final stage as the study sets it up (its epochs, seeds and ensemble: the
+chosen configuration retrained on train + validation and scored once on the official
+10,000-digit test set; ``--set`` overrides any of it). For each run it records:
 
 - the anytime curve: the best validation score so far against cumulative epochs and wall
   time (one point per trial end);
@@ -16,7 +17,7 @@ time, test accuracy and its spread across seeds), writes ``tuner_efficiency.json
 ``tuner_efficiency.png`` into ``--out``, and logs every curve to MLflow (experiment
 ``tuner-efficiency`` in ``--out``'s own store; nothing is registered).
 
-    .venv/bin/python bench/tuner_efficiency.py [--space cnn_plus] [--seeds 3]
+    .venv/bin/python bench/tuner_efficiency.py [--space cnn_plus|cnn] [--seeds 3]
         [--budget-epochs 40] [--variants random bayesian tpe tpe+median] [--out DIR]
     .venv/bin/python bench/tuner_efficiency.py --smoke   # a minute: tiny data, to check it runs
 """
@@ -107,9 +108,7 @@ def run_once(variant: str, seed: int, args: argparse.Namespace, out: Path) -> di
         f"tuner.seed={seed}",
         f"mlflow.tracking_uri=sqlite:///{out.resolve()}/mlflow.db",
         "mlflow.experiment_name=tuner-efficiency-runs",
-        "final.register=false",
-        "final.seeds=null",
-        "final.ensemble=false",
+        "final.register=false",  # the final stage otherwise as the study sets it up
         "training.verbose=0",
         *(SMOKE if args.smoke else []),
         *args.set,
@@ -212,7 +211,7 @@ def summary(runs: list[dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--space", default="cnn_plus", choices=["cnn", "cnn_plus", "cnn_plus_fast"])
+    parser.add_argument("--space", default="cnn_plus", choices=["cnn", "cnn_plus"])
     parser.add_argument(
         "--variants", nargs="+", default=["random", "bayesian", "tpe", "tpe+median"]
     )
