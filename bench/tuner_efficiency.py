@@ -215,7 +215,8 @@ def main() -> None:
     parser.add_argument(
         "--variants", nargs="+", default=["random", "bayesian", "tpe", "tpe+median"]
     )
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="tuner seeds per variant")
+    parser.add_argument("--first-seed", type=int, default=1, help="tuner seeds start here")
     parser.add_argument("--budget-epochs", type=int, default=40)
     parser.add_argument("--threshold", type=float, default=0.99, help="validation score to reach")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/tuner_efficiency"))
@@ -229,7 +230,7 @@ def main() -> None:
         parser.error(f"unknown variant {unknown[0]!r}; known: {', '.join(VARIANTS)}")
     args.out.mkdir(parents=True, exist_ok=True)
     runs = []
-    for seed in range(1, args.seeds + 1):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for variant in args.variants:
             runs.append(run_once(variant, seed, args, args.out))
             print(

@@ -71,6 +71,7 @@ def test_a_recorded_configuration_is_retrained_without_a_search(tiny_config, tmp
     assert json.loads((tmp_path / "results.json").read_text())["best"]["trial_id"] == "recorded"
     assert again.final.hyperparameters == first.final.hyperparameters
     assert again.final.epochs == first.final.epochs
+    assert (first.final.trial_id, again.final.trial_id) == (first.search.best_trial_id, "recorded")
     # Same data, same seed, same configuration: the same model, to the last digit.
     assert again.final.test_accuracy == first.final.test_accuracy
     client = MlflowClient(tiny_config().mlflow.tracking_uri)

@@ -81,7 +81,7 @@ def test_readme_section_is_replaced_in_place(study, tmp_path, capsys):
     assert main([str(study), "--readme", str(readme)]) == 0
     content = readme.read_text()
     assert "old table" not in content and content.endswith(f"{README_END}\nafter\n")
-    row = "| tuned, improved space (ensemble of 3 seeds) | 1 | 99.00% | 99.20% "
+    row = "| tuned, improved space (32 filters; ensemble of 3 seeds) | 1 | 99.00% | 99.20% "
     row += "[99.00, 99.35] (80) |"
     assert row in content
     assert "official MNIST test set" in content  # the table states its scope
