@@ -16,8 +16,8 @@ SEED_STUDY_BEST = {
     "dense_units": 128,
 }
 
-# The improved-space stage's best trial in the `make reproduce` study of 2026-11-30
-# (outputs/reproduce/2_cnn_plus/results.json, trial 3).
+# The improved-space stage's best trial in the `make reproduce` study of 2026-11-30, before
+# that stage moved to 32-filter models (its results.json then: trial 3, 10-epoch trials).
 IMPROVED_SPACE_CHAMPION = {
     "learning_rate": 0.00565,
     "conv_layers": 4,

@@ -1,6 +1,6 @@
 """What one training epoch costs, where the time goes, and how close it is to the cores' peak.
 
-Trains the improved space's champion configuration (`bench/configurations.py`)
+Trains the improved space's previous champion (64/32/32/64 filters, `bench/configurations.py`)
 on the bundled sample's 9,000 training digits, batch 128, after a warm-up epoch, under
 each variant, each backend in a process of its own (Keras fixes its backend at import):
 

@@ -30,7 +30,7 @@ from src.data import load_dataset
 from src.final_stage import fixed_hyperparameters
 from src.hypermodel import CNNHyperModel
 
-# The improved-space stage's best validation trial of the study this choice was made on.
+# The improved-space stage's best validation trial of the last `make reproduce`.
 DEFAULT_RESULTS = Path("outputs/reproduce/2_cnn_plus/results.json")
 
 
