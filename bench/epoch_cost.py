@@ -20,6 +20,7 @@ of the cores' float32 peak (cores x clock x 32 FLOP per cycle: two 256-bit FMA p
 AMD Zen 4 and most recent x86 server cores; the clock is read from /proc/cpuinfo).
 
     .venv/bin/python bench/epoch_cost.py [--repeats 3]
+    .venv/bin/python bench/epoch_cost.py --costs   # multiply-adds per image only, no training
 """
 
 from __future__ import annotations
@@ -97,6 +98,28 @@ def measure(variants: list[str], repeats: int, batch: int) -> dict:
     return {"seconds": seconds, "images": len(images), "flops": forward_flops(model)}
 
 
+def model_costs() -> None:
+    """Print the forward multiply-adds per image of the improved space's extremes (no training)."""
+    import keras_tuner
+    from omegaconf import OmegaConf
+
+    from src.compose import compose_config
+    from src.hypermodel import CNNHyperModel, forward_flops
+
+    space = OmegaConf.to_container(compose_config(["search_space=cnn_plus"]).search_space)
+    variants = {"previous champion (64/32/32/64, dense 128)": {}}
+    for filters in (32, 64):
+        for dense in (128, 256):
+            label = f"all {filters} filters, dense {dense}"
+            variants[label] = {**{f"filters_{i}": filters for i in range(4)}, "dense_units": dense}
+    for label, changes in variants.items():
+        hp = keras_tuner.HyperParameters()
+        for name, value in {**IMPROVED_SPACE_CHAMPION, **changes}.items():
+            hp.Fixed(name, value)
+        model = CNNHyperModel(space, (28, 28, 1), 10).build(hp)
+        print(f"{label:<45}{forward_flops(model) / 2e6:>6.1f} M multiply-adds per image")
+
+
 def peak_gflops() -> float:
     """The cores' float32 peak: cores x clock (GHz) x 32 FLOP per cycle."""
     clocks = [
@@ -111,6 +134,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per variant")
     parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--costs", action="store_true", help="only the models' multiply-adds")
     # One backend's measurements, in a child process (Keras fixes its backend at import).
     parser.add_argument("--backend-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -118,9 +142,12 @@ def main() -> None:
         variants = VARIANTS[os.environ["KERAS_BACKEND"]]
         print(json.dumps(measure(variants, args.repeats, args.batch_size)))
         return
+    if args.costs:
+        model_costs()
+        return
     peak = peak_gflops()
     print(
-        f"champion configuration, {args.repeats} timed epochs per variant (interleaved) after "
+        f"previous champion, {args.repeats} timed epochs per variant (interleaved) after "
         f"a warm-up, batch {args.batch_size}, {os.cpu_count()} CPUs, float32 peak "
         f"~{peak:.0f} GFLOP/s"
     )

@@ -162,7 +162,7 @@ train + validation for {facts["epochs"]} epochs ({facts["epochs_chosen_by"]}).
 {f"- note: {facts['data']['note']}" if facts["data"].get("note") else ""}
 
 ## Hyperparameters
-Trial {facts.get("trial_id")}: {facts.get("chosen_by", "the best trial")}.
+Trial {facts["trial_id"]}: {facts["chosen_by"]}.
 
 | name | value |
 | --- | --- |
