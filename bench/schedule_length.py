@@ -1,14 +1,18 @@
 """How long the improved space's models should train: validation scores by schedule length.
 
 Trains one configuration of the improved space (by default the best validation trial of
-a `make reproduce` study) on the bundled sample's training split, from one seed, with
-the cosine schedule stretched over each epoch count given, and prints the validation
-loss and accuracy at the end of each schedule, with seconds per epoch. It reads the
-validation split only, never the test split: it is what `final.epochs` in
-`conf/study/cnn_plus.yaml` is chosen by.
+a `make reproduce` study) on a dataset's training split (the bundled sample's by
+default; `--data mnist` for full MNIST's 54,000), from one seed, with the cosine
+schedule stretched over each epoch count given, and prints the validation loss and
+accuracy at the end of each schedule, with seconds per epoch. It reads the validation
+split only, never the test split: it is what `final.epochs` in
+`conf/study/cnn_plus.yaml` and `conf/study/cnn_plus_retrained.yaml` are chosen by.
 
     .venv/bin/python bench/schedule_length.py [--epochs 12 24] [--hyperparameters FILE]
-        [--set NAME=VALUE ...]
+        [--set NAME=VALUE ...] [--data mnist_10k|mnist]
+
+`--hyperparameters` takes a search's results.json (its best trial), a final stage's
+final.json (the configuration it retrained) or a JSON object of hyperparameters.
 """
 
 from __future__ import annotations
@@ -53,7 +57,13 @@ def main() -> None:
         "--hyperparameters",
         type=Path,
         default=DEFAULT_RESULTS,
-        help="a results.json (its best trial) or a JSON object of hyperparameters",
+        help="a results.json (its best trial), a final.json or a JSON object of hyperparameters",
+    )
+    parser.add_argument(
+        "--data",
+        choices=["mnist_10k", "mnist"],
+        default="mnist_10k",
+        help="mnist: full MNIST from MNIST_IDX_FOLDER or Keras' cache (never the fallback)",
     )
     parser.add_argument(
         "--set",
@@ -64,14 +74,18 @@ def main() -> None:
     )
     args = parser.parse_args()
     recorded = json.loads(args.hyperparameters.read_text())
-    values = recorded["best"]["hyperparameters"] if "best" in recorded else recorded
+    if "best" in recorded:  # a search's results.json
+        values = recorded["best"]["hyperparameters"]
+    else:  # a final.json, or the hyperparameters themselves
+        values = recorded.get("hyperparameters", recorded)
     for assignment in args.set:
         name, _, value = assignment.partition("=")
         if name not in values:
             parser.error(f"--set {assignment}: no hyperparameter {name!r} in the configuration")
         values[name] = json.loads(value)
 
-    cfg = compose_config(["data=mnist_10k", "search_space=cnn_plus"])
+    data_overrides = ["data.fallback=null"] if args.data == "mnist" else []
+    cfg = compose_config([f"data={args.data}", *data_overrides, "search_space=cnn_plus"])
     training = OmegaConf.to_container(cfg.training, resolve=True)
     space = OmegaConf.to_container(cfg.search_space, resolve=True)
     dataset = load_dataset(

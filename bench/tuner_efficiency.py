@@ -2,9 +2,10 @@
 
 Runs each tuner variant (random, Bayesian, Hyperband, TPE, TPE with a median pruner, ...)
 on one search space of `make reproduce` (its data, split and training settings), from
-several tuner seeds, each search stopped once it has trained ``--budget-epochs`` epochs,
-followed by the final stage as the study sets it up (its epochs, seeds and ensemble: the
-chosen configuration retrained on train + validation and scored once on the official
+several tuner seeds, each search stopped once it has trained ``--budget-epochs`` epochs
+(or after ``--trials`` trials, to compare the epochs a pruner saves), followed by the
+final stage as the study sets it up (its epochs, seeds and ensemble: the chosen
+configuration retrained on train + validation and scored once on the official
 10,000-digit test set; ``--set`` overrides any of it). For each run it records:
 
 - the anytime curve: the best validation score so far against cumulative epochs and wall
@@ -18,7 +19,8 @@ time, test accuracy and its spread across seeds), writes ``tuner_efficiency.json
 ``tuner-efficiency`` in ``--out``'s own store; nothing is registered).
 
     .venv/bin/python bench/tuner_efficiency.py [--space cnn_plus|cnn] [--seeds 3]
-        [--budget-epochs 40] [--variants random bayesian tpe tpe+median] [--out DIR]
+        [--budget-epochs 40 | --trials N] [--variants random bayesian tpe tpe+median]
+        [--out DIR] [--set OVERRIDE ...]
     .venv/bin/python bench/tuner_efficiency.py --smoke   # a minute: tiny data, to check it runs
 """
 
@@ -69,7 +71,7 @@ class EpochBudget(TrialObserver):
     early-stopped ones included); the trial that crosses the budget finishes.
     """
 
-    def __init__(self, budget: int, objective: str) -> None:
+    def __init__(self, budget: int | None, objective: str) -> None:
         self.budget = budget
         self.maximise = not objective.endswith("loss")
         self.epochs = 0
@@ -93,7 +95,7 @@ class EpochBudget(TrialObserver):
         self.curve.append(
             {"epochs": self.epochs, "seconds": time.perf_counter() - self.start, "best": self.best}
         )
-        if self.epochs >= self.budget:
+        if self.budget is not None and self.epochs >= self.budget:
             tuner.oracle.max_trials = len(tuner.oracle.trials)  # the next trial is refused
 
 
@@ -103,8 +105,9 @@ def run_once(variant: str, seed: int, args: argparse.Namespace, out: Path) -> di
         "experiment=reproduce",
         f"+study={args.space}",
         *VARIANTS[variant],
-        # The epoch budget ends the search (Hyperband: its own budget, capped too).
-        "tuner.max_trials=1000",
+        # The epoch budget ends the search (Hyperband: its own budget, capped too), or a
+        # fixed number of trials (--trials), to compare the epochs each variant spends.
+        f"tuner.max_trials={args.trials or 1000}",
         f"tuner.seed={seed}",
         f"mlflow.tracking_uri=sqlite:///{out.resolve()}/mlflow.db",
         "mlflow.experiment_name=tuner-efficiency-runs",
@@ -118,7 +121,7 @@ def run_once(variant: str, seed: int, args: argparse.Namespace, out: Path) -> di
         with open_dict(cfg):
             cfg.tuner.pop("num_initial_points", None)
     objective = str(cfg.tuner.objective)
-    budget = EpochBudget(args.budget_epochs, objective)
+    budget = EpochBudget(None if args.trials else args.budget_epochs, objective)
     start = time.perf_counter()
     result = run_pipeline(cfg, observers=[budget])
     total = time.perf_counter() - start
@@ -140,6 +143,8 @@ def run_once(variant: str, seed: int, args: argparse.Namespace, out: Path) -> di
         "test_accuracy": result.final.test_accuracy,
         "test_interval": [result.final.test_accuracy_ci_low, result.final.test_accuracy_ci_high],
         "final_epochs": result.final.epochs,
+        "final_s": result.final.wall_time_s,
+        "seed_test_accuracies": result.final.seed_test_accuracies,
         "chosen": result.final.hyperparameters,
         "curve": budget.curve,
     }
@@ -218,6 +223,12 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3, help="tuner seeds per variant")
     parser.add_argument("--first-seed", type=int, default=1, help="tuner seeds start here")
     parser.add_argument("--budget-epochs", type=int, default=40)
+    parser.add_argument(
+        "--trials",
+        type=int,
+        help="run this many trials instead of stopping at --budget-epochs (to compare the "
+        "epochs a pruner saves at a fixed number of trials)",
+    )
     parser.add_argument("--threshold", type=float, default=0.99, help="validation score to reach")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/tuner_efficiency"))
     parser.add_argument("--set", nargs="*", default=[], help="extra Hydra overrides")
@@ -241,7 +252,8 @@ def main() -> None:
             (args.out / "tuner_efficiency.json").write_text(json.dumps(runs, indent=2) + "\n")
     log_to_mlflow(runs, args.out)
     plot(runs, args.out / "tuner_efficiency.png", "validation score")
-    print(f"\n{args.space}, budget {args.budget_epochs} epochs per search, {args.seeds} seeds")
+    budget = f"{args.trials} trials" if args.trials else f"budget {args.budget_epochs} epochs"
+    print(f"\n{args.space}, {budget} per search, {args.seeds} seeds")
     print(summary(runs))
     print(f"written: {args.out}/tuner_efficiency.json, .png; MLflow: {args.out}/mlflow.db")
 
