@@ -66,7 +66,8 @@ SMOKE = [
 
 
 class EpochBudget(TrialObserver):
-    """Stops the search once it has trained ``budget`` epochs, and records the anytime curve.
+    """Stops the search once it has trained ``budget`` epochs (None: never), and records the
+    anytime curve.
 
     Epochs are counted as Keras trains them (every epoch of every trial, pruned or
     early-stopped ones included); the trial that crosses the budget finishes.
