@@ -55,11 +55,11 @@ def measure(variants: list[str], repeats: int, batch: int) -> dict:
     showed augmentation as 40 % of an epoch, another as saving a third of one).
     """
     import keras
-    import keras_tuner
     from omegaconf import OmegaConf
 
     from src.compose import compose_config
     from src.data import load_dataset
+    from src.final_stage import fixed_hyperparameters
     from src.hypermodel import CNNHyperModel, forward_flops
 
     cfg = compose_config(["search_space=cnn_plus", "data=mnist_10k"])
@@ -72,9 +72,7 @@ def measure(variants: list[str], repeats: int, batch: int) -> dict:
         if "no augmentation" in variant:
             values.update(augment_rotation=0.0, augment_translation=0.0, augment_zoom=0.0)
         keras.utils.set_random_seed(0)
-        hp = keras_tuner.HyperParameters()
-        for name, value in values.items():
-            hp.Fixed(name, value)
+        hp = fixed_hyperparameters(values)
         model = CNNHyperModel(space, dataset.input_shape, dataset.num_classes).build(hp)
         if "XLA" in variant:
             model.compile(
@@ -100,10 +98,10 @@ def measure(variants: list[str], repeats: int, batch: int) -> dict:
 
 def model_costs() -> None:
     """Print the forward multiply-adds per image of the improved space's extremes (no training)."""
-    import keras_tuner
     from omegaconf import OmegaConf
 
     from src.compose import compose_config
+    from src.final_stage import fixed_hyperparameters
     from src.hypermodel import CNNHyperModel, forward_flops
 
     space = OmegaConf.to_container(compose_config(["search_space=cnn_plus"]).search_space)
@@ -113,9 +111,7 @@ def model_costs() -> None:
             label = f"all {filters} filters, dense {dense}"
             variants[label] = {**{f"filters_{i}": filters for i in range(4)}, "dense_units": dense}
     for label, changes in variants.items():
-        hp = keras_tuner.HyperParameters()
-        for name, value in {**IMPROVED_SPACE_CHAMPION, **changes}.items():
-            hp.Fixed(name, value)
+        hp = fixed_hyperparameters({**IMPROVED_SPACE_CHAMPION, **changes})
         model = CNNHyperModel(space, (28, 28, 1), 10).build(hp)
         print(f"{label:<45}{forward_flops(model) / 2e6:>6.1f} M multiply-adds per image")
 

@@ -16,21 +16,19 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
-import keras_tuner
 import tensorflow as tf
 from configurations import SEED_STUDY_BEST
 from omegaconf import OmegaConf
 
 from src.data import load_dataset
+from src.final_stage import fixed_hyperparameters
 from src.hypermodel import CNNHyperModel
 
 
 def train(dataset, space, precision: str, pipeline: str, epochs: int, batch: int) -> dict:
     keras.config.set_dtype_policy(precision)
     keras.utils.set_random_seed(0)
-    hp = keras_tuner.HyperParameters()
-    for name, value in SEED_STUDY_BEST.items():
-        hp.Fixed(name, value)
+    hp = fixed_hyperparameters(SEED_STUDY_BEST)
     model = CNNHyperModel(space, dataset.input_shape, dataset.num_classes).build(hp)
     train_split, val = dataset.train, dataset.val
     if pipeline == "tf.data":

@@ -26,7 +26,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import keras_tuner
 import numpy as np
 from configurations import IMPROVED_SPACE_CHAMPION, SEED_STUDY_BEST
 from omegaconf import OmegaConf
@@ -34,6 +33,7 @@ from omegaconf import OmegaConf
 from src.backend import configure_backend
 from src.compose import compose_config
 from src.data import load_dataset
+from src.final_stage import fixed_hyperparameters
 from src.hypermodel import CNNHyperModel
 
 # One configuration per space: the improved space's best trial of the 2026-11-30 study,
@@ -55,9 +55,7 @@ def trial_scores(space_name: str, seeds: list[int]) -> tuple[list[float], np.nda
     scores, hits = [], None
     for seed in seeds:
         configure_backend({**training, "seed": seed})
-        hp = keras_tuner.HyperParameters()
-        for name, value in values.items():
-            hp.Fixed(name, value)
+        hp = fixed_hyperparameters(values)
         hypermodel = CNNHyperModel(space, dataset.input_shape, dataset.num_classes)
         model = hypermodel.build(hp)
         history = hypermodel.fit(

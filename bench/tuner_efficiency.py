@@ -176,7 +176,7 @@ def plot(runs: list[dict], path: Path, objective: str) -> None:
     figure, (by_epochs, by_time) = plt.subplots(1, 2, figsize=(12, 4.5))
     colours = {}
     for run in runs:
-        if run.get("objective", "val_accuracy") != objective:
+        if run["objective"] != objective:
             continue  # another objective's scale (val_loss): its test accuracy is in the table
         points = [p for p in run["curve"] if p["best"] is not None]
         colour = colours.setdefault(run["variant"], f"C{len(colours)}")
