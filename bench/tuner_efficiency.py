@@ -16,7 +16,9 @@ configuration retrained on train + validation and scored once on the official
 It prints a table (one row per variant: medians over seeds of epochs, search and total
 time, test accuracy and its spread across seeds), writes ``tuner_efficiency.json`` and
 ``tuner_efficiency.png`` into ``--out``, and logs every curve to MLflow (experiment
-``tuner-efficiency`` in ``--out``'s own store; nothing is registered).
+``tuner-efficiency`` in ``--out``'s own store; nothing is registered). Every trial's
+learning curve is in that store too: ``bench/curve_predictiveness.py --store
+sqlite:///<out>/mlflow.db`` measures how well early epochs predict the last one.
 
     .venv/bin/python bench/tuner_efficiency.py [--space cnn_plus|cnn] [--seeds 3]
         [--budget-epochs 40 | --trials N] [--variants random bayesian tpe tpe+median]
@@ -41,7 +43,6 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 from mlflow import MlflowClient
 from omegaconf import open_dict
-from scipy.stats import spearmanr
 
 from src.compose import compose_config
 from src.observers import TrialObserver
@@ -76,14 +77,10 @@ class EpochBudget(TrialObserver):
 
     def __init__(self, budget: int | None, objective: str) -> None:
         self.budget = budget
-        self.objective = objective
         self.maximise = not objective.endswith("loss")
         self.epochs = 0
         self.best: float | None = None
         self.curve: list[dict] = []
-        # Each trial's objective after every epoch, to measure whether early epochs predict
-        # the last one (what a pruner bets on).
-        self.trial_curves: dict[str, list[float]] = {}
         self.start = time.perf_counter()
 
     def on_search_begin(self, tuner) -> None:
@@ -91,8 +88,6 @@ class EpochBudget(TrialObserver):
 
     def on_epoch_end(self, tuner, trial, epoch, logs) -> None:
         self.epochs += 1
-        if self.objective in logs:
-            self.trial_curves.setdefault(trial.trial_id, []).append(float(logs[self.objective]))
 
     def on_trial_end(self, tuner, trial) -> None:
         scored = tuner.oracle.get_trial(trial.trial_id)
@@ -157,7 +152,6 @@ def run_once(variant: str, seed: int, args: argparse.Namespace, out: Path) -> di
         "seed_test_accuracies": result.final.seed_test_accuracies,
         "chosen": result.final.hyperparameters,
         "curve": budget.curve,
-        "trial_curves": list(budget.trial_curves.values()),
     }
 
 
@@ -227,32 +221,6 @@ def summary(runs: list[dict]) -> str:
     return "\n".join(rows)
 
 
-def early_rank_correlation(runs: list[dict]) -> str:
-    """Spearman's rank correlation, within each run, between the trials' objective after
-    epoch k and after their last epoch, over the trials that trained the full schedule.
-
-    High values mean an early cut keeps the trials that would have ended best; values near
-    zero mean the early ranking is noise, and a pruner cuts by chance.
-    """
-    lines = []
-    for run in runs:
-        curves = [c for c in run.get("trial_curves", []) if c]
-        full = max((len(c) for c in curves), default=0)
-        complete = [c for c in curves if len(c) == full]
-        if full < 2 or len(complete) < 4:
-            continue  # too few full-length trials to rank
-        last = [c[-1] for c in complete]
-        rhos = [
-            spearmanr([c[k] for c in complete], last).statistic for k in range(full - 1)
-        ]
-        shown = " ".join(f"{rho:+.2f}" for rho in rhos)
-        lines.append(
-            f"{run['variant']:<22} seed {run['seed']}: {len(complete)} full trials, "
-            f"rho(epoch k, epoch {full}) for k = 1..{full - 1}: {shown}"
-        )
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--space", default="cnn_plus", choices=["cnn", "cnn_plus"])
@@ -294,10 +262,6 @@ def main() -> None:
     budget = f"{args.trials} trials" if args.trials else f"budget {args.budget_epochs} epochs"
     print(f"\n{args.space}, {budget} per search, {args.seeds} seeds")
     print(summary(runs))
-    correlations = early_rank_correlation(runs)
-    if correlations:
-        print("\nDo early epochs predict the last one?")
-        print(correlations)
     print(f"written: {args.out}/tuner_efficiency.json, .png; MLflow: {args.out}/mlflow.db")
 
 
