@@ -49,12 +49,16 @@ from src.observers import TrialObserver
 from src.pipeline import run_pipeline
 
 MEDIAN = "{name: median, n_startup_trials: 2, n_warmup_steps: 2}"
+# ASHA: after epochs 2 and 4 (Optuna's steps 1 and 3), a trial goes on only if it is in the
+# top third of the trials that reached that epoch.
+ASHA = "{name: successive_halving, min_resource: 1, reduction_factor: 3}"
 VARIANTS = {
     "random": ["tuner=random"],
     "bayesian": ["tuner=bayesian", "tuner.num_initial_points=3"],
     "hyperband": ["tuner=hyperband"],
     "tpe": ["tuner=tpe"],
     "tpe+median": ["tuner=tpe", f"tuner.pruner={MEDIAN}"],
+    "tpe+asha": ["tuner=tpe", f"tuner.pruner={ASHA}"],
     "random+median": ["tuner=random", f"tuner.pruner={MEDIAN}"],
     "tpe, val_loss": ["tuner=tpe", "tuner.objective=val_loss"],
     "tpe+median, val_loss": ["tuner=tpe", f"tuner.pruner={MEDIAN}", "tuner.objective=val_loss"],
