@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import keras_tuner
+import numpy as np
 import optuna
 from keras_tuner.engine import hyperparameters as hp_module
 from keras_tuner.engine.trial import Trial, TrialStatus
@@ -211,6 +212,16 @@ class OptunaStudyMixin:
         )
 
 
+def trial_seed(seed: int, trial_number: int) -> int:
+    """The sampler's seed for a search's ``trial_number``-th trial.
+
+    Mixed rather than added (numpy's SeedSequence): with ``seed + trial_number``, tuner
+    seed s + 1 proposed tuner seed s's trials shifted by one, so searches over
+    ``tuner.seed=1,2,3`` shared most of their start-up trials.
+    """
+    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, trial_number]).generate_state(1)[0])
+
+
 @dataclass
 class _RunningTrial:
     """An Optuna trial in progress and the steps it has reported."""
@@ -253,7 +264,7 @@ class OptunaOracle(OptunaStudyMixin, keras_tuner.Oracle):
         # the stored study, so a resumed search proposes what an uninterrupted one would.
         for _ in range(_MAX_COLLISIONS):
             done = len(self.study.get_trials(deepcopy=False))
-            self.study.sampler = make_sampler(self.sampler_spec, self.seed + done)
+            self.study.sampler = make_sampler(self.sampler_spec, trial_seed(self.seed, done))
             optuna_trial = self.study.ask()
             values = self._suggest(optuna_trial)
             if not self._duplicate(values):

@@ -39,12 +39,14 @@ def _space() -> keras_tuner.HyperParameters:
     return hp
 
 
-def _oracle(folder, pruner=None, sampler="tpe", max_trials=12, oracle_class=OptunaOracle):
+def _oracle(
+    folder, pruner=None, sampler="tpe", max_trials=12, oracle_class=OptunaOracle, seed=7
+):
     oracle = oracle_class(
         objective=OBJECTIVE,
         max_trials=max_trials,
         hyperparameters=_space(),
-        seed=7,
+        seed=seed,
         **({"sampler": sampler, "pruner": pruner} if oracle_class is OptunaOracle else {}),
     )
     oracle._set_project_dir(str(folder), "search")
@@ -92,6 +94,18 @@ def test_the_oracle_proposes_only_valid_values_and_keeps_conditions(tmp_path):
     study = oracle.study
     assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == 15
     assert (tmp_path / "search" / STUDY_FILE).is_file()
+
+
+def test_neighbouring_tuner_seeds_give_unrelated_searches(tmp_path):
+    """Seeds 1 and 2 share no learning rate in their first trials (the sampler's seed was
+    once seed + trial number, so seed 2 proposed seed 1's trials shifted by one), while
+    the same seed proposes the same trials again."""
+    rates = {}
+    for seed, folder in ((1, "a"), (2, "b"), (1, "c")):
+        trials = _run_trials(_oracle(tmp_path / folder, seed=seed, max_trials=6), 6)
+        rates[folder] = [values["learning_rate"] for values in trials]
+    assert rates["a"] == rates["c"]
+    assert not set(rates["a"]) & set(rates["b"])
 
 
 def test_tpe_learns_from_the_scores_it_is_told(tmp_path):
