@@ -39,9 +39,7 @@ def _space() -> keras_tuner.HyperParameters:
     return hp
 
 
-def _oracle(
-    folder, pruner=None, sampler="tpe", max_trials=12, oracle_class=OptunaOracle, seed=7
-):
+def _oracle(folder, pruner=None, sampler="tpe", max_trials=12, oracle_class=OptunaOracle, seed=7):
     oracle = oracle_class(
         objective=OBJECTIVE,
         max_trials=max_trials,
