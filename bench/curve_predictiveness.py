@@ -14,6 +14,7 @@ schedule, and for each epoch k reports
   search after epoch k, i.e. would have survived a median pruner's cut there.
 
     .venv/bin/python bench/curve_predictiveness.py --store sqlite:///outputs/bench/matrix32/mlflow.db
+        [sqlite:///another/mlflow.db ...]
     .venv/bin/python bench/curve_predictiveness.py   # make reproduce's store (mlruns/)
 """
 
@@ -32,13 +33,23 @@ from mlflow import MlflowClient
 from scipy.stats import spearmanr
 
 
-def full_curves(client: MlflowClient, metric: str) -> dict[tuple[str, int], dict[str, list]]:
+def full_curves(clients: list[MlflowClient], metric: str) -> dict[tuple[str, int], dict[str, list]]:
     """The learning curves of completed trials that trained their search's whole schedule,
-    grouped by (search space, epochs per trial) and then by search (parent run id)."""
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    trials = client.search_runs(experiments, "tags.run_kind = 'trial'", max_results=50_000)
+    grouped by (search space, epochs per trial) and then by search (parent run id).
+
+    Each curve comes with its trial's hyperparameters, so that a configuration several
+    searches drew (trained alike, the same curve) counts once where trials are pooled.
+    """
     parents: dict[str, dict] = {}
     groups: dict[tuple[str, int], dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for client in clients:
+        _collect(client, metric, parents, groups)
+    return groups
+
+
+def _collect(client: MlflowClient, metric: str, parents: dict, groups: dict) -> None:
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    trials = client.search_runs(experiments, "tags.run_kind = 'trial'", max_results=50_000)
     for trial in trials:
         if trial.data.tags.get("trial_status") != "COMPLETED":
             continue
@@ -48,13 +59,16 @@ def full_curves(client: MlflowClient, metric: str) -> dict[tuple[str, int], dict
         params = parents[parent_id]
         if params.get("tuner.cv_folds", "1") != "1":
             continue  # one curve per fold, not one per trial
+        pruned = any(k.startswith("tuner.pruner") and v != "None" for k, v in params.items())
+        if pruned or params["tuner.name"] == "hyperband":
+            continue  # its full-length trials are the early leaders only: a biased sample
         epochs = int(params["training.epochs"])
         history = {m.step: m.value for m in client.get_metric_history(trial.info.run_id, metric)}
         if sorted(history) != list(range(epochs)):
             continue  # a Hyperband round that trained part of the schedule, or resumed
         key = (params["search_space.name"], epochs)
-        groups[key][parent_id].append([history[step] for step in range(epochs)])
-    return groups
+        configuration = tuple(sorted(trial.data.params.items()))
+        groups[key][parent_id].append((configuration, [history[step] for step in range(epochs)]))
 
 
 def fisher_interval(rho: float, n: int) -> tuple[float, float]:
@@ -72,13 +86,17 @@ def report(groups: dict[tuple[str, int], dict[str, list]], metric: str) -> str:
     and how often each search's best trial would have survived a median cut at k."""
     lines = []
     for (space, epochs), searches in sorted(groups.items()):
-        curves = [curve for search in searches.values() for curve in search]
+        # Pooled, each configuration once; per search, every trial the search ran.
+        curves = list(
+            {config: curve for search in searches.values() for config, curve in search}.values()
+        )
+        searches = {pid: [curve for _, curve in search] for pid, search in searches.items()}
         if len(curves) < 5:
             lines.append(f"\n{space}, {epochs}-epoch trials: {len(curves)} full trials, too few")
             continue
         ranked = {pid: search for pid, search in searches.items() if len(search) >= 3}
         lines.append(
-            f"\n{space}, {epochs}-epoch trials: {len(curves)} full trials from "
+            f"\n{space}, {epochs}-epoch trials: {len(curves)} distinct full trials from "
             f"{len(searches)} searches ({metric})"
         )
         lines.append(
@@ -106,12 +124,14 @@ def _best_survives_median(search: list[list[float]], k: int) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--store", default="sqlite:///mlruns/mlflow.db", help="MLflow tracking URI to read"
+        "--store",
+        nargs="+",
+        default=["sqlite:///mlruns/mlflow.db"],
+        help="MLflow tracking URIs to read (their trials pooled)",
     )
     parser.add_argument("--metric", default="val_accuracy")
     args = parser.parse_args()
-    client = MlflowClient(args.store)
-    groups = full_curves(client, args.metric)
+    groups = full_curves([MlflowClient(uri) for uri in args.store], args.metric)
     if not groups:
         sys.exit(f"no completed full-length trial curves of {args.metric!r} in {args.store}")
     print(report(groups, args.metric))
