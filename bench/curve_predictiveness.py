@@ -25,9 +25,6 @@ import math
 import statistics
 import sys
 from collections import defaultdict
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlflow import MlflowClient
 from scipy.stats import spearmanr
@@ -65,7 +62,7 @@ def _collect(client: MlflowClient, metric: str, parents: dict, groups: dict) -> 
         epochs = int(params["training.epochs"])
         history = {m.step: m.value for m in client.get_metric_history(trial.info.run_id, metric)}
         if sorted(history) != list(range(epochs)):
-            continue  # a Hyperband round that trained part of the schedule, or resumed
+            continue  # early-stopped, or resumed: not the whole schedule
         key = (params["search_space.name"], epochs)
         configuration = tuple(sorted(trial.data.params.items()))
         groups[key][parent_id].append((configuration, [history[step] for step in range(epochs)]))
