@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import statistics
 import sys
 import time
@@ -45,6 +46,7 @@ from mlflow import MlflowClient
 from omegaconf import open_dict
 
 from src.compose import compose_config
+from src.interrupts import interrupt
 from src.observers import TrialObserver
 from src.pipeline import run_pipeline
 
@@ -251,10 +253,17 @@ def main() -> None:
     if unknown:
         parser.error(f"unknown variant {unknown[0]!r}; known: {', '.join(VARIANTS)}")
     args.out.mkdir(parents=True, exist_ok=True)
+    # As in src.run: SIGTERM ends the search like Ctrl-C, so that its MLflow runs end
+    # KILLED in --out's store instead of staying RUNNING.
+    signal.signal(signal.SIGTERM, interrupt)
     runs = []
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for variant in args.variants:
-            runs.append(run_once(variant, seed, args, args.out))
+            try:
+                runs.append(run_once(variant, seed, args, args.out))
+            except KeyboardInterrupt:
+                kept = f"; {len(runs)} finished runs kept in {args.out}" if runs else ""
+                sys.exit(f"interrupted during {variant} seed {seed}{kept}")
             print(
                 f"{variant} seed {seed}: {runs[-1]['epochs']} epochs, "
                 f"{runs[-1]['total_s'] / 60:.1f} min, test {100 * runs[-1]['test_accuracy']:.2f}%",
