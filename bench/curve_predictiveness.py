@@ -13,8 +13,16 @@ schedule, and for each epoch k reports
 - in how many searches the trial that ended best was at or above the median of its
   search after epoch k, i.e. would have survived a median pruner's cut there.
 
+With ``--replay SPEC ...`` it also replays each search's trials, in the order the search
+ran them, through each Optuna pruner named (``tuner.pruner`` specs, built as the tuner
+builds them) and reports the epochs it would have spent, against the unpruned search's,
+and in how many searches the trial the unpruned search chose (its best score) would have
+survived. It is a first estimate, made on validation curves alone, of what a pruner saves
+and what it risks: a real pruned search differs after its first cut, since a guided
+sampler then proposes other trials.
+
     .venv/bin/python bench/curve_predictiveness.py --store sqlite:///outputs/bench/matrix32/mlflow.db
-        [sqlite:///another/mlflow.db ...]
+        [sqlite:///another/mlflow.db ...] [--replay "{name: median, n_warmup_steps: 1}" ...]
     .venv/bin/python bench/curve_predictiveness.py   # make reproduce's store (mlruns/)
 """
 
@@ -25,14 +33,22 @@ import math
 import statistics
 import sys
 from collections import defaultdict
+from pathlib import Path
 
+import optuna
+import yaml
 from mlflow import MlflowClient
 from scipy.stats import spearmanr
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from src.optuna_specs import make_pruner
 
 
 def full_curves(clients: list[MlflowClient], metric: str) -> dict[tuple[str, int], dict[str, list]]:
     """The learning curves of completed trials that trained their search's whole schedule,
-    grouped by (search space, epochs per trial) and then by search (parent run id).
+    grouped by (search space, epochs per trial) and then by search (parent run id), each
+    search's trials in the order it ran them.
 
     Each curve comes with its trial's hyperparameters, so that a configuration several
     searches drew (trained alike, the same curve) counts once where trials are pooled.
@@ -41,7 +57,13 @@ def full_curves(clients: list[MlflowClient], metric: str) -> dict[tuple[str, int
     groups: dict[tuple[str, int], dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for client in clients:
         _collect(client, metric, parents, groups)
-    return groups
+    for searches in groups.values():
+        for search in searches.values():
+            search.sort(key=lambda entry: entry[0])
+    return {
+        key: {pid: [entry[1:] for entry in search] for pid, search in searches.items()}
+        for key, searches in groups.items()
+    }
 
 
 def _collect(client: MlflowClient, metric: str, parents: dict, groups: dict) -> None:
@@ -65,7 +87,8 @@ def _collect(client: MlflowClient, metric: str, parents: dict, groups: dict) -> 
             continue  # early-stopped, or resumed: not the whole schedule
         key = (params["search_space.name"], epochs)
         configuration = tuple(sorted(trial.data.params.items()))
-        groups[key][parent_id].append((configuration, [history[step] for step in range(epochs)]))
+        curve = [history[step] for step in range(epochs)]
+        groups[key][parent_id].append((int(trial.data.tags["trial_id"]), configuration, curve))
 
 
 def fisher_interval(rho: float, n: int) -> tuple[float, float]:
@@ -113,6 +136,40 @@ def report(groups: dict[tuple[str, int], dict[str, list]], metric: str) -> str:
     return "\n".join(lines)
 
 
+def replay(searches: dict[str, list], spec: str) -> tuple[list[float], list[bool]]:
+    """Replays each search's curves, in their order, through the pruner ``spec`` names.
+
+    Returns, per search, the share of the unpruned epochs the pruner would have spent and
+    whether the trial the unpruned search chose (the best score: its best epoch, as Keras
+    Tuner scores a trial) would have trained to the end.
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    shares, kept = [], []
+    for search in searches.values():
+        curves = [curve for _, curve in search]
+        # Optuna's own pruner over a study that sees the recorded curves epoch by epoch, as
+        # src.optuna_oracle reports them (step = epoch - 1; a completed trial's value is its
+        # best epoch).
+        pruner = make_pruner(yaml.safe_load(spec)) or optuna.pruners.NopPruner()
+        study = optuna.create_study(direction="maximize", pruner=pruner)
+        spent, survivors = 0, set()
+        for index, curve in enumerate(curves):
+            trial = study.ask()
+            for step, value in enumerate(curve):
+                trial.report(value, step)
+                spent += 1
+                if trial.should_prune():
+                    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+                    break
+            else:
+                study.tell(trial, max(curve))
+                survivors.add(index)
+        chosen = max(range(len(curves)), key=lambda index: max(curves[index]))
+        kept.append(chosen in survivors)
+        shares.append(spent / sum(len(curve) for curve in curves))
+    return shares, kept
+
+
 def _best_survives_median(search: list[list[float]], k: int) -> bool:
     best = max(search, key=lambda curve: curve[-1])
     return best[k] >= statistics.median(curve[k] for curve in search)
@@ -127,11 +184,24 @@ def main() -> None:
         help="MLflow tracking URIs to read (their trials pooled)",
     )
     parser.add_argument("--metric", default="val_accuracy")
+    parser.add_argument(
+        "--replay", nargs="*", default=[], metavar="SPEC", help="tuner.pruner specs to replay"
+    )
     args = parser.parse_args()
     groups = full_curves([MlflowClient(uri) for uri in args.store], args.metric)
     if not groups:
         sys.exit(f"no completed full-length trial curves of {args.metric!r} in {args.store}")
     print(report(groups, args.metric))
+    for (space, epochs), searches in sorted(groups.items()):
+        if args.replay:
+            print(f"\n{space}, {epochs}-epoch trials, {len(searches)} searches replayed:")
+        for spec in args.replay:
+            shares, kept = replay(searches, spec)
+            print(
+                f"{spec:<62} epochs {100 * statistics.median(shares):>3.0f} % (range "
+                f"{100 * min(shares):.0f}-{100 * max(shares):.0f} %), "
+                f"choice kept in {sum(kept)} of {len(kept)}"
+            )
 
 
 if __name__ == "__main__":

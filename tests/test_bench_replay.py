@@ -1,0 +1,48 @@
+"""The pruner replay of bench/curve_predictiveness.py: what it reports pruned curves cost."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "curve_predictiveness.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("curve_predictiveness", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _search(*curves):
+    return [((("trial", str(i)),), curve) for i, curve in enumerate(curves)]
+
+
+def test_median_pruner_cuts_a_trial_below_the_first_and_keeps_the_best(bench):
+    good, worse, best = [0.95, 0.97, 0.98], [0.90, 0.99, 0.99], [0.96, 0.98, 0.995]
+    shares, kept = bench.replay(
+        {"search": _search(good, worse, best)},
+        "{name: median, n_startup_trials: 1, n_warmup_steps: 0}",
+    )
+    # `worse` is below the first trial after epoch 1 and stops there: 3 + 1 + 3 of 9 epochs.
+    assert shares == [pytest.approx(7 / 9)]
+    assert kept == [True]
+
+
+def test_a_late_bloomer_cut_early_is_reported_as_a_lost_choice(bench):
+    early_leader, late_bloomer = [0.95, 0.96, 0.97], [0.90, 0.95, 0.99]
+    shares, kept = bench.replay(
+        {"a": _search(early_leader, late_bloomer), "b": _search(early_leader, early_leader)},
+        "{name: median, n_startup_trials: 1, n_warmup_steps: 0}",
+    )
+    assert shares == [pytest.approx(4 / 6), pytest.approx(1.0)]
+    assert kept == [False, True]
+
+
+def test_no_pruner_spends_every_epoch(bench):
+    # Seven trials: Optuna's default pruner (median, after 5 trials) would cut the last.
+    curves = [[0.9, 0.95]] * 6 + [[0.1, 0.2]]
+    shares, kept = bench.replay({"s": _search(*curves)}, "null")
+    assert shares == [1.0] and kept == [True]
