@@ -141,7 +141,7 @@ def replay(searches: dict[str, list], spec: str) -> tuple[list[float], list[bool
 
     Returns, per search, the share of the unpruned epochs the pruner would have spent and
     whether the trial the unpruned search chose (the best score: its best epoch, as Keras
-    Tuner scores a trial) would have trained to the end.
+    Tuner scores a trial; any of several tied ones) would have trained to the end.
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     shares, kept = [], []
@@ -164,15 +164,19 @@ def replay(searches: dict[str, list], spec: str) -> tuple[list[float], list[bool
             else:
                 study.tell(trial, max(curve))
                 survivors.add(index)
-        chosen = max(range(len(curves)), key=lambda index: max(curves[index]))
-        kept.append(chosen in survivors)
+        # Kept: a trial with the best score (any of several tied ones) trained to the end.
+        best = max(max(curve) for curve in curves)
+        kept.append(any(max(curves[index]) == best for index in survivors))
         shares.append(spent / sum(len(curve) for curve in curves))
     return shares, kept
 
 
 def _best_survives_median(search: list[list[float]], k: int) -> bool:
-    best = max(search, key=lambda curve: curve[-1])
-    return best[k] >= statistics.median(curve[k] for curve in search)
+    # Several trials can end on the same score (900-1,000 validation digits); a cut keeps
+    # the best if it keeps any of them. (Taking one of them would depend on trial order.)
+    last = max(curve[-1] for curve in search)
+    median = statistics.median(curve[k] for curve in search)
+    return any(curve[k] >= median for curve in search if curve[-1] == last)
 
 
 def main() -> None:
