@@ -10,8 +10,9 @@ schedule, and for each epoch k reports
   epoch (pooled over the searches of one space and schedule), with a 95 % interval (Fisher
   z); near 1: an early cut keeps the trials that would have ended best; near 0: it cuts by
   chance;
-- in how many searches the trial that ended best was at or above the median of its
-  search after epoch k, i.e. would have survived a median pruner's cut there.
+- in how many searches the trial that ended best (or one tied with it) was at or above
+  the median of its search after epoch k, i.e. would have survived a median pruner's cut
+  there.
 
 With ``--replay SPEC ...`` it also replays each search's trials, in the order the search
 ran them, through each Optuna pruner named (``tuner.pruner`` specs, built as the tuner

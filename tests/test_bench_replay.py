@@ -1,4 +1,4 @@
-"""The pruner replay of bench/curve_predictiveness.py: what it reports pruned curves cost."""
+"""bench/curve_predictiveness.py: its pruner replay and its median-cut survival count."""
 
 import importlib.util
 from pathlib import Path
@@ -46,3 +46,12 @@ def test_no_pruner_spends_every_epoch(bench):
     curves = [[0.9, 0.95]] * 6 + [[0.1, 0.2]]
     shares, kept = bench.replay({"s": _search(*curves)}, "null")
     assert shares == [1.0] and kept == [True]
+
+
+def test_a_tie_for_the_best_survives_if_either_trial_does(bench):
+    # Both late trials end at 0.99; the one ahead after epoch 1 survives a median cut there,
+    # whichever of the two comes first.
+    ahead, behind, low = [0.98, 0.99], [0.90, 0.99], [0.95, 0.96]
+    assert bench._best_survives_median([ahead, behind, low], 0)
+    assert bench._best_survives_median([behind, ahead, low], 0)
+    assert not bench._best_survives_median([behind, [0.97, 0.985], low], 0)
