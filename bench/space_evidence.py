@@ -48,6 +48,7 @@ def _in_space(values: dict, space: str) -> bool:
 
 
 def describe(label: str, scores: list[float]) -> str:
+    """One line: the scores' median, count and range under ``label`` ('-' if none)."""
     if not scores:
         return f"{label:<34} -"
     return (
