@@ -60,6 +60,9 @@ class OptunaStudyMixin:
     """
 
     pruner: optuna.pruners.BasePruner | None = None
+    # The step of a trial's last scheduled epoch (set by `enable_pruning`): a cut there
+    # would save nothing and only drop a finished trial from the ranking.
+    last_step: int | None = None
     # True where the study also proposes the values (`OptunaOracle`).
     samples_from_study = False
 
@@ -146,7 +149,7 @@ class OptunaStudyMixin:
             return trial
         running.trial.report(float(value), step)
         running.reported_steps.add(step)
-        if running.trial.should_prune():
+        if step != self.last_step and running.trial.should_prune():
             trial.status = TrialStatus.STOPPED
             trial.message = self._pruning_reason(running.trial, float(value), step)
             running.trial.set_user_attr(PRUNED_ATTR, trial.message)
@@ -370,11 +373,19 @@ class OptunaSearch(keras_tuner.Tuner):
         super().__init__(oracle, hypermodel, **kwargs)
 
 
-def enable_pruning(oracle: keras_tuner.Oracle, spec: str | Mapping[str, Any] | None) -> None:
+def enable_pruning(
+    oracle: keras_tuner.Oracle, spec: str | Mapping[str, Any] | None, epochs: int | None = None
+) -> None:
     """Let an oracle prune trials with the Optuna pruner ``spec`` names.
 
     Keras Tuner's tuner classes build their oracle inside ``__init__`` and take no oracle
     class, so the pruning mixin is added to the built oracle's class here, before any trial.
+
+    Args:
+        oracle: The built oracle (on the chief, in the distributed mode).
+        spec: See `make_pruner`; None for no pruning.
+        epochs: The trials' scheduled epochs, if known: a trial is never cut after its
+            last one (the oracle is told epochs, not the schedule's length).
 
     Raises:
         OptunaSpecError: a bad spec, or an oracle that decides trial lengths itself
@@ -392,3 +403,4 @@ def enable_pruning(oracle: keras_tuner.Oracle, spec: str | Mapping[str, Any] | N
         base = type(oracle)
         oracle.__class__ = type(f"Pruned{base.__name__}", (OptunaStudyMixin, base), {})
     oracle.pruner = pruner
+    oracle.last_step = epochs - 1 if epochs else None

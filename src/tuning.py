@@ -17,6 +17,7 @@ from typing import Any
 
 import keras
 import keras_tuner
+import numpy as np
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
@@ -26,7 +27,7 @@ from src.data import Dataset
 from src.distributed import tuner_id
 from src.hypermodel import CNNHyperModel
 from src.observers import ObservedTunerMixin, TooManyFailedTrials, TrialObserver
-from src.optuna_oracle import enable_pruning
+from src.optuna_oracle import OptunaSearch, enable_pruning
 from src.optuna_specs import OptunaSpecError, make_pruner
 from src.progress import ProgressReporter, format_duration
 from src.results import SearchResult, format_trials, format_values, summarize
@@ -76,11 +77,26 @@ def _accepted_arguments(cls: type) -> set[str]:
     return accepted - {"self"}
 
 
+def keras_tuner_seed(seed: int | None) -> int | None:
+    """The seed handed to Keras Tuner's own oracles for the configured ``tuner.seed``.
+
+    Keras Tuner draws its n-th random value with seed ``seed + n`` (`Oracle._seed_state`), so
+    tuner seed s + k drew seed s's values shifted by k: over ``tuner.seed=1,2,3`` random
+    search's seeds 1 and 3 shared 4 of 6 trials. Mixing the seed (numpy's SeedSequence) puts
+    neighbouring seeds' streams far apart; the result is never 0, which Keras Tuner would
+    replace by a random seed, and stays below 2**31 (its Bayesian oracle seeds numpy with it).
+    """
+    if seed is None:
+        return None
+    return int(np.random.SeedSequence(seed & 0xFFFFFFFF).generate_state(1)[0] >> 1) + 1
+
+
 def build_tuner(
     tuner_cfg: Mapping[str, Any],
     hypermodel: keras_tuner.HyperModel,
     observers: Sequence[TrialObserver] = (),
     trial_seed: int = 0,
+    epochs: int | None = None,
     **distributed: Any,
 ) -> keras_tuner.Tuner:
     """Instantiate the configured Keras Tuner class, wrapped with `ObservedTunerMixin`.
@@ -90,6 +106,7 @@ def build_tuner(
         hypermodel: The hypermodel to tune.
         observers: Receive the tuner's hooks, in order.
         trial_seed: The seed every trial starts from.
+        epochs: The epochs each trial is scheduled to train (a pruner never cuts the last).
         distributed: ``role`` (chief, worker or None) and ``chief_timeout_s``.
 
     Returns:
@@ -99,6 +116,8 @@ def build_tuner(
     cls = tuner_class(tuner_cfg)
     takes_max_trials = "max_trials" in _accepted_arguments(cls)
     max_trials = None if takes_max_trials else kwargs.pop("max_trials", None)
+    if "seed" in kwargs and not issubclass(cls, OptunaSearch):  # TPE mixes its own (trial_seed)
+        kwargs["seed"] = keras_tuner_seed(kwargs["seed"])
     pruner = tuner_cfg.get("pruner")
     observed_class = type(f"Observed{cls.__name__}", (ObservedTunerMixin, cls), {})
     try:
@@ -112,7 +131,7 @@ def build_tuner(
             **kwargs,
         )
         if isinstance(tuner.oracle, keras_tuner.Oracle):  # not a worker's client of the chief
-            enable_pruning(tuner.oracle, pruner)
+            enable_pruning(tuner.oracle, pruner, epochs)
     except OptunaSpecError as error:
         raise ConfigError(str(error)) from None
     if max_trials is not None:
@@ -155,6 +174,7 @@ def run_search(
         hypermodel,
         [progress, *observers],
         training["seed"],
+        training["epochs"],
         role=role,
         chief_timeout_s=cfg.distributed.chief_timeout_s,
     )

@@ -151,6 +151,23 @@ def test_a_resumed_study_proposes_what_an_uninterrupted_one_would(tmp_path):
     assert len(resumed.trials) == 12
 
 
+@pytest.mark.parametrize("epochs", [None, 3])
+def test_a_trial_is_never_cut_after_its_last_epoch(tmp_path, epochs):
+    """A cut after the last epoch saves nothing and drops a finished trial from the ranking;
+    the oracle is told the schedule's length so that it does not make one."""
+    oracle = _oracle(tmp_path, max_trials=4)
+    enable_pruning(oracle, {"name": "median", "n_startup_trials": 1}, epochs)
+    for curve in ([0.5, 0.6, 0.9], [0.7, 0.8, 0.85]):  # the second falls below at the end
+        trial = oracle.create_trial("tuner0")
+        for step, value in enumerate(curve):
+            oracle.update_trial(trial.trial_id, {"score": value}, step=step)
+        trial.status = TrialStatus.COMPLETED
+        oracle.end_trial(trial)
+    last = oracle.trials[trial.trial_id]
+    # Without the schedule's length (epochs=None) the median pruner cuts after epoch 3.
+    assert last.status == (TrialStatus.STOPPED if epochs is None else TrialStatus.COMPLETED)
+
+
 @pytest.mark.parametrize(
     "oracle_class",
     [

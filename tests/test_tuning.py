@@ -122,6 +122,35 @@ def _tiny_tuner(hypermodel, tmp_path, **overrides):
     return build_tuner(tuner_cfg, hypermodel)
 
 
+def _learning_rates(tuner: keras_tuner.Tuner, count: int) -> list[float]:
+    """The learning rates of the tuner's first trials, drawn through its oracle's hooks."""
+    rates = []
+    for _ in range(count):
+        trial = tuner.oracle.create_trial("tuner0")
+        rates.append(trial.hyperparameters.get("learning_rate"))
+        tuner.oracle.update_trial(trial.trial_id, {"val_accuracy": 0.5})
+        trial.status = keras_tuner.engine.trial.TrialStatus.COMPLETED
+        tuner.oracle.end_trial(trial)
+    return rates
+
+
+@pytest.mark.parametrize("target", ["keras_tuner.RandomSearch", "keras_tuner.BayesianOptimization"])
+def test_neighbouring_tuner_seeds_draw_unrelated_trials(tmp_path, target):
+    """Keras Tuner draws its n-th value with seed + n, so with two values per trial tuner
+    seed 3 drew seed 1's trials shifted by one; the seed handed to it is mixed instead."""
+    rates = {
+        folder: _learning_rates(
+            _tiny_tuner(
+                _DenseHyperModel(), tmp_path / folder, _target_=target, seed=seed, max_trials=6
+            ),
+            6,
+        )
+        for seed, folder in ((1, "a"), (3, "b"), (1, "c"))
+    }
+    assert rates["a"] == rates["c"]
+    assert not set(rates["a"]) & set(rates["b"])
+
+
 def test_nan_loss_fails_the_trial(tiny_dataset, tmp_path):
     tuner = _tiny_tuner(_ExplodingHyperModel(), tmp_path)
     train, val = tiny_dataset.train, tiny_dataset.val
