@@ -156,7 +156,9 @@ def run_final_stage(
     start = time.perf_counter()
     training = OmegaConf.to_container(cfg.training, resolve=True)
     search_space = OmegaConf.to_container(cfg.search_space, resolve=True)
-    hypermodel = CNNHyperModel(search_space, dataset.input_shape, dataset.num_classes)
+    hypermodel = CNNHyperModel(
+        search_space, dataset.input_shape, dataset.num_classes, training["precision"]
+    )
     chosen, chosen_by = choose_trial(search, cfg.final.choose, hypermodel)
     log.info("final stage: retraining trial %s, %s", chosen.trial_id, chosen_by)
     values = {k: v for k, v in chosen.hyperparameters.items() if not k.startswith("tuner/")}

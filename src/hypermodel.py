@@ -81,18 +81,30 @@ class CNNHyperModel(keras_tuner.HyperModel):
         search_space: The ``search_space`` config as a plain mapping.
         input_shape: Shape of one image, e.g. ``(28, 28, 1)``.
         num_classes: Number of output classes.
+        precision: A Keras dtype policy (``training.precision``) set before every build;
+            None leaves the global policy as it is.
     """
 
     def __init__(
-        self, search_space: Mapping[str, Any], input_shape: Sequence[int], num_classes: int
+        self,
+        search_space: Mapping[str, Any],
+        input_shape: Sequence[int],
+        num_classes: int,
+        precision: str | None = None,
     ) -> None:
         super().__init__(name=str(search_space.get("name", "cnn")))
         self.space = dict(search_space)
         self.input_shape = tuple(input_shape)
         self.num_classes = num_classes
+        self.precision = precision
 
     def build(self, hp: keras_tuner.HyperParameters) -> keras.Model:
         """Build and compile the model for one trial's hyperparameters."""
+        if self.precision:
+            # Keras Tuner clears the Keras session before each build, and in Keras 3 that
+            # resets the global dtype policy to float32: set by `configure_backend` alone,
+            # `training.precision` would reach the final stage but not a single trial.
+            keras.config.set_dtype_policy(self.precision)
         space = self.space
         learning_rate = hp_value(hp, "learning_rate", space["learning_rate"])
         conv_layers = hp_value(hp, "conv_layers", space["conv_layers"])

@@ -166,7 +166,9 @@ def run_search(
     search_space = OmegaConf.to_container(cfg.search_space, resolve=True)
     configure_backend(training)
 
-    hypermodel = CNNHyperModel(search_space, dataset.input_shape, dataset.num_classes)
+    hypermodel = CNNHyperModel(
+        search_space, dataset.input_shape, dataset.num_classes, training["precision"]
+    )
     progress = ProgressReporter()
     role = cfg.distributed.role
     tuner = build_tuner(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import keras
 import keras_tuner
 import pytest
 from helpers import compose_config
@@ -132,3 +133,19 @@ def test_cosine_schedule_decays_the_learning_rate_per_epoch(plus_space):
     rates = history.history["learning_rate"]
     assert rates[0] == pytest.approx(0.004)
     assert rates == sorted(rates, reverse=True) and rates[-1] < 0.001
+
+
+def test_the_precision_survives_keras_tuners_session_clearing(seed_space):
+    """Keras Tuner clears the Keras session before each build (which resets Keras 3's
+    global dtype policy), so `training.precision` set once before the search reached no
+    trial; the hypermodel sets it at every build."""
+    keras.config.set_dtype_policy("mixed_bfloat16")  # what configure_backend does
+    try:
+        keras.backend.clear_session()  # what Keras Tuner does before each build
+        hp = keras_tuner.HyperParameters()
+        model = CNNHyperModel(seed_space, (28, 28, 1), 10, "mixed_bfloat16").build(hp)
+        conv = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+        assert conv.compute_dtype == "bfloat16" and conv.variable_dtype == "float32"
+        assert model.layers[-1].compute_dtype == "float32"  # the softmax stays float32
+    finally:
+        keras.config.set_dtype_policy("float32")
