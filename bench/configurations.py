@@ -34,3 +34,22 @@ IMPROVED_SPACE_CHAMPION = {
     "dropout": 0.1,
     "dense_units": 128,
 }
+
+# The improved-space stage's choice in `make reproduce` since that space's 2026-12 narrowing
+# (32 filters per conv layer, 5-epoch trials; its results.json: trial 0, tuner seed 42).
+IMPROVED_STAGE_CHOICE = {
+    "learning_rate": 0.00257129530518137,
+    "conv_layers": 4,
+    "kernel_size": 3,
+    "batch_norm": True,
+    "lr_schedule": "cosine",
+    "augment_rotation": 0.0,
+    "augment_translation": 0.05,
+    "augment_zoom": 0.1,
+    "filters_0": 32,
+    "filters_1": 32,
+    "filters_2": 32,
+    "filters_3": 32,
+    "dropout": 0.1,
+    "dense_units": 128,
+}

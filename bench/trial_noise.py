@@ -27,7 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
-from configurations import IMPROVED_SPACE_CHAMPION, SEED_STUDY_BEST
+import keras
+from configurations import IMPROVED_STAGE_CHOICE, SEED_STUDY_BEST
 from omegaconf import OmegaConf
 
 from src.backend import configure_backend
@@ -36,10 +37,10 @@ from src.data import load_dataset
 from src.final_stage import fixed_hyperparameters
 from src.hypermodel import CNNHyperModel
 
-# One configuration per space: the improved space's best trial of the 2026-11-30 study,
-# and the seed study's best model on its own space.
+# One configuration per space: the improved-space stage's choice in `make reproduce`, and
+# the seed study's best model on its own space.
 CONFIGURATIONS = {
-    "cnn_plus": ("study=cnn_plus", IMPROVED_SPACE_CHAMPION),
+    "cnn_plus": ("study=cnn_plus", IMPROVED_STAGE_CHOICE),
     "cnn": ("study=cnn", SEED_STUDY_BEST),
 }
 
@@ -55,8 +56,13 @@ def trial_scores(space_name: str, seeds: list[int]) -> tuple[list[float], np.nda
     scores, hits = [], None
     for seed in seeds:
         configure_backend({**training, "seed": seed})
+        # As a trial starts: the tuner seeds, then Keras Tuner clears the session and builds;
+        # without the clearing the model's random streams start elsewhere than in a trial.
+        keras.backend.clear_session()
         hp = fixed_hyperparameters(values)
-        hypermodel = CNNHyperModel(space, dataset.input_shape, dataset.num_classes)
+        hypermodel = CNNHyperModel(
+            space, dataset.input_shape, dataset.num_classes, precision=training["precision"]
+        )
         model = hypermodel.build(hp)
         history = hypermodel.fit(
             hp,
