@@ -27,7 +27,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
-import keras
 from configurations import IMPROVED_STAGE_CHOICE, SEED_STUDY_BEST
 from omegaconf import OmegaConf
 
@@ -56,9 +55,6 @@ def trial_scores(space_name: str, seeds: list[int]) -> tuple[list[float], np.nda
     scores, hits = [], None
     for seed in seeds:
         configure_backend({**training, "seed": seed})
-        # As a trial starts: the tuner seeds, then Keras Tuner clears the session and builds;
-        # without the clearing the model's random streams start elsewhere than in a trial.
-        keras.backend.clear_session()
         hp = fixed_hyperparameters(values)
         hypermodel = CNNHyperModel(
             space, dataset.input_shape, dataset.num_classes, precision=training["precision"]
