@@ -14,7 +14,7 @@ ARGS ?=
 # The store and the model come from conf/ (mlflow.tracking_uri, which MLFLOW_TRACKING_URI
 # overrides, and final.model_name's champion); STORE=... or MODEL=... picks others.
 # Recursive (=) so that they are composed only by the targets that use them.
-STORE ?= $(shell $(PYTHON) -m src.compose mlflow.tracking_uri)
+STORE ?= $(shell $(PYTHON) -m src.config.compose mlflow.tracking_uri)
 MODEL ?= $(shell $(PYTHON) -m src.registry champion-uri)
 UI_PORT ?= 5000
 SERVE_PORT ?= 5001
@@ -46,16 +46,16 @@ quick: $(STAMP) ## A smoke search in well under a minute (experiment=quick)
 DATA ?= mnist_10k
 FAST_STUDY_BEST := outputs/reproduce/2_cnn_plus/final/final.json
 
-reproduce: $(STAMP) ## Rerun the whole study and update the README (DATA=mnist: on full MNIST)
+reproduce: $(STAMP) ## Rerun the whole study and write docs/results.md (DATA=mnist: on full MNIST)
 ifeq ($(DATA),mnist)
 	@test -f $(FAST_STUDY_BEST) || { echo "error: no $(FAST_STUDY_BEST): run make reproduce first" >&2; exit 1; }
 	rm -rf outputs/reproduce_full
 	$(PYTHON) -m src.run -m experiment=reproduce_full $(ARGS)
-	$(PYTHON) -m src.study outputs/reproduce_full --readme README.md --section reproduce-full
+	$(PYTHON) -m src.final.study outputs/reproduce_full --doc docs/results.md --section reproduce-full
 else
 	rm -rf outputs/reproduce
 	$(PYTHON) -m src.run -m experiment=reproduce $(ARGS)
-	$(PYTHON) -m src.study outputs/reproduce --readme README.md
+	$(PYTHON) -m src.final.study outputs/reproduce --doc docs/results.md
 endif
 
 distributed: $(STAMP) ## One search over a chief and WORKERS workers into PostgreSQL + MLflow server
@@ -95,8 +95,8 @@ format: $(STAMP) ## Format the code with ruff (what `make lint` checks)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-dataset: $(STAMP) ## Rebuild src/datasets/mnist_10k.npz from the official files (IDX=folder, else Keras' download)
-	$(PYTHON) -m src.datasets.build_mnist_10k $(if $(IDX),--idx $(IDX))
+dataset: $(STAMP) ## Rebuild src/data/mnist_10k.npz from the official files (IDX=folder, else Keras' download)
+	$(PYTHON) -m src.data.build_mnist_10k $(if $(IDX),--idx $(IDX))
 
 clean: ## Remove run outputs (outputs/); keeps .venv/ and mlruns/
 	rm -rf outputs

@@ -43,7 +43,7 @@ from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from src.optuna_specs import make_pruner
+from src.search.optuna.specs import make_pruner
 
 
 def full_curves(clients: list[MlflowClient], metric: str) -> dict[tuple[str, int], dict[str, list]]:

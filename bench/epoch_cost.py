@@ -57,10 +57,9 @@ def measure(variants: list[str], repeats: int, batch: int) -> dict:
     import keras
     from omegaconf import OmegaConf
 
-    from src.compose import compose_config
-    from src.data import load_dataset
-    from src.final_stage import fixed_hyperparameters
-    from src.hypermodel import CNNHyperModel, forward_flops
+    from src.config.compose import compose_config
+    from src.data.dataset import load_dataset
+    from src.model.hypermodel import CNNHyperModel, fixed_hyperparameters, forward_flops
 
     cfg = compose_config(["search_space=cnn_plus", "data=mnist_10k"])
     space = OmegaConf.to_container(cfg.search_space, resolve=True)
@@ -100,9 +99,8 @@ def model_costs() -> None:
     """Print the forward multiply-adds per image of the improved space's extremes (no training)."""
     from omegaconf import OmegaConf
 
-    from src.compose import compose_config
-    from src.final_stage import fixed_hyperparameters
-    from src.hypermodel import CNNHyperModel, forward_flops
+    from src.config.compose import compose_config
+    from src.model.hypermodel import CNNHyperModel, fixed_hyperparameters, forward_flops
 
     space = OmegaConf.to_container(compose_config(["search_space=cnn_plus"]).search_space)
     variants = {"previous champion (64/32/32/64, dense 128)": {}}

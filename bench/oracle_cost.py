@@ -27,9 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import keras_tuner
 from keras_tuner.engine.trial import TrialStatus
 
-from src.compose import compose_config
-from src.hypermodel import CNNHyperModel
-from src.optuna_oracle import OptunaOracle, enable_pruning
+from src.config.compose import compose_config
+from src.model.hypermodel import CNNHyperModel
+from src.search.optuna.oracle import OptunaOracle
+from src.search.optuna.tuner import enable_pruning
 
 CHECKPOINTS = (10, 50, 100, 200, 300, 500, 1000)
 

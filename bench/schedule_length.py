@@ -28,11 +28,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 from omegaconf import OmegaConf
 
-from src.backend import configure_backend
-from src.compose import compose_config
-from src.data import load_dataset
-from src.final_stage import fixed_hyperparameters
-from src.hypermodel import CNNHyperModel
+from src.config.compose import compose_config
+from src.data.dataset import load_dataset
+from src.model.backend import configure_backend
+from src.model.hypermodel import CNNHyperModel, fixed_hyperparameters
 
 # The improved-space stage's best validation trial of the last `make reproduce`.
 DEFAULT_RESULTS = Path("outputs/reproduce/2_cnn_plus/results.json")

@@ -22,9 +22,9 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from src.compose import compose_config
+from src.config.compose import compose_config
 from src.pipeline import run_pipeline
-from src.tracking import MLflowTracker
+from src.tracking.tracker import MLflowTracker
 
 TRACKER_WORK = (
     "__init__",

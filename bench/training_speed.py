@@ -20,9 +20,8 @@ import tensorflow as tf
 from configurations import SEED_STUDY_BEST
 from omegaconf import OmegaConf
 
-from src.data import load_dataset
-from src.final_stage import fixed_hyperparameters
-from src.hypermodel import CNNHyperModel
+from src.data.dataset import load_dataset
+from src.model.hypermodel import CNNHyperModel, fixed_hyperparameters
 
 
 def train(dataset, space, precision: str, pipeline: str, epochs: int, batch: int) -> dict:

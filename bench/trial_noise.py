@@ -30,11 +30,10 @@ import numpy as np
 from configurations import IMPROVED_STAGE_CHOICE, SEED_STUDY_BEST
 from omegaconf import OmegaConf
 
-from src.backend import configure_backend
-from src.compose import compose_config
-from src.data import load_dataset
-from src.final_stage import fixed_hyperparameters
-from src.hypermodel import CNNHyperModel
+from src.config.compose import compose_config
+from src.data.dataset import load_dataset
+from src.model.backend import configure_backend
+from src.model.hypermodel import CNNHyperModel, fixed_hyperparameters
 
 # One configuration per space: the improved-space stage's choice in `make reproduce`, and
 # the seed study's best model on its own space.

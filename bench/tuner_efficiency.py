@@ -45,10 +45,10 @@ import matplotlib.pyplot as plt
 from mlflow import MlflowClient
 from omegaconf import open_dict
 
-from src.compose import compose_config
+from src.config.compose import compose_config
 from src.interrupts import interrupt
-from src.observers import TrialObserver
 from src.pipeline import run_pipeline
+from src.search.observers import TrialObserver
 
 MEDIAN = "{name: median, n_startup_trials: 2, n_warmup_steps: 2}"
 # ASHA: after epochs 2 and 4 (Optuna's steps 1 and 3), a trial goes on only if it is in the

@@ -17,14 +17,15 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.config import ConfigError
-from src.data import Dataset, load_dataset
-from src.final_stage import FinalResult, run_final_stage
-from src.observers import TrialObserver
-from src.results import SearchResult, recorded_search
-from src.run_state import check_run_folder
-from src.tracking import MLflowTracker, tracked_search
-from src.tuning import run_search
+from src.data.dataset import Dataset, load_dataset
+from src.errors import ConfigError
+from src.final.result import FinalResult
+from src.final.stage import run_final_stage
+from src.search.observers import TrialObserver
+from src.search.results import SearchResult, recorded_search
+from src.search.run_state import check_run_folder
+from src.search.stage import run_search
+from src.tracking.tracker import MLflowTracker, tracked_search
 
 log = logging.getLogger(__name__)
 

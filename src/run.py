@@ -22,11 +22,12 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from src.compose import CONFIG_DIR
-from src.config import ConfigError, validate_config
-from src.distributed import DistributedError, arm_release_signal, configure_role
+from src.config.compose import CONFIG_DIR
+from src.config.rules import validate_config
+from src.config.secrets import RedactingFilter, redact, redact_files
+from src.errors import ProjectError
 from src.interrupts import interrupt
-from src.provenance import RedactingFilter, redact, redact_files
+from src.search.distributed import arm_release_signal, configure_role
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ def main(cfg: DictConfig) -> float:
     try:
         validate_config(cfg)
         configure_role(cfg.distributed)
-    except (ConfigError, DistributedError) as error:
+    except ProjectError as error:
         raise SystemExit(f"error: {redact(str(error))}") from None
 
     # Heavy imports only after the config is known to be good.
@@ -57,17 +58,14 @@ def main(cfg: DictConfig) -> float:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     from mlflow.exceptions import MlflowException
 
-    from src.data import DataError
     from src.pipeline import run_pipeline
-    from src.registry import PromotionLockTimeout
-    from src.tuning import SearchFailed
 
     # SIGTERM (a scheduler stopping the job) and Ctrl-C end the search alike: runs KILLED.
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGINT, interrupt)
     try:
         result = run_pipeline(cfg)
-    except (ConfigError, DataError, DistributedError, SearchFailed, PromotionLockTimeout) as error:
+    except ProjectError as error:  # every stage's errors: one line, exit status 1
         raise SystemExit(f"error: {redact(str(error))}") from None
     except MlflowException as error:  # e.g. the store stopped answering before registration
         first_line = str(error).strip().splitlines()[0]

@@ -29,7 +29,7 @@ def tiny_config(tmp_path: Path) -> Callable[..., DictConfig]:
 @pytest.fixture(scope="session")
 def tiny_dataset():
     """300 training digits of the bundled sample (validation and test as usual)."""
-    from src.data import load_dataset
+    from src.data.dataset import load_dataset
 
     data_cfg = {
         "name": "mnist_10k",

@@ -14,11 +14,12 @@ import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from omegaconf import DictConfig
 
-from src.compose import CONFIG_DIR, compose_config
+from src.config.compose import CONFIG_DIR, compose_config
 from src.scaleout.mlflow_server import tracking_server
 from src.scaleout.postgres import Credentials
 from src.scaleout.process import Service, free_port, http_ok
@@ -152,3 +153,12 @@ def scratch_tracking_server() -> Iterator[str]:
             yield url
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def search_builds(monkeypatch: Any, make: Callable[[], Any]) -> None:
+    """Make the search stage tune ``make()`` instead of the CNN hypermodel (the final
+    stage still builds the real one)."""
+    import src.search.stage as search_stage
+
+    stand_in = SimpleNamespace(from_config=lambda *args: make())
+    monkeypatch.setattr(search_stage, "CNNHyperModel", stand_in)

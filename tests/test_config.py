@@ -9,7 +9,8 @@ import time
 import pytest
 from helpers import GROUP_OPTIONS, REPO_ROOT, compose_config, run_cli
 
-from src.config import ConfigError, validate_config
+from src.config.rules import validate_config
+from src.errors import ConfigError
 
 # Groups outside the defaults list are added with `+` (the study stages).
 ALL_OPTIONS = [
@@ -156,9 +157,10 @@ def test_cli_rejects_unknown_tuner(tmp_path):
 
 def test_validation_and_the_supervisor_do_not_import_tensorflow():
     code = (
-        "import sys; from helpers import compose_config; from src.config import validate_config; "
+        "import sys; from helpers import compose_config; "
+        "from src.config.rules import validate_config; "
         "validate_config(compose_config()); "
-        "import src.run, src.scaleout.cluster, src.mlflow_store, src.predict; "
+        "import src.run, src.scaleout.cluster, src.tracking.store, src.predict; "
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'heavy import'"
     )
     result = subprocess.run(

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from src import data
-from src.data import BUNDLED_PATH, DataError, load_dataset, read_idx
+from src.data import sources
+from src.data.dataset import load_dataset
+from src.data.sources import BUNDLED_PATH, read_idx
+from src.errors import DataError
 
 MNIST_10K = {
     "name": "mnist_10k",
@@ -66,7 +68,7 @@ def test_corrupt_bundled_file_is_detected(tmp_path, monkeypatch):
     content = bytearray(BUNDLED_PATH.read_bytes())
     content[1000] ^= 0xFF
     damaged.write_bytes(bytes(content))
-    monkeypatch.setattr(data, "BUNDLED_PATH", damaged)
+    monkeypatch.setattr(sources, "BUNDLED_PATH", damaged)
     with pytest.raises(DataError, match=r"is corrupt .*build_mnist_10k"):
         load_dataset(MNIST_10K, val_fraction=0.1)
 

@@ -24,16 +24,16 @@ from helpers import REPO_ROOT, TINY_OVERRIDES, run_cli, sqlite_uri, start_cli, w
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from src.distributed import (
+from src.errors import DistributedError
+from src.scaleout.process import free_port
+from src.search.distributed import (
     ORACLE_IP,
     ORACLE_PORT,
     TUNER_ID,
-    DistributedError,
     configure_role,
     fail_orphaned_trials,
     serve_oracle,
 )
-from src.scaleout.process import free_port
 
 PARENT = "mlflow.parentRunId"
 ROLE_DEFAULTS = {"search_id": "s1", "chief_timeout_s": 5}

@@ -7,9 +7,9 @@ import pytest
 from helpers import compose_config
 from omegaconf import OmegaConf
 
-from src.final_stage import choose_trial
-from src.hypermodel import CNNHyperModel, forward_flops
-from src.results import SearchResult, TrialSummary
+from src.final.choose import choose_trial
+from src.model.hypermodel import CNNHyperModel, forward_flops
+from src.search.results import SearchResult, TrialSummary
 
 
 def test_forward_flops_counts_two_per_multiply_add_of_conv_and_dense_layers():

@@ -8,7 +8,7 @@ import pytest
 from helpers import compose_config
 from omegaconf import OmegaConf
 
-from src.hypermodel import CNNHyperModel, hp_value
+from src.model.hypermodel import CNNHyperModel, hp_value
 
 
 @pytest.fixture

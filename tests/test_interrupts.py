@@ -10,7 +10,7 @@ from helpers import TINY_OVERRIDES, run_cli, sqlite_uri, start_cli, wait_for
 from mlflow.entities import ViewType
 from test_tracking import all_runs, split_runs
 
-from src.tracking import PARENT_RUN_FILE
+from src.tracking.tracker import PARENT_RUN_FILE
 
 
 def test_search_killed_mid_trial_resumes_into_the_same_parent(tmp_path):

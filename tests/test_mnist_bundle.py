@@ -8,9 +8,9 @@ import hashlib
 import numpy as np
 import pytest
 
-from src.data import BUNDLED_PATH, BUNDLED_SHA256, read_idx_folder
-from src.datasets.build_mnist_10k import NotOfficialMnist, bundle, check_official, write_npz
-from src.mnist_format import official_mnist_mismatch
+from src.data.build_mnist_10k import NotOfficialMnist, bundle, check_official, write_npz
+from src.data.mnist_format import official_mnist_mismatch
+from src.data.sources import BUNDLED_PATH, BUNDLED_SHA256, read_idx_folder
 
 # SHA-256 of the `images` then `labels` bytes of the bundle before it held the official
 # test set (the first 10,000 official training digits, grouped by label).

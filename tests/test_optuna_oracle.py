@@ -12,13 +12,17 @@ import math
 import keras_tuner
 import optuna
 import pytest
+from helpers import search_builds
 from keras_tuner.engine.trial import TrialStatus
 
-import src.tuning as tuning
-from src.config import ConfigError, validate_config
-from src.optuna_oracle import STUDY_FILE, OptunaOracle, enable_pruning
-from src.optuna_specs import OptunaSpecError, make_pruner, make_sampler
-from src.tuning import run_search
+from src.config.rules import validate_config
+from src.errors import ConfigError, SearchFailed
+from src.search.capabilities import refusal
+from src.search.optuna.oracle import OptunaOracle
+from src.search.optuna.specs import OptunaSpecError, make_pruner, make_sampler
+from src.search.optuna.study import STUDY_FILE
+from src.search.optuna.tuner import enable_pruning
+from src.search.stage import run_search
 
 OBJECTIVE = keras_tuner.Objective("score", "max")
 LAYER_CHOICES = [1, 2, 3]
@@ -185,9 +189,12 @@ def test_pruning_works_for_keras_tuners_own_oracles(tmp_path, oracle_class):
 
 
 def test_hyperband_and_bad_specs_are_refused(tmp_path):
-    hyperband = keras_tuner.oracles.HyperbandOracle(objective=OBJECTIVE, max_epochs=3)
-    with pytest.raises(OptunaSpecError, match="Hyperband already stops trials"):
-        enable_pruning(hyperband, "median")
+    class OwnHyperband(keras_tuner.Hyperband):
+        """A user's subclass is refused what its Keras Tuner base is refused."""
+
+    assert "Hyperband already stops trials" in refusal(keras_tuner.Hyperband, "pruner")
+    assert refusal(OwnHyperband, "pruner") == refusal("keras_tuner.Hyperband", "pruner")
+    assert refusal(keras_tuner.RandomSearch, "pruner") is None
     with pytest.raises(OptunaSpecError, match="not an Optuna pruner"):
         make_pruner("mediocre")
     with pytest.raises(OptunaSpecError, match="MedianPruner takes no such argument"):
@@ -217,7 +224,7 @@ def test_a_pruned_search_trains_fewer_epochs_and_says_so(
 ):
     from test_tuning import _DenseHyperModel
 
-    monkeypatch.setattr(tuning, "CNNHyperModel", lambda *args: _DenseHyperModel())
+    search_builds(monkeypatch, lambda: _DenseHyperModel())
     # ThresholdPruner: a trial below 99 % validation accuracy after its second epoch is
     # stopped there, whatever the others did: every trial but none of the first epochs.
     cfg = tiny_config(
@@ -227,7 +234,7 @@ def test_a_pruned_search_trains_fewer_epochs_and_says_so(
         "training.early_stopping_patience=10",
         "tuner.pruner={name: threshold, lower: 0.99, n_warmup_steps: 1}",
     )
-    with pytest.raises(tuning.SearchFailed):  # no trial completed: all were pruned
+    with pytest.raises(SearchFailed):  # no trial completed: all were pruned
         run_search(cfg, tiny_dataset)
     written = json.loads((tmp_path / "results.json").read_text())
     assert [t["status"] for t in written["trials"]] == ["PRUNED"] * 3

@@ -57,7 +57,7 @@ def test_wheel_installs_and_runs_a_quick_search_from_another_folder(tmp_path):
     elsewhere.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")}
     located = _run(
-        [str(python), "-c", "import src.compose as c; print(c.__file__, c.CONFIG_DIR)"],
+        [str(python), "-c", "import src.config.compose as c; print(c.__file__, c.CONFIG_DIR)"],
         cwd=elsewhere,
         env=env,
     )

@@ -11,11 +11,11 @@ import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
-from src import registry
-from src.data import load_dataset
-from src.evaluation import evaluate
-from src.observers import TrialObserver
+from src.data.dataset import load_dataset
+from src.final.evaluation import evaluate
 from src.pipeline import run_pipeline
+from src.registry.versions import load_version
+from src.search.observers import TrialObserver
 
 
 class _CountingObserver(TrialObserver):
@@ -91,7 +91,7 @@ def test_an_ensemble_of_the_seeds_models_is_registered_as_one_model(tiny_config)
     dataset = load_dataset(
         OmegaConf.to_container(cfg.data, resolve=True), cfg.training.val_fraction
     )
-    ensemble = registry.load_version(cfg.mlflow.tracking_uri, "mnist-cnn", final.model_version)
+    ensemble = load_version(cfg.mlflow.tracking_uri, "mnist-cnn", final.model_version)
     members = [ensemble.get_layer(f"seed_{seed}") for seed in (42, 7)]
     assert [evaluate(m, dataset.test, 10).accuracy for m in members] == pytest.approx(
         final.seed_test_accuracies

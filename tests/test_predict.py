@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from src.predict import load_images
+from src.registry.predict import load_images
 
 
 def _npz(tmp_path, images):

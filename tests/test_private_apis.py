@@ -75,7 +75,7 @@ def test_keras_tuner_oracle_internals_used_by_the_optuna_oracle():
 
     oracle = keras_tuner.oracles.BayesianOptimizationOracle(objective="val_accuracy")
     for name in ("_project_dir", "_save_trial", "_duplicate", "_compute_values_hash"):
-        assert hasattr(type(oracle), name), f"Oracle.{name} is gone: src.optuna_oracle uses it"
+        assert hasattr(type(oracle), name), f"Oracle.{name} is gone: src.search.optuna uses it"
     assert hasattr(oracle, "_id_to_hash"), "Oracle._id_to_hash is gone (duplicate trials)"
     # Pruned trials are shown to the Gaussian process as completed (OptunaStudyMixin).
     assert "_vectorize_trials" in vars(type(oracle)), (
@@ -92,6 +92,6 @@ def test_optuna_internals_used_by_the_optuna_oracle():
     study = optuna.create_study()
     frozen = study.ask() and study.get_trials()[0]
     assert isinstance(frozen._trial_id, int), (
-        "FrozenTrial._trial_id is gone: src.optuna_oracle reopens running trials by it"
+        "FrozenTrial._trial_id is gone: src.search.optuna reopens running trials by it"
     )
     assert list(inspect.signature(optuna.trial.Trial).parameters) == ["study", "trial_id"]

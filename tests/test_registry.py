@@ -25,9 +25,9 @@ from helpers import (
 from mlflow import MlflowClient
 from PIL import Image
 
-from src.data import load_dataset
+from src.data.dataset import load_dataset
 from src.pipeline import run_pipeline
-from src.registry import load_version
+from src.registry.versions import load_version
 
 MODEL = "mnist-cnn"
 
@@ -243,7 +243,7 @@ def test_predict_cli_classifies_png_and_npz(registry, tmp_path):
 
 # -- promotion rules, on a real registry with scores given directly --------------------------
 def _register_version(client, name):
-    from src.registry import register
+    from src.registry.versions import register
 
     return register(client, name, "file:///nowhere/model", run_id=None)
 
@@ -256,7 +256,7 @@ def _right(correct, total=1000, offset=0):
 
 
 def _promote(client, right, digest="official", rule="significant", masks=None):
-    from src.registry import promote
+    from src.registry.promote import promote
     from src.stats import accuracy_with_interval
 
     version = _register_version(client, MODEL)
@@ -298,7 +298,7 @@ def test_two_final_stages_promoting_at_once_leave_the_better_one_champion(tmp_pa
     """Two challengers that both beat the champion decide at the same time: each one's
     comparison (re-evaluating the champion) takes a while, so without the promotion lock
     both would read the old champion, and whichever set the alias last would win."""
-    from src.registry import promote
+    from src.registry.promote import promote
     from src.stats import accuracy_with_interval
 
     uri = sqlite_uri(tmp_path)
@@ -334,7 +334,7 @@ def test_only_a_missing_alias_counts_as_no_champion(tmp_path, monkeypatch):
     comparing"."""
     from mlflow.exceptions import MlflowException
 
-    from src.registry import current_champion
+    from src.registry.versions import current_champion
     from src.scaleout.process import free_port
 
     client = MlflowClient(sqlite_uri(tmp_path))

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from src.compose import compose_config
-from src.config import ConfigError, validate_config
-from src.run_state import CONFIG_SNAPSHOT, check_run_folder, first_difference, state_folder
+from src.config.compose import compose_config
+from src.config.rules import validate_config
+from src.errors import ConfigError
+from src.search.run_state import CONFIG_SNAPSHOT, check_run_folder, first_difference, state_folder
 
 
 def _config(folder, *overrides):

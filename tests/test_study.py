@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from src.study import collect, format_table, main, markers
+from src.final.study import collect, format_table, main, markers
 
 README_START, README_END = markers("reproduce")
 

@@ -19,18 +19,18 @@ from helpers import (
     TINY_OVERRIDES,
     loopback,
     run_cli,
+    search_builds,
     sqlite_uri,
 )
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 import src.scaleout.mlflow_server as services
-import src.tuning as tuning
-from src.observers import TrialObserver
 from src.pipeline import run_pipeline
 from src.scaleout.process import free_port
+from src.search.observers import TrialObserver
 from src.stats import accuracy_with_interval
-from src.tracking import PARENT_RUN_FILE
+from src.tracking.tracker import PARENT_RUN_FILE
 
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -117,7 +117,7 @@ class _PickyHyperModel(keras_tuner.HyperModel):
 
 
 def test_failing_trial_is_logged_failed_with_its_error(tiny_config, tiny_dataset, monkeypatch):
-    monkeypatch.setattr(tuning, "CNNHyperModel", lambda *args: _PickyHyperModel())
+    search_builds(monkeypatch, lambda: _PickyHyperModel())
     cfg = tiny_config("tuner=grid", "tuner.max_trials=3")
     tracked_run(cfg)
     _, runs = all_runs(cfg.mlflow.tracking_uri)
@@ -319,7 +319,7 @@ class _OneRateCannotLearn(keras_tuner.HyperModel):
 def test_a_pruned_trial_is_visible_as_such(tiny_config, tiny_dataset, monkeypatch):
     """Status, the epoch it stopped at, the pruner's reason and its curve up to there; the
     parent counts the pruned trials and the epochs they saved."""
-    monkeypatch.setattr(tuning, "CNNHyperModel", lambda *args: _OneRateCannotLearn())
+    search_builds(monkeypatch, lambda: _OneRateCannotLearn())
     cfg = tiny_config(
         "tuner=grid",
         "training.epochs=4",
@@ -358,7 +358,7 @@ def test_a_cross_validated_trial_logs_one_curve_per_fold(tiny_config, tiny_datas
     of those digits, and MLflow holds each fold's curve."""
     from test_tuning import _DenseHyperModel
 
-    monkeypatch.setattr(tuning, "CNNHyperModel", lambda *args: _DenseHyperModel())
+    search_builds(monkeypatch, lambda: _DenseHyperModel())
     cfg = tiny_config("tuner.cv_folds=2", "training.epochs=2", "tuner.max_trials=1")
     result, _ = tracked_run(cfg)
     trial = result.trials[0]

@@ -8,12 +8,12 @@ from pathlib import Path
 import keras
 import keras_tuner
 import pytest
-from helpers import GROUP_OPTIONS
+from helpers import GROUP_OPTIONS, search_builds
 
-import src.tuning as tuning
-from src.config import ConfigError
-from src.observers import TrialObserver
-from src.tuning import SearchFailed, build_tuner, run_search, tuner_class
+from src.errors import ConfigError, SearchFailed
+from src.search.observers import TrialObserver
+from src.search.stage import run_search
+from src.search.tuner_factory import build_tuner, tuner_class
 
 
 class _DenseHyperModel(keras_tuner.HyperModel):
@@ -37,7 +37,7 @@ class _DenseHyperModel(keras_tuner.HyperModel):
 def test_each_tuner_completes_a_tiny_search(
     tuner, tiny_config, tiny_dataset, tmp_path, monkeypatch
 ):
-    monkeypatch.setattr(tuning, "CNNHyperModel", lambda *args: _DenseHyperModel())
+    search_builds(monkeypatch, lambda: _DenseHyperModel())
     cfg = tiny_config(f"tuner={tuner}", "training.epochs=2")
     result = run_search(cfg, tiny_dataset)
     assert len(result.trials) >= 2
@@ -192,7 +192,7 @@ def test_search_where_every_trial_fails_raises_with_the_first_error(
         def on_search_begin(self, tuner):
             hypermodel.broken = True
 
-    monkeypatch.setattr(tuning, "CNNHyperModel", lambda *args: hypermodel)
+    search_builds(monkeypatch, lambda: hypermodel)
     cfg = tiny_config("tuner.max_consecutive_failed_trials=5")
     with pytest.raises(SearchFailed, match="every trial failed; the first with: ValueError"):
         run_search(cfg, tiny_dataset, [_BreakAfterInit()])
@@ -210,7 +210,7 @@ def test_consecutive_failures_after_a_good_trial_stop_the_search_and_say_so(
         def on_trial_end(self, tuner, trial):
             hypermodel.broken = True
 
-    monkeypatch.setattr(tuning, "CNNHyperModel", lambda *args: hypermodel)
+    search_builds(monkeypatch, lambda: hypermodel)
     cfg = tiny_config("tuner.max_consecutive_failed_trials=2", "tuner.max_trials=6")
     with pytest.raises(SearchFailed, match="Keras Tuner stopped the search: "):
         run_search(cfg, tiny_dataset, [_BreakAfterFirstTrial()])

@@ -42,8 +42,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from src.compose import compose_config
-from src.distributed import CHIEF_ID, ORACLE_IP, ORACLE_PORT, TUNER_ID
+from src.config.compose import compose_config
 from src.scaleout.mlflow_server import DEFAULT_ARTIFACTS, tracking_server
 from src.scaleout.postgres import DEFAULT_PG_DIR, load_credentials
 from src.scaleout.process import (
@@ -53,6 +52,7 @@ from src.scaleout.process import (
     stop_like_ctrl_c,
     uninterruptible,
 )
+from src.search.distributed import CHIEF_ID, ORACLE_IP, ORACLE_PORT, TUNER_ID
 
 log = logging.getLogger(__name__)
 
@@ -119,7 +119,7 @@ def _run_command(overrides: Sequence[str], role: str, search_id: str, run_dir: P
 
 def _check_config(overrides: Sequence[str]) -> DictConfig:
     """Validate the search's config here, before any process starts; return its mlflow node."""
-    from src.config import validate_config
+    from src.config.rules import validate_config
 
     cfg = compose_config(overrides)
     validate_config(cfg)
@@ -128,7 +128,7 @@ def _check_config(overrides: Sequence[str]) -> DictConfig:
 
 def _prepare_store(tracking_uri: str, mlflow_cfg: DictConfig) -> None:
     """Create the store's tables and the experiment once, before several processes race to."""
-    from src.mlflow_store import open_store
+    from src.tracking.store import open_store
 
     open_store(tracking_uri, mlflow_cfg.experiment_name, mlflow_cfg.artifact_location)
 

@@ -1,0 +1,276 @@
+"""Validate a composed configuration before anything heavy is imported.
+
+Hydra composes the config; this module checks that every value can work, so that a bad
+value fails in well under a second, with the key and the value in a one-line message,
+instead of minutes later inside TensorFlow. It imports nothing but OmegaConf (and Optuna,
+only when a config names a sampler or a pruner).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
+
+from src.data.mnist_format import IMAGE_SIDE
+from src.errors import ConfigError
+from src.model.search_space import SearchSpaceError, is_int, is_number, validate_search_space
+from src.search.capabilities import refusal
+from src.search.distributed import ROLES
+
+# What a trial can be ranked by: the hypermodel compiles loss and accuracy, and Keras logs
+# both for training and validation.
+OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+DATA_SOURCES = ("mnist", "mnist_10k", "idx")
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check every group of a composed config; raise `ConfigError` on the first bad value.
+
+    Args:
+        cfg: The composed root config (with `data`, `search_space`, `tuner`, `training`).
+
+    Raises:
+        ConfigError: naming the first key whose value cannot work.
+    """
+    reader = _Reader(cfg)
+    _check_training(reader)
+    _check_tuner(reader)
+    _check_search_space(reader)
+    _check_data(reader, "data")
+    _check_mlflow(reader)
+    _check_final(reader)
+    _check_distributed(reader)
+
+
+class _Reader:
+    """Reads values by dotted key and turns type and range problems into `ConfigError`."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+
+    def get(self, key: str, default: Any = ...) -> Any:
+        try:
+            node = OmegaConf.select(self.cfg, key, throw_on_missing=True, default=default)
+        except MissingMandatoryValue:
+            raise ConfigError(f"{key} is required: set {key}=...") from None
+        except OmegaConfBaseException as error:
+            raise ConfigError(f"{key}: {str(error).splitlines()[0]}") from None
+        if node is ...:
+            raise ConfigError(f"{key} is missing from the config")
+        if isinstance(node, DictConfig | ListConfig):
+            return OmegaConf.to_container(node, resolve=True)
+        return node
+
+    def integer(self, key: str, minimum: int, optional: bool = False) -> int | None:
+        value = self.get(key, None if optional else ...)
+        if value is None and optional:
+            return None
+        if not is_int(value) or value < minimum:
+            raise ConfigError(f"{key}={value!r}: expected an integer >= {minimum}")
+        return value
+
+    def boolean(self, key: str) -> bool:
+        value = self.get(key)
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected true or false")
+        return value
+
+    def text(self, key: str) -> str:
+        value = self.get(key)
+        if not isinstance(value, str) or not value.strip():
+            raise ConfigError(f"{key}={value!r}: expected a non-empty string")
+        return value
+
+    def one_of(self, key: str, options: tuple[str, ...]) -> str:
+        value = self.get(key)
+        if value not in options:
+            raise ConfigError(f"{key}={value!r}: expected one of {', '.join(options)}")
+        return value
+
+
+def _check_training(reader: _Reader) -> None:
+    reader.integer("training.epochs", 1)
+    reader.integer("training.batch_size", 1)
+    reader.integer("training.early_stopping_patience", 0)
+    reader.integer("training.seed", 0)
+    reader.integer("training.threads", 1, optional=True)
+    reader.one_of("training.precision", PRECISIONS)
+    val_fraction = reader.get("training.val_fraction")
+    if not is_number(val_fraction) or not 0 < val_fraction < 1:
+        raise ConfigError(f"training.val_fraction={val_fraction!r}: expected a number in (0, 1)")
+    reader.boolean("training.deterministic")
+    verbose = reader.get("training.verbose")
+    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
+        raise ConfigError(f"training.verbose={verbose!r}: expected 0, 1 or 2")
+
+
+def _check_tuner(reader: _Reader) -> None:
+    # Which class, and whether it takes every key, is checked where Keras Tuner is imported
+    # (`src.search.tuner_factory.tuner_class`): a new tuner is a YAML file naming any Keras
+    # Tuner class.
+    target = reader.text("tuner._target_")
+    if "." not in target:
+        raise ConfigError(f"tuner._target_={target!r}: expected a class path (module.Class)")
+    reader.one_of("tuner.objective", OBJECTIVES)
+    reader.integer("tuner.seed", 0)
+    reader.integer("tuner.executions_per_trial", 1)
+    reader.integer("tuner.max_retries_per_trial", 0)
+    reader.integer("tuner.max_consecutive_failed_trials", 1)
+    reader.integer("tuner.max_trials", 1, optional=True)
+    # Hyperband's budget, where a tuner has one.
+    if reader.get("tuner.max_epochs", None) is not None:
+        reader.integer("tuner.max_epochs", 1)
+    if reader.get("tuner.factor", None) is not None:
+        reader.integer("tuner.factor", 2)
+    _check_optuna_specs(reader)
+    _check_cross_validation(reader)
+    # The tuner's state lives in the run folder, where a resume and the overwrite guard
+    # (`src.run_state`) look for it, and where nothing else's files can be wiped.
+    directory = reader.text("tuner.directory")
+    run_dir = Path(str(reader.get("paths.output_dir"))).resolve()
+    resolved = Path(directory).resolve()
+    if resolved != run_dir and run_dir not in resolved.parents:
+        raise ConfigError(
+            f"tuner.directory={directory!r}: must be inside the run folder {run_dir} "
+            "(move both with hydra.run.dir=...)"
+        )
+    project = reader.text("tuner.project_name")
+    if project in (".", "..") or Path(project).name != project:
+        raise ConfigError(f"tuner.project_name={project!r}: expected a folder name, not a path")
+
+
+def _check_optuna_specs(reader: _Reader) -> None:
+    pruner = _plain(reader.get("tuner.pruner", None))
+    if pruner is None and reader.get("tuner.sampler", None) is None:
+        return
+    from src.search.optuna.specs import OptunaSpecError, make_sampler  # only when named
+
+    try:
+        if reader.get("tuner.sampler", None) is not None:
+            make_sampler(_plain(reader.get("tuner.sampler")), seed=0)
+    except OptunaSpecError as error:
+        raise ConfigError(str(error)) from None
+    if not _prunes(reader):
+        return
+    _refuse_if(reader, "pruner")
+    if reader.get("tuner.executions_per_trial") != 1:
+        # The pruner judges one training curve; a second execution would start over.
+        raise ConfigError("tuner.pruner: needs tuner.executions_per_trial=1")
+
+
+def _check_cross_validation(reader: _Reader) -> None:
+    folds = reader.get("tuner.cv_folds", None)
+    if folds is None:
+        return
+    reader.integer("tuner.cv_folds", 1)
+    if folds == 1:
+        return
+    _refuse_if(reader, "cv_folds")
+    if _prunes(reader):
+        raise ConfigError("tuner.cv_folds: a pruner judges one training curve, not k folds")
+
+
+def _prunes(reader: _Reader) -> bool:
+    """Whether ``tuner.pruner`` names a pruner (a bad spec is a `ConfigError`)."""
+    pruner = _plain(reader.get("tuner.pruner", None))
+    if pruner is None:
+        return False
+    from src.search.optuna.specs import OptunaSpecError, make_pruner  # only when named
+
+    try:
+        return make_pruner(pruner) is not None
+    except OptunaSpecError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _refuse_if(reader: _Reader, option: str, key: str | None = None) -> None:
+    """Refuse ``option`` for a tuner that cannot take it (``src.search.capabilities``)."""
+    target = str(reader.get("tuner._target_"))
+    reason = refusal(target, option)
+    if reason:
+        raise ConfigError(f"{key or f'tuner.{option}'}: {reason}")
+
+
+def _plain(value: Any) -> Any:
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
+
+
+def _check_search_space(reader: _Reader) -> None:
+    try:
+        validate_search_space(reader.get("search_space"), IMAGE_SIDE)
+    except SearchSpaceError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _check_data(reader: _Reader, prefix: str) -> None:
+    source = reader.one_of(f"{prefix}.name", DATA_SOURCES)
+    reader.integer(f"{prefix}.split_seed", 0)
+    reader.integer(f"{prefix}.max_train_examples", 10, optional=True)
+    path = reader.get(f"{prefix}.path")
+    if source == "mnist":
+        folder = reader.get(f"{prefix}.idx_folder", None)
+        if folder is not None and not Path(str(folder)).is_dir():
+            raise ConfigError(f"{prefix}.idx_folder={folder!r}: no such folder")
+        timeout = reader.get(f"{prefix}.download_timeout_s")
+        if not is_number(timeout) or timeout <= 0:
+            raise ConfigError(f"{prefix}.download_timeout_s={timeout!r}: expected a number > 0")
+        if reader.get(f"{prefix}.fallback", None) is not None:
+            if reader.get(f"{prefix}.fallback.name") != "mnist_10k":
+                raise ConfigError(f"{prefix}.fallback.name: the fallback must be mnist_10k")
+            _check_data(reader, f"{prefix}.fallback")
+    elif source == "mnist_10k":
+        reader.integer(f"{prefix}.test_size", 10)
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"{prefix}.path={path!r}: no such file")
+    elif not Path(str(path)).is_dir():
+        raise ConfigError(f"{prefix}.path={path!r}: no such folder (it must hold the IDX files)")
+
+
+def _check_mlflow(reader: _Reader) -> None:
+    resume, overwrite = reader.boolean("resume"), reader.boolean("overwrite")
+    if resume and overwrite:
+        raise ConfigError("resume=true with overwrite=true: continue a search or restart it")
+    reader.boolean("mlflow.enabled")
+    reader.text("mlflow.tracking_uri")
+    reader.text("mlflow.experiment_name")
+
+
+def _check_final(reader: _Reader) -> None:
+    reader.boolean("final.enabled")
+    reader.boolean("final.register")
+    reader.text("final.model_name")
+    reader.one_of("final.choose", ("best", "cheapest_tied"))
+    reader.integer("final.epochs", 1, optional=True)
+    seeds = reader.get("final.seeds", None)
+    if seeds is not None and (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(is_int(seed) and seed >= 0 for seed in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
+        raise ConfigError(f"final.seeds={seeds!r}: expected null or a list of distinct seeds >= 0")
+    if reader.boolean("final.ensemble") and len(seeds or [None]) < 2:
+        raise ConfigError("final.ensemble=true: needs at least 2 final.seeds to average")
+    reader.one_of("final.promotion", ("better", "significant"))
+    recorded = reader.get("final.from_results", None)
+    if recorded is not None and not Path(str(recorded)).is_file():
+        raise ConfigError(f"final.from_results={recorded!r}: no such file")
+    alpha = reader.get("final.alpha")
+    if not is_number(alpha) or not 0 < alpha < 1:
+        raise ConfigError(f"final.alpha={alpha!r}: expected a number in (0, 1)")
+
+
+def _check_distributed(reader: _Reader) -> None:
+    role = reader.get("distributed.role")
+    if role is not None and role not in ROLES:
+        raise ConfigError(f"distributed.role={role!r}: expected null, {' or '.join(ROLES)}")
+    if role is not None:
+        reader.text("distributed.search_id")
+        _refuse_if(reader, "distributed", f"tuner._target_ with distributed.role={role!r}")
+    timeout = reader.get("distributed.chief_timeout_s")
+    if not is_number(timeout) or timeout <= 0:
+        raise ConfigError(f"distributed.chief_timeout_s={timeout!r}: expected a number > 0")

@@ -1,0 +1,162 @@
+"""The final stage: retrain the chosen configuration, test it once, hand it to the registry.
+
+The seed study's protocol: the best trial's hyperparameters and its best epoch count,
+retrained from scratch on train + validation, then evaluated once on the held-out test split
+(``src.final.evaluation.evaluate``, a pure function of a model and a split), with the number
+of errors and a 95 % Wilson interval. With ``final.seeds`` it is retrained once per training
+seed and the spread of test accuracy across seeds is reported; the model of the *first* seed
+is the one registered, a choice fixed before any test score is seen (picking the best-
+scoring seed would select on the test set and overstate its accuracy). Figures,
+``model_card.md`` and ``final.json`` go to ``<run folder>/final/``; with tracking on, a
+``final`` child run holds them and the model is registered (``src.final.register``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from src.data.dataset import Dataset
+from src.final import report
+from src.final.choose import choose_trial
+from src.final.evaluation import Evaluation, evaluate
+from src.final.register import register_final_model
+from src.final.result import FinalResult
+from src.final.retrain import ensemble_of, train_and_test
+from src.model.hypermodel import CNNHyperModel
+from src.search.results import SearchResult
+from src.tracking.final_run import close_final_run, log_final_run
+from src.tracking.tracker import MLflowTracker
+
+log = logging.getLogger(__name__)
+
+
+def run_final_stage(
+    cfg: DictConfig,
+    dataset: Dataset,
+    search: SearchResult,
+    tracker: MLflowTracker | None = None,
+) -> FinalResult:
+    """Retrain the chosen trial's configuration on train + validation, test it, register it.
+
+    Args:
+        cfg: The validated root config.
+        dataset: The dataset the search ran on.
+        search: The search's result (its best trial, or the one ``final.choose`` picks, is
+            retrained).
+        tracker: The search's MLflow tracker; None when tracking is off (nothing registered).
+
+    Returns:
+        The test metrics and the registry's decision.
+    """
+    start = time.perf_counter()
+    training = OmegaConf.to_container(cfg.training, resolve=True)
+    hypermodel = CNNHyperModel.from_config(cfg.search_space, cfg.training, dataset)
+    chosen, chosen_by = choose_trial(search, cfg.final.choose, hypermodel)
+    log.info("final stage: retraining trial %s, %s", chosen.trial_id, chosen_by)
+    values = {k: v for k, v in chosen.hyperparameters.items() if not k.startswith("tuner/")}
+    epochs = cfg.final.epochs or (chosen.best_step + 1 if chosen.best_step is not None else None)
+    epochs = epochs or training["epochs"]
+
+    seeds = list(cfg.final.seeds or [training["seed"]])
+    trained = [
+        train_and_test(hypermodel, values, dataset, {**training, "seed": seed}, epochs)
+        for seed in seeds
+    ]
+    model, history, evaluation = trained[0]  # the first seed's model is the one registered
+    if cfg.final.ensemble:
+        model = ensemble_of([member for member, _, _ in trained], seeds, hypermodel.name)
+        evaluation = evaluate(model, dataset.test, dataset.num_classes)
+    interval = evaluation.interval
+    final = FinalResult(
+        test_accuracy=evaluation.accuracy,
+        test_loss=evaluation.loss,
+        test_errors=interval.errors,
+        test_size=interval.total,
+        test_accuracy_ci_low=interval.ci_low,
+        test_accuracy_ci_high=interval.ci_high,
+        per_class_accuracy=evaluation.per_class_accuracy,
+        epochs=epochs,
+        hyperparameters=values,
+        seeds=seeds,
+        seed_test_accuracies=[result.accuracy for _, _, result in trained],
+        ensemble=bool(cfg.final.ensemble),
+        trial_id=chosen.trial_id,
+        chosen_by=chosen_by,
+    )
+    log.info(
+        "final stage: test accuracy %s, loss %.4f%s",
+        interval,
+        final.test_loss,
+        f"; over seeds {seeds}: mean {final.test_accuracy_mean:.4f}, "
+        f"std {final.test_accuracy_std:.4f}"
+        if len(seeds) > 1
+        else "",
+    )
+    out = Path(cfg.paths.output_dir) / "final"
+    out.mkdir(parents=True, exist_ok=True)
+    figures = _draw_figures(out, history, evaluation, dataset, search, cfg)
+    if tracker is not None:
+        log_final_run(tracker, final, history, figures)
+        if cfg.final.register:
+            register_final_model(cfg, tracker, model, final, evaluation, dataset)
+        else:
+            final.decision = "not registered (final.register=false)"
+    final.wall_time_s = round(time.perf_counter() - start, 2)
+    facts = _facts(cfg, final, dataset)
+    card = report.write_model_card(out / "model_card.md", facts)
+    (out / "final.json").write_text(json.dumps(facts, indent=2) + "\n")
+    if tracker is not None:
+        close_final_run(tracker.client, final.run_id, [card, out / "final.json"])
+    log.info("final stage: %s", final.decision)
+    return final
+
+
+def _draw_figures(
+    out: Path,
+    history: dict[str, list[float]],
+    evaluation: Evaluation,
+    dataset: Dataset,
+    search: SearchResult,
+    cfg: DictConfig,
+) -> list[Path]:
+    """The final stage's four figures, written to ``out``."""
+    test = dataset.test
+    return [
+        report.plot_learning_curves(history, out / "learning_curves.png"),
+        report.plot_confusion_matrix(evaluation.confusion, out / "confusion_matrix.png"),
+        report.plot_worst_misclassified(
+            test.images, test.labels, evaluation.probabilities, out / "worst_misclassified.png"
+        ),
+        report.plot_trial_scores(
+            [asdict(t) for t in search.trials],
+            search.objective,
+            out / "trial_scores.png",
+            OmegaConf.to_container(cfg.search_space, resolve=True),
+        ),
+    ]
+
+
+def _facts(cfg: DictConfig, final: FinalResult, dataset: Dataset) -> dict[str, Any]:
+    """What ``final.json`` and the model card record."""
+    return {
+        **final.to_dict(),
+        "model_name": cfg.final.model_name,
+        "epochs_chosen_by": "final.epochs"
+        if cfg.final.epochs
+        else "the chosen trial's best epoch count",
+        "tuner": cfg.tuner.name,
+        "search_space": cfg.search_space.name,
+        "data": dataset.describe(),
+        "input_shape": list(dataset.input_shape),
+        "num_classes": dataset.num_classes,
+        "model_uri": (
+            f"models:/{cfg.final.model_name}/{final.model_version}" if final.model_version else None
+        ),
+    }

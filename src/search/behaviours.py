@@ -1,0 +1,140 @@
+"""What the project adds to a Keras Tuner trial, one mixin per behaviour.
+
+`src.search.tuner_factory` stacks them before the configured Keras Tuner class, each
+overriding one of Keras Tuner's own hooks (``search``, ``run_trial``, ``on_epoch_end``)
+and calling the next:
+
+- `DistributedSearch`: the chief serves the oracle with the search hooks called; a worker
+  waits a bounded time for the chief (``src.search.distributed``);
+- `ReportsEpochs`: every epoch goes to the oracle, which may stop the trial (pruning);
+- `FailsNonFiniteLoss`: a trial whose loss became NaN fails (Keras Tuner would score it
+  COMPLETED at chance-level accuracy);
+- `CrossValidates`: with ``cv_folds`` above 1, a trial's score is k-fold cross-validation
+  over the training and validation digits;
+- `SeedsTrials`: every trial (and fold) starts from the same seed, so a trial's score
+  depends on its hyperparameters alone, not on the order of trials.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import keras
+import keras_tuner
+import numpy as np
+from keras_tuner.engine.trial import Trial, TrialStatus
+from sklearn.model_selection import StratifiedKFold
+
+from src.search.distributed import serve_oracle, wait_for_chief
+
+
+class DistributedSearch:
+    """Keras Tuner's chief/worker mode with the project's search hooks and a bounded wait."""
+
+    def __init__(
+        self, *args: Any, role: str | None = None, chief_timeout_s: float = 300, **kwargs: Any
+    ) -> None:
+        self.role = role
+        self.chief_timeout_s = chief_timeout_s
+        super().__init__(*args, **kwargs)
+
+    def search(self, *fit_args: Any, **fit_kwargs: Any) -> None:
+        if self.role == "chief":
+            # Keras Tuner's chief serves the oracle and returns without calling the search
+            # hooks; call them here so that observers open and close the search (the MLflow
+            # parent run) on the chief, before any worker asks for a trial.
+            self.save()
+            self.on_search_begin()
+            serve_oracle(self.oracle)
+            self.on_search_end()
+            return
+        if self.role == "worker":
+            wait_for_chief(self.chief_timeout_s)
+        super().search(*fit_args, **fit_kwargs)
+
+
+class ReportsEpochs:
+    """With ``reports_epochs``, tells the oracle every epoch and stops the trial it stops."""
+
+    def __init__(self, *args: Any, reports_epochs: bool = False, **kwargs: Any) -> None:
+        self.reports_epochs = reports_epochs
+        super().__init__(*args, **kwargs)
+
+    def on_epoch_end(
+        self, trial: Trial, model: keras.Model, epoch: int, logs: Mapping[str, float] | None = None
+    ) -> None:
+        super().on_epoch_end(trial, model, epoch, logs)
+        if not self.reports_epochs:
+            return
+        # Keras Tuner tells its oracle a trial's result only when the trial ends; a pruning
+        # oracle (src.search.optuna) needs every epoch, and answers STOPPED when the trial
+        # should end now. In the distributed mode this is a call to the chief.
+        metrics = {name: float(value) for name, value in (logs or {}).items()}
+        reported = self.oracle.update_trial(trial.trial_id, metrics, step=epoch)
+        if reported.status == TrialStatus.STOPPED:
+            model.stop_training = True
+
+
+class FailsNonFiniteLoss:
+    """Fails a trial whose training loss stopped being a finite number."""
+
+    def run_trial(self, trial: Trial, *args: Any, **kwargs: Any) -> Any:
+        histories = super().run_trial(trial, *args, **kwargs)
+        for history in histories if isinstance(histories, list) else [histories]:
+            losses = getattr(history, "history", {}).get("loss", [])
+            bad_epoch = next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), None)
+            if bad_epoch is not None:
+                raise keras_tuner.errors.FailedTrialError(
+                    f"loss became {losses[bad_epoch]} at epoch {bad_epoch}"
+                )
+        return histories
+
+
+class CrossValidates:
+    """With ``cv_folds`` above 1, trains once per fold of the training and validation digits
+    together, each fold validated on the digits it left out; Keras Tuner averages the folds'
+    histories into the trial's score, as it averages executions."""
+
+    current_fold: int | None = None
+
+    def __init__(self, *args: Any, cv_folds: int = 1, fold_seed: int = 0, **kwargs: Any) -> None:
+        self.cv_folds = cv_folds
+        self.fold_seed = fold_seed
+        super().__init__(*args, **kwargs)
+
+    def run_trial(self, trial: Trial, *args: Any, **kwargs: Any) -> Any:
+        if self.cv_folds < 2:
+            return super().run_trial(trial, *args, **kwargs)
+        x, y = args
+        val_x, val_y = kwargs.pop("validation_data")
+        images, labels = np.concatenate([x, val_x]), np.concatenate([y, val_y])
+        folds = StratifiedKFold(self.cv_folds, shuffle=True, random_state=self.fold_seed)
+        histories: list[Any] = []
+        try:
+            for fold, (train, held_out) in enumerate(folds.split(images, labels)):
+                self.current_fold = fold
+                result = super().run_trial(
+                    trial,
+                    images[train],
+                    labels[train],
+                    validation_data=(images[held_out], labels[held_out]),
+                    **kwargs,
+                )
+                histories.extend(result if isinstance(result, list) else [result])
+        finally:
+            self.current_fold = None
+        return histories
+
+
+class SeedsTrials:
+    """Starts every trial (every fold of one) from ``trial_seed``."""
+
+    def __init__(self, *args: Any, trial_seed: int = 0, **kwargs: Any) -> None:
+        self.trial_seed = trial_seed
+        super().__init__(*args, **kwargs)
+
+    def run_trial(self, trial: Trial, *args: Any, **kwargs: Any) -> Any:
+        keras.utils.set_random_seed(self.trial_seed)
+        return super().run_trial(trial, *args, **kwargs)

@@ -1,0 +1,89 @@
+"""The run folder's guard: a search's saved state is never wiped, or mixed, silently.
+
+Keras Tuner keeps a search's state (``oracle.json``, one folder per trial) in the run
+folder and, with ``overwrite=True``, deletes it at the start of the next search there. A
+new run into a folder holding a search is therefore refused unless ``resume=true``
+(continue it) or ``overwrite=true`` (start afresh); ``resume=true`` needs saved state; and
+a resume must run the configuration the search started with, or the trials before and
+after the interruption would answer different questions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from src.config.secrets import redact
+from src.errors import ConfigError
+
+# The configuration a search started with, beside its state.
+CONFIG_SNAPSHOT = "search_config.yaml"
+# Keys a resume may change: they say how to run, not what the search is.
+RESUMABLE_KEYS = ("resume", "overwrite")
+
+
+def state_folder(cfg: DictConfig) -> Path:
+    """The folder that holds the tuner's state (``tuner.directory/tuner.project_name``)."""
+    return Path(str(cfg.tuner.directory)) / str(cfg.tuner.project_name)
+
+
+def check_run_folder(cfg: DictConfig) -> None:
+    """Refuse a run that would wipe or mix a saved search; record the configuration.
+
+    Args:
+        cfg: The validated root config of a search's chief or single process.
+
+    Raises:
+        ConfigError: the folder holds a search and neither ``resume`` nor ``overwrite`` is
+            set; ``resume`` with no saved search; or a resume whose configuration differs
+            from the saved one (naming the first differing key).
+    """
+    state = state_folder(cfg)
+    has_state = (state / "oracle.json").is_file()
+    snapshot = Path(str(cfg.paths.output_dir)) / CONFIG_SNAPSHOT
+    # Passwords in URIs are not written down here either (src.provenance.redact).
+    snapshot_text = redact(OmegaConf.to_yaml(OmegaConf.create(_comparable(cfg))))
+    current = OmegaConf.to_container(OmegaConf.create(snapshot_text))
+    if cfg.resume:
+        if not has_state:
+            raise ConfigError(f"resume=true: no saved search in {state} (nothing to continue)")
+        if snapshot.is_file():
+            key = first_difference(OmegaConf.to_container(OmegaConf.load(snapshot)), current)
+            if key is not None:
+                raise ConfigError(
+                    f"resume=true: {key} differs from the saved search's configuration "
+                    f"({snapshot}); resume with the same settings, or start a new run"
+                )
+            return
+    elif has_state and not cfg.overwrite:
+        raise ConfigError(
+            f"{state} already holds a search: add resume=true to continue it, "
+            "overwrite=true to start it afresh, or choose another hydra.run.dir"
+        )
+    snapshot.parent.mkdir(parents=True, exist_ok=True)
+    temporary = snapshot.with_suffix(".tmp")
+    temporary.write_text(snapshot_text)
+    temporary.replace(snapshot)  # never a half-written snapshot
+
+
+def _comparable(cfg: DictConfig) -> dict[str, Any]:
+    values = OmegaConf.to_container(cfg, resolve=True)
+    for key in RESUMABLE_KEYS:
+        values.pop(key, None)
+    return values
+
+
+def first_difference(saved: Any, current: Any, prefix: str = "") -> str | None:
+    """The dotted key of the first value that differs between two nested configs."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        for key in sorted(set(saved) | set(current), key=str):
+            name = f"{prefix}.{key}" if prefix else str(key)
+            if key not in saved or key not in current:
+                return name
+            found = first_difference(saved[key], current[key], name)
+            if found is not None:
+                return found
+        return None
+    return None if saved == current else (prefix or "(the whole config)")

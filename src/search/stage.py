@@ -1,0 +1,135 @@
+"""The search stage: build the configured tuner, run it, and summarise what it found.
+
+The tuner comes from ``src.search.tuner_factory``; progress lines and the MLflow tracker
+hear every trial through ``src.search.observers``; ``results.json`` is written here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+from omegaconf import DictConfig, OmegaConf
+
+from src.data.dataset import Dataset
+from src.errors import SearchFailed
+from src.model.backend import StopWhenAsked, configure_backend, keras_verbosity
+from src.model.hypermodel import CNNHyperModel
+from src.search.distributed import tuner_id
+from src.search.observers import TooManyFailedTrials, TrialObserver
+from src.search.progress import ProgressReporter, format_duration
+from src.search.results import SearchResult, format_trials, format_values, summarize
+from src.search.tuner_factory import build_tuner
+
+log = logging.getLogger(__name__)
+
+
+def run_search(
+    cfg: DictConfig, dataset: Dataset, observers: Sequence[TrialObserver] = ()
+) -> SearchResult | None:
+    """Run the configured search on a dataset and write ``results.json``.
+
+    On a distributed worker (``distributed.role=worker``) it runs the trials the chief hands
+    out and returns None: the chief writes the results.
+
+    Args:
+        cfg: The validated root config.
+        dataset: The split dataset (the test split is not touched here).
+        observers: Extra observers of the tuner's hooks (progress lines are always on).
+
+    Returns:
+        Every trial and the best one (None on a worker).
+
+    Raises:
+        SearchFailed: no trial completed, or Keras Tuner stopped after too many failures.
+    """
+    training = OmegaConf.to_container(cfg.training, resolve=True)
+    tuner_cfg = OmegaConf.to_container(cfg.tuner, resolve=True)
+    # A resumed search reloads the tuner's state from its folder; a new one starts afresh.
+    tuner_cfg["overwrite"] = not cfg.get("resume", False)
+    search_space = OmegaConf.to_container(cfg.search_space, resolve=True)
+    configure_backend(training)
+
+    hypermodel = CNNHyperModel.from_config(search_space, training, dataset)
+    progress = ProgressReporter()
+    role = cfg.distributed.role
+    tuner = build_tuner(
+        tuner_cfg,
+        hypermodel,
+        [progress, *observers],
+        training["seed"],
+        training["epochs"],
+        role=role,
+        chief_timeout_s=cfg.distributed.chief_timeout_s,
+    )
+    callbacks = [
+        keras.callbacks.EarlyStopping(
+            monitor=tuner_cfg["objective"], patience=training["early_stopping_patience"]
+        ),
+        keras.callbacks.TerminateOnNaN(),
+        StopWhenAsked(),
+    ]
+    log.info(
+        "searching %s over %s: %d train / %d validation digits from %s",
+        tuner_cfg["name"],
+        search_space.get("name"),
+        len(dataset.train),
+        len(dataset.val),
+        dataset.name,
+    )
+    stopped_early = None
+    start = time.perf_counter()
+    try:
+        tuner.search(
+            dataset.train.images,
+            dataset.train.labels,
+            validation_data=(dataset.val.images, dataset.val.labels),
+            epochs=training["epochs"],
+            batch_size=training["batch_size"],
+            callbacks=callbacks,
+            verbose=keras_verbosity(training["verbose"]),
+        )
+    except TooManyFailedTrials as error:
+        stopped_early = str(error)
+    if role == "worker":
+        # The chief holds the oracle: it summarises the search and runs the final stage.
+        log.info(
+            "worker %s: the chief has no more trials; this worker ran %d in %s",
+            tuner_id(),
+            len(progress.durations),
+            format_duration(time.perf_counter() - start),
+        )
+        return None
+    cross_validated = tuner.cv_folds > 1
+    result = summarize(
+        tuner,
+        time.perf_counter() - start,
+        dataset.describe(),
+        epochs_budget=training["epochs"],
+        # Under cross-validation every training and validation digit is scored once.
+        scored_digits=len(dataset.train) + len(dataset.val) if cross_validated else None,
+    )
+    result.stopped_early = stopped_early
+
+    result.write(Path(cfg.paths.output_dir))
+    for observer in observers:
+        observer.on_search_result(result)
+    log.info("trials:\n%s", format_trials(result))
+
+    if not result.completed:
+        first_error = next((t.error for t in result.trials if t.error), "no trial ran")
+        raise SearchFailed(f"every trial failed; the first with: {first_error}")
+    if stopped_early:
+        raise SearchFailed(f"Keras Tuner stopped the search: {stopped_early}")
+    best = result.best
+    log.info(
+        "best trial %s: %s=%.4f with %s",
+        best.trial_id,
+        result.objective,
+        best.score,
+        format_values(best.hyperparameters),
+    )
+    return result
