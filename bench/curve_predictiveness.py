@@ -34,14 +34,11 @@ import math
 import statistics
 import sys
 from collections import defaultdict
-from pathlib import Path
 
 import optuna
 import yaml
 from mlflow import MlflowClient
 from scipy.stats import spearmanr
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from src.search.optuna.specs import make_pruner
 

@@ -35,10 +35,9 @@ import sys
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from configurations import IMPROVED_SPACE_CHAMPION
 
-from configurations import IMPROVED_SPACE_CHAMPION  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 VARIANTS = {
     "tensorflow": ["train", "train, no augmentation", "train, XLA", "forward only"],

@@ -20,9 +20,6 @@ import statistics
 import sys
 import tempfile
 import time
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import keras_tuner
 from keras_tuner.engine.trial import TrialStatus

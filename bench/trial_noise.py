@@ -21,10 +21,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 from configurations import IMPROVED_STAGE_CHOICE, SEED_STUDY_BEST

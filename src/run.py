@@ -6,7 +6,7 @@
     python -m src.run data=mnist_10k training.epochs=10 tuner.max_trials=20
     python -m src.run -m tuner=random,bayesian,hyperband   # one search per tuner
     python -m src.run hydra.run.dir=outputs/runs/X resume=true   # continue an interrupted run
-    KERASTUNER_ORACLE_IP=... python -m src.run distributed.role=worker ...   # see the README
+    KERASTUNER_ORACLE_IP=... python -m src.run distributed.role=worker ...   # docs/distributed.md
 
 Each run writes to its own folder under outputs/ (Hydra's run folder): the log,
 ``results.json`` and the tuner's state; MLflow gets a parent run with a child per trial.

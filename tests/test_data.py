@@ -195,3 +195,16 @@ def test_labels_outside_the_classes_or_an_empty_file_are_refused_naming_it(tmp_p
     np.savez(wrong, images=np.zeros((len(labels), 28, 28), np.uint8), labels=labels)
     with pytest.raises(DataError, match=f"{wrong}: {error}"):
         load_dataset({**MNIST_10K, "path": str(wrong)}, val_fraction=0.1)
+
+
+def test_max_test_examples_scores_a_stratified_subset_with_its_own_digest():
+    """Smoke runs and tests score a few hundred test digits; the subset's digest differs from
+    the full test set's, so the registry never compares a model across the two."""
+    full = load_dataset(MNIST_10K, 0.1)
+    cfg = {**MNIST_10K, "max_test_examples": 500}
+    subset = load_dataset(cfg, 0.1)
+    assert len(subset.test) == 500 and len(subset.train) == len(full.train)
+    counts = np.bincount(subset.test.labels, minlength=10)
+    assert counts.min() >= 40  # every digit is represented (stratified)
+    assert subset.test_digest != full.test_digest
+    assert load_dataset(cfg, 0.1).test_digest == subset.test_digest  # same seed, same digits

@@ -58,7 +58,7 @@ def test_same_config_gives_the_same_search_and_final_models_tracked_or_not(tiny_
     assert final.seed_test_accuracies == untracked.final.seed_test_accuracies
     assert final.test_accuracy == final.seed_test_accuracies[0]
     assert final.test_accuracy_mean == sum(final.seed_test_accuracies) / 2
-    assert final.test_size == 10_000  # the official test set
+    assert final.test_size == 500  # data.max_test_examples of the tiny config
     assert final.test_accuracy_ci_low < final.test_accuracy < final.test_accuracy_ci_high
     assert tracked.final.run_id is not None and untracked.final.run_id is None
 

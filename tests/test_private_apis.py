@@ -18,7 +18,7 @@ def test_keras_tuner_chief_internals_used_by_serve_oracle():
 
     assert hasattr(protos.get_service_grpc(), "add_OracleServicer_to_server"), (
         "keras_tuner.src.protos no longer registers the Oracle gRPC service: "
-        "src.distributed.serve_oracle must follow Keras Tuner's chief"
+        "src.search.distributed.serve_oracle must follow Keras Tuner's chief"
     )
     servicer = inspect.signature(oracle_chief.OracleServicer)
     assert list(servicer.parameters) == ["oracle"], "OracleServicer(oracle) changed"

@@ -1,4 +1,4 @@
-"""The study summary: the table `make reproduce` prints and writes into the README."""
+"""The study summary: the table `make reproduce` prints and writes into docs/results.md."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from src.final.study import collect, format_table, main, markers
 
-README_START, README_END = markers("reproduce")
+SECTION_START, SECTION_END = markers("reproduce")
 
 DATA = {
     "name": "mnist_10k",
@@ -75,12 +75,12 @@ def test_table_lists_each_stage_beside_the_seed_study(study):
     assert table[4].endswith("| 99.20% [99.00, 99.35] (80) | 99.20% ± 0.20 (3) | - | 15 min 30 s |")
 
 
-def test_readme_section_is_replaced_in_place(study, tmp_path, capsys):
-    readme = tmp_path / "README.md"
-    readme.write_text(f"# Title\n{README_START}\nold table\n{README_END}\nafter\n")
-    assert main([str(study), "--readme", str(readme)]) == 0
-    content = readme.read_text()
-    assert "old table" not in content and content.endswith(f"{README_END}\nafter\n")
+def test_results_section_is_replaced_in_place(study, tmp_path, capsys):
+    doc = tmp_path / "results.md"
+    doc.write_text(f"# Title\n{SECTION_START}\nold table\n{SECTION_END}\nafter\n")
+    assert main([str(study), "--doc", str(doc)]) == 0
+    content = doc.read_text()
+    assert "old table" not in content and content.endswith(f"{SECTION_END}\nafter\n")
     row = "| tuned, improved space (32 filters; ensemble of 3 seeds) | 1 | 99.00% | 99.20% "
     row += "[99.00, 99.35] (80) |"
     assert row in content

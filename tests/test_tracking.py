@@ -185,7 +185,7 @@ def test_creating_a_new_store_waits_for_the_lock_beside_it(tmp_path):
     another process from creating the store until it is released. (Two searches writing
     into one new store at once: the parallel multirun in test_cli.py.)"""
     store = sqlite_uri(tmp_path)
-    code = "import sys; from src.mlflow_store import open_store; open_store(sys.argv[1], 'x')"
+    code = "import sys; from src.tracking.store import open_store; open_store(sys.argv[1], 'x')"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     with open(tmp_path / "mlflow.db.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

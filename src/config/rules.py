@@ -210,6 +210,7 @@ def _check_data(reader: _Reader, prefix: str) -> None:
     source = reader.one_of(f"{prefix}.name", DATA_SOURCES)
     reader.integer(f"{prefix}.split_seed", 0)
     reader.integer(f"{prefix}.max_train_examples", 10, optional=True)
+    reader.integer(f"{prefix}.max_test_examples", 10, optional=True)
     path = reader.get(f"{prefix}.path")
     if source == "mnist":
         folder = reader.get(f"{prefix}.idx_folder", None)

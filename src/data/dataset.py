@@ -152,15 +152,14 @@ def _split(
         train_images, val_images, train_labels, val_labels = train_test_split(
             images, labels, test_size=val_fraction, stratify=labels, random_state=seed
         )
-        limit = data_cfg.get("max_train_examples")
-        if limit is not None and limit < len(train_labels):
-            train_images, _, train_labels, _ = train_test_split(
-                train_images,
-                train_labels,
-                train_size=limit,
-                stratify=train_labels,
-                random_state=seed,
-            )
+        train_images, train_labels = _subset(
+            train_images, train_labels, data_cfg.get("max_train_examples"), seed
+        )
+        # Smoke runs and tests score a few hundred test digits, not all 10,000; the test
+        # digest then names the subset, so models are compared only on the same digits.
+        test_images, test_labels = _subset(
+            test_images, test_labels, data_cfg.get("max_test_examples"), seed
+        )
     except ValueError as error:  # e.g. a test or validation split smaller than the classes
         raise DataError(f"cannot split {raw.origin} as configured: {error}") from None
     return Dataset(
@@ -173,6 +172,18 @@ def _split(
         test_digest=_digest(RawDigits(test_images, test_labels, None, None, raw.origin)),
         note=note,
     )
+
+
+def _subset(
+    images: np.ndarray, labels: np.ndarray, limit: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A stratified subset of ``limit`` digits (all of them when ``limit`` is None)."""
+    if limit is None or limit >= len(labels):
+        return images, labels
+    images, _, labels, _ = train_test_split(
+        images, labels, train_size=limit, stratify=labels, random_state=seed
+    )
+    return images, labels
 
 
 def _scaled(images: np.ndarray, labels: np.ndarray) -> Split:
