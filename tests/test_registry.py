@@ -293,14 +293,24 @@ def test_promotion_rules_compare_on_the_same_digits_only(tmp_path):
     assert str(challenger.version) == other.model_version
 
 
+@pytest.mark.parametrize("locked", [True, False])
 @pytest.mark.parametrize("stronger_first", [True, False])
-def test_two_final_stages_promoting_at_once_leave_the_better_one_champion(tmp_path, stronger_first):
-    """Two challengers that both beat the champion decide at the same time: each one's
-    comparison (re-evaluating the champion) takes a while, so without the promotion lock
-    both would read the old champion, and whichever set the alias last would win."""
+def test_two_final_stages_promoting_at_once_leave_the_better_one_champion(
+    tmp_path, monkeypatch, stronger_first, locked
+):
+    """Two challengers that both beat the champion decide at the same time, the weaker one's
+    comparison (re-evaluating the champion) slower: without the promotion lock both read
+    the old champion and the weaker sets the alias last, in either order of starting. With
+    it, the second to decide compares against the first's verdict and the stronger wins.
+    The unlocked cases show that the race is real, so the locked ones can fail."""
+    from contextlib import nullcontext
+
+    import src.registry.promote as promote_module
     from src.registry.promote import promote
     from src.stats import accuracy_with_interval
 
+    if not locked:
+        monkeypatch.setattr(promote_module, "promotion_lock", lambda *args: nullcontext())
     uri = sqlite_uri(tmp_path)
     client = MlflowClient(uri)
     masks = {}
@@ -308,23 +318,25 @@ def test_two_final_stages_promoting_at_once_leave_the_better_one_champion(tmp_pa
     strong, weak = _register_version(client, MODEL), _register_version(client, MODEL)
     masks.update({strong: _right(990), weak: _right(960)})
 
-    def slow_champion_right(version):
-        time.sleep(1.0)  # re-evaluating a champion takes time: the race's window
-        return masks[version]
-
     def decide(version, start_after_s):
         time.sleep(start_after_s)
         right = masks[version]
         accuracy = accuracy_with_interval(int(right.sum()), len(right))
+        comparison_s = 1.0 if version == weak else 0.3  # the race's window
+
+        def champion_right(champion_version):
+            time.sleep(comparison_s)
+            return masks[champion_version]
+
         return promote(
-            MlflowClient(uri), MODEL, version, accuracy, right, "official", slow_champion_right
+            MlflowClient(uri), MODEL, version, accuracy, right, "official", champion_right
         )
 
     first, second = (strong, weak) if stronger_first else (weak, strong)
     with ThreadPoolExecutor(2) as pool:
-        outcomes = list(pool.map(decide, [first, second], [0.0, 0.3]))
+        outcomes = list(pool.map(decide, [first, second], [0.0, 0.1]))
     champion = client.get_model_version_by_alias(MODEL, "champion")
-    assert str(champion.version) == strong, [o.decision for o in outcomes]
+    assert str(champion.version) == (strong if locked else weak), [o.decision for o in outcomes]
     names = [m.name for m in client.search_registered_models()]
     assert names == [MODEL]  # the lock is gone
 
