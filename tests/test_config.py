@@ -109,6 +109,11 @@ BAD_VALUES = [
     ("final.choose=fastest", "final.choose='fastest'"),
     ("final.alpha=0", "final.alpha=0"),
     ("data.idx_folder=/no/such/folder", "data.idx_folder='/no/such/folder'"),
+    # Checked by the structured-config schemas (src.config.schema): key names and types.
+    ("+training.epoch=3", "training.epoch: no such key"),
+    ("final.seeds=[a]", "final.seeds=['a']"),
+    ("training.verbose=true", "training.verbose=True"),
+    ("data.max_test_examples=0", "data.max_test_examples=0"),
 ]
 
 

@@ -14,16 +14,21 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from src.config.schema import (
+    DistributedSchema,
+    FinalSchema,
+    MlflowSchema,
+    TrainingSchema,
+    check_node,
+)
 from src.data.mnist_format import IMAGE_SIDE
 from src.errors import ConfigError
 from src.model.search_space import SearchSpaceError, is_int, is_number, validate_search_space
 from src.search.capabilities import refusal
-from src.search.distributed import ROLES
 
 # What a trial can be ranked by: the hypermodel compiles loss and accuracy, and Keras logs
 # both for training and validation.
 OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
 DATA_SOURCES = ("mnist", "mnist_10k", "idx")
 
 
@@ -93,19 +98,7 @@ class _Reader:
 
 
 def _check_training(reader: _Reader) -> None:
-    reader.integer("training.epochs", 1)
-    reader.integer("training.batch_size", 1)
-    reader.integer("training.early_stopping_patience", 0)
-    reader.integer("training.seed", 0)
-    reader.integer("training.threads", 1, optional=True)
-    reader.one_of("training.precision", PRECISIONS)
-    val_fraction = reader.get("training.val_fraction")
-    if not is_number(val_fraction) or not 0 < val_fraction < 1:
-        raise ConfigError(f"training.val_fraction={val_fraction!r}: expected a number in (0, 1)")
-    reader.boolean("training.deterministic")
-    verbose = reader.get("training.verbose")
-    if verbose not in (0, 1, 2) or isinstance(verbose, bool):
-        raise ConfigError(f"training.verbose={verbose!r}: expected 0, 1 or 2")
+    check_node(reader.cfg.training, TrainingSchema, "training")
 
 
 def _check_tuner(reader: _Reader) -> None:
@@ -235,43 +228,28 @@ def _check_mlflow(reader: _Reader) -> None:
     resume, overwrite = reader.boolean("resume"), reader.boolean("overwrite")
     if resume and overwrite:
         raise ConfigError("resume=true with overwrite=true: continue a search or restart it")
-    reader.boolean("mlflow.enabled")
-    reader.text("mlflow.tracking_uri")
-    reader.text("mlflow.experiment_name")
+    check_node(reader.cfg.mlflow, MlflowSchema, "mlflow")
 
 
 def _check_final(reader: _Reader) -> None:
-    reader.boolean("final.enabled")
-    reader.boolean("final.register")
-    reader.text("final.model_name")
-    reader.one_of("final.choose", ("best", "cheapest_tied"))
-    reader.integer("final.epochs", 1, optional=True)
+    check_node(reader.cfg.final, FinalSchema, "final")
     seeds = reader.get("final.seeds", None)
     if seeds is not None and (
-        not isinstance(seeds, list)
-        or not seeds
+        not seeds
         or not all(is_int(seed) and seed >= 0 for seed in seeds)
         or len(set(seeds)) != len(seeds)
     ):
         raise ConfigError(f"final.seeds={seeds!r}: expected null or a list of distinct seeds >= 0")
-    if reader.boolean("final.ensemble") and len(seeds or [None]) < 2:
+    if reader.get("final.ensemble") and len(seeds or [None]) < 2:
         raise ConfigError("final.ensemble=true: needs at least 2 final.seeds to average")
-    reader.one_of("final.promotion", ("better", "significant"))
     recorded = reader.get("final.from_results", None)
     if recorded is not None and not Path(str(recorded)).is_file():
         raise ConfigError(f"final.from_results={recorded!r}: no such file")
-    alpha = reader.get("final.alpha")
-    if not is_number(alpha) or not 0 < alpha < 1:
-        raise ConfigError(f"final.alpha={alpha!r}: expected a number in (0, 1)")
 
 
 def _check_distributed(reader: _Reader) -> None:
+    check_node(reader.cfg.distributed, DistributedSchema, "distributed")
     role = reader.get("distributed.role")
-    if role is not None and role not in ROLES:
-        raise ConfigError(f"distributed.role={role!r}: expected null, {' or '.join(ROLES)}")
     if role is not None:
         reader.text("distributed.search_id")
         _refuse_if(reader, "distributed", f"tuner._target_ with distributed.role={role!r}")
-    timeout = reader.get("distributed.chief_timeout_s")
-    if not is_number(timeout) or timeout <= 0:
-        raise ConfigError(f"distributed.chief_timeout_s={timeout!r}: expected a number > 0")
