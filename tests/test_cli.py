@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from helpers import run_cli
 from mlflow import MlflowClient
 
 PARENT = "mlflow.parentRunId"
 
 
+@pytest.mark.slow
 def test_parallel_multirun_writes_one_folder_and_one_parent_run_per_tuner(tmp_path):
     """A Hydra multirun through the joblib launcher (two searches at once, each with its
     final stage), into the default store of the folder it runs in; the basic launcher runs

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import signal
 
+import pytest
 from helpers import TINY_OVERRIDES, run_cli, sqlite_uri, start_cli, wait_for
 from mlflow.entities import ViewType
 from test_tracking import all_runs, split_runs
@@ -13,6 +14,7 @@ from test_tracking import all_runs, split_runs
 from src.tracking.tracker import PARENT_RUN_FILE
 
 
+@pytest.mark.slow
 def test_search_killed_mid_trial_resumes_into_the_same_parent(tmp_path):
     store = sqlite_uri(tmp_path)
     args = [
@@ -69,6 +71,7 @@ def test_search_killed_mid_trial_resumes_into_the_same_parent(tmp_path):
     assert [t["status"] for t in results["trials"]] == ["COMPLETED"] * 3
 
 
+@pytest.mark.slow
 def test_sigterm_ends_the_runs_killed_and_exits_130(tmp_path):
     """A scheduler's SIGTERM stops a search like Ctrl-C: exit 130, the open runs KILLED,
     none left RUNNING, and the command to resume in the log."""

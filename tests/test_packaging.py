@@ -10,6 +10,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+import pytest
 from helpers import REPO_ROOT
 
 
@@ -19,6 +20,7 @@ def _run(command: list[str], cwd: Path, env: dict[str, str] | None = None) -> st
     return result.stdout
 
 
+@pytest.mark.slow
 def test_wheel_installs_and_runs_a_quick_search_from_another_folder(tmp_path):
     # No build isolation: setuptools comes from the dev extra, so this needs no network.
     _run(
@@ -85,3 +87,15 @@ def test_wheel_installs_and_runs_a_quick_search_from_another_folder(tmp_path):
     assert str(venv) in results["data"]["origin"]  # the bundled digits of the installed package
     assert (elsewhere / "run" / "final" / "final.json").is_file()
     assert (elsewhere / "mlruns" / "mlflow.db").is_file()
+
+
+def test_every_subpackage_of_src_is_listed_for_the_wheel():
+    """pyproject.toml lists the packages (setuptools' finder cannot map conf/ to src.conf):
+    a new subpackage missing there would be left out of the wheel."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    listed = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    found = {
+        ".".join(init.parent.relative_to(REPO_ROOT).parts)
+        for init in (REPO_ROOT / "src").rglob("__init__.py")
+    }
+    assert set(listed["packages"]) == found | {"src.conf"}

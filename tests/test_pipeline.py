@@ -26,6 +26,7 @@ class _CountingObserver(TrialObserver):
         self.epochs += 1
 
 
+@pytest.mark.slow
 def test_same_config_gives_the_same_search_and_final_models_tracked_or_not(tiny_config):
     """Determinism on one machine, and tracking that only listens: one comparison of two
     whole runs (search and a final stage over two seeds), one tracked, one untracked with
@@ -63,6 +64,7 @@ def test_same_config_gives_the_same_search_and_final_models_tracked_or_not(tiny_
     assert tracked.final.run_id is not None and untracked.final.run_id is None
 
 
+@pytest.mark.slow
 def test_a_recorded_configuration_is_retrained_without_a_search(tiny_config, tmp_path):
     first = run_pipeline(tiny_config("tuner.max_trials=1", "final.register=false"))
     recorded = tmp_path / "final" / "final.json"
@@ -82,6 +84,7 @@ def test_a_recorded_configuration_is_retrained_without_a_search(tiny_config, tmp
     assert {r.info.status for r in runs} == {"FINISHED"}
 
 
+@pytest.mark.slow
 def test_an_ensemble_of_the_seeds_models_is_registered_as_one_model(tiny_config):
     """final.ensemble: the registered model averages the seeds' softmax outputs; it loads
     back from the registry as one Keras model and scores what the final stage reported."""
@@ -102,6 +105,7 @@ def test_an_ensemble_of_the_seeds_models_is_registered_as_one_model(tiny_config)
     assert evaluate(ensemble, dataset.test, 10).accuracy == pytest.approx(final.test_accuracy)
 
 
+@pytest.mark.slow
 def test_a_resumed_final_stage_decides_on_its_earlier_version_not_a_copy(tiny_config):
     """Register-and-promote is idempotent: run again with resume=true (as after a crash
     between registration and the aliases), the search's version is found and decided on."""

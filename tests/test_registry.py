@@ -119,6 +119,7 @@ def _subprocess_env(folder):
     }
 
 
+@pytest.mark.slow
 def test_champion_loads_in_a_fresh_process_with_pyfunc_and_keras(registry):
     folder, _ = registry
     code = """
@@ -152,6 +153,7 @@ def _test_digits(count):
     return test.images[:count], test.labels[:count]
 
 
+@pytest.mark.slow
 def test_serving_answers_invocations_on_loopback(registry):
     folder, _ = registry
     images, _ = _test_digits(4)
@@ -205,6 +207,7 @@ def test_serving_answers_invocations_on_loopback(registry):
     )
 
 
+@pytest.mark.slow
 def test_predict_cli_classifies_png_and_npz(registry, tmp_path):
     folder, _ = registry
     images, _ = _test_digits(3)

@@ -212,6 +212,7 @@ class _StopServerAfterFirstTrial(TrialObserver):
             self.server.stop()
 
 
+@pytest.mark.slow
 def test_a_tracking_server_that_stops_mid_search_fails_no_trial(tmp_path, tiny_config, monkeypatch):
     """Tracking only listens: with the server gone after trial 0, every trial still
     completes and results.json holds them all; the store keeps what reached it."""
@@ -239,6 +240,7 @@ def test_a_tracking_server_that_stops_mid_search_fails_no_trial(tmp_path, tiny_c
     assert len(parents) == 1 and parents[0].info.status == "RUNNING"
 
 
+@pytest.mark.slow
 def test_a_password_in_the_tracking_uri_is_written_down_nowhere(mlflow_server, tmp_path):
     """The URI's password reaches the server (as basic auth) and no file, log or MLflow
     param or artifact of the run."""
@@ -279,6 +281,7 @@ def test_a_server_beyond_loopback_is_refused_without_authentication(tmp_path):
     assert not (tmp_path / ".env").exists() and not (tmp_path / "mlruns").exists()
 
 
+@pytest.mark.slow
 def test_with_authentication_the_server_lets_in_only_its_users(tmp_path, monkeypatch):
     """MLflow's basic-auth app, as `--auth` starts it: the admin from the credentials can
     write, a request without them is refused."""
@@ -356,7 +359,7 @@ def test_a_cross_validated_trial_logs_one_curve_per_fold(tiny_config, tiny_datas
     """`tuner.cv_folds=2`: each trial trains once per fold of the training and validation
     digits; its score is the mean of the folds' best validation accuracies, scored on all
     of those digits, and MLflow holds each fold's curve."""
-    from test_tuning import _DenseHyperModel
+    from test_search import _DenseHyperModel
 
     search_builds(monkeypatch, lambda: _DenseHyperModel())
     cfg = tiny_config("tuner.cv_folds=2", "training.epochs=2", "tuner.max_trials=1")

@@ -22,7 +22,7 @@ Store semantics, which the tests check:
   run's ``unlogged`` tag (and the log) lists what is missing; ``results.json`` in the run
   folder always holds every trial.
 
-(About 340 lines, one class: its hooks share the runs it keeps open. What it writes is
+(About 370 lines, one class: its hooks share the runs it keeps open. What it writes is
 shaped in ``src.tracking.records``; store trouble is absorbed by ``src.tracking.tolerance``.)
 """
 

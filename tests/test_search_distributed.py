@@ -107,6 +107,7 @@ def _member_env(kt_env, tuner_id: str) -> int:
     return port
 
 
+@pytest.mark.slow
 def test_a_worker_without_a_chief_gives_up_with_a_clear_message(tmp_path, kt_env):
     port = _member_env(kt_env, "w0")
     result = run_cli(
@@ -125,6 +126,7 @@ def test_a_worker_without_a_chief_gives_up_with_a_clear_message(tmp_path, kt_env
     )
 
 
+@pytest.mark.slow
 def test_a_release_signal_during_the_chiefs_start_up_does_not_kill_it(tmp_path, kt_env):
     """SIGUSR1 (the supervisor's "no worker is coming back") sent while the chief is still
     importing and loading: the handler is armed first, so the chief lives on, serves, sees
@@ -295,6 +297,7 @@ def _run_and_kill_worker_0(
     return cluster.returncode, output, killed_trial
 
 
+@pytest.mark.slow
 def test_chief_and_two_workers_complete_a_search_into_postgres_despite_a_killed_worker(
     tmp_path, postgres_tracking_server
 ):

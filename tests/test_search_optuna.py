@@ -222,7 +222,7 @@ def test_the_config_refuses_a_pruner_that_cannot_work(tiny_config, overrides, me
 def test_a_pruned_search_trains_fewer_epochs_and_says_so(
     tiny_config, tiny_dataset, tmp_path, monkeypatch
 ):
-    from test_tuning import _DenseHyperModel
+    from test_search import _DenseHyperModel
 
     search_builds(monkeypatch, lambda: _DenseHyperModel())
     # ThresholdPruner: a trial below 99 % validation accuracy after its second epoch is

@@ -219,6 +219,7 @@ def test_consecutive_failures_after_a_good_trial_stop_the_search_and_say_so(
     assert "consecutive" in results["stopped_early"]
 
 
+@pytest.mark.slow
 def test_a_trial_scores_the_same_whatever_ran_before_it(tiny_config, tiny_dataset):
     small_space = [
         "search_space.filters=[16]",
