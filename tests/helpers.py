@@ -17,6 +17,8 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from mlflow import MlflowClient
+from mlflow.entities import ViewType
 from omegaconf import DictConfig
 
 from src.config.compose import CONFIG_DIR, compose_config
@@ -164,3 +166,22 @@ def search_builds(monkeypatch: Any, make: Callable[[], Any]) -> None:
 
     stand_in = SimpleNamespace(from_config=lambda *args: make())
     monkeypatch.setattr(search_stage, "CNNHyperModel", stand_in)
+
+
+def tracked_run(cfg: DictConfig, *observers: Any) -> tuple[Any, str]:
+    """The pipeline as `python -m src.run` runs it, without the final stage; the search's
+    result and its parent run's id."""
+    cfg.final.enabled = False
+    from src.pipeline import run_pipeline
+    from src.tracking.tracker import PARENT_RUN_FILE
+
+    result = run_pipeline(cfg, observers)
+    project_dir = Path(cfg.tuner.directory) / cfg.tuner.project_name
+    return result.search, (project_dir / PARENT_RUN_FILE).read_text().strip()
+
+
+def all_runs(uri: str, view: int = ViewType.ACTIVE_ONLY) -> tuple[Any, list[Any]]:
+    """A client of the store and every run of its `mnist-cnn` experiment."""
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("mnist-cnn")
+    return client, client.search_runs([experiment.experiment_id], run_view_type=view)
