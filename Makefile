@@ -81,7 +81,7 @@ serve: $(STAMP) ## Serve the champion model at http://127.0.0.1:5001/invocations
 # Two xdist workers, one test module each at a time (module fixtures are built once).
 PYTEST := $(PYTHON) -m pytest -n 2 --dist loadscope
 
-test: $(STAMP) ## Run the default test suite (offline, about 4 minutes on 2 cores)
+test: $(STAMP) ## Run the default test suite (offline, about 3 minutes on 2 cores)
 	$(PYTEST) $(ARGS)
 
 test-full: $(STAMP) ## Run every test, the slow ones too (what CI runs)

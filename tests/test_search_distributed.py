@@ -351,6 +351,7 @@ for i in range(15):
 """
 
 
+@pytest.mark.slow
 def test_postgres_backed_server_keeps_every_run_of_two_concurrent_writers(
     postgres_tracking_server,
 ):
