@@ -37,6 +37,7 @@ from collections import defaultdict
 
 import optuna
 import yaml
+from common import add_json_option, write_json
 from mlflow import MlflowClient
 from scipy.stats import spearmanr
 
@@ -189,11 +190,13 @@ def main() -> None:
     parser.add_argument(
         "--replay", nargs="*", default=[], metavar="SPEC", help="tuner.pruner specs to replay"
     )
+    add_json_option(parser)
     args = parser.parse_args()
     groups = full_curves([MlflowClient(uri) for uri in args.store], args.metric)
     if not groups:
         sys.exit(f"no completed full-length trial curves of {args.metric!r} in {args.store}")
     print(report(groups, args.metric))
+    replays = []
     for (space, epochs), searches in sorted(groups.items()):
         if args.replay:
             print(f"\n{space}, {epochs}-epoch trials, {len(searches)} searches replayed:")
@@ -204,6 +207,19 @@ def main() -> None:
                 f"{100 * min(shares):.0f}-{100 * max(shares):.0f} %), "
                 f"choice kept in {sum(kept)} of {len(kept)}"
             )
+            replays.append(
+                {
+                    "space": space,
+                    "epochs": epochs,
+                    "pruner": spec,
+                    "epoch_shares": shares,
+                    "choice_kept": kept,
+                }
+            )
+    write_json(
+        args.json,
+        {"metric": args.metric, "report": report(groups, args.metric), "replays": replays},
+    )
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ import tempfile
 import time
 
 import keras_tuner
+from common import add_json_option, write_json
 from keras_tuner.engine.trial import TrialStatus
 
 from src.config.compose import compose_config
@@ -73,6 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=300)
     parser.add_argument("--epochs", type=int, default=10)
+    add_json_option(parser)
     args = parser.parse_args()
     space = improved_space()
     objective = keras_tuner.Objective("val_accuracy", "max")
@@ -95,6 +97,7 @@ def main() -> None:
     points = [c for c in CHECKPOINTS if c <= args.trials]
     print(f"oracle ms per trial (mean of the 10 trials up to each point), {args.epochs} epochs")
     print(f"{'oracle':<24}" + "".join(f"{p:>9}" for p in points) + f"{'total s':>10}")
+    figures = {}
     for name, make in oracles.items():
         with tempfile.TemporaryDirectory() as folder:
             oracle = make()
@@ -104,6 +107,11 @@ def main() -> None:
         row = [statistics.mean(costs[max(p - 10, 0) : p]) * 1000 for p in points if p <= len(costs)]
         print(f"{name:<24}" + "".join(f"{v:>9.1f}" for v in row) + f"{sum(costs):>10.1f}")
         sys.stdout.flush()
+        figures[name] = {
+            "ms_per_trial_at": dict(zip(points, row, strict=False)),
+            "total_s": sum(costs),
+        }
+    write_json(args.json, {"trials": args.trials, "epochs": args.epochs, "oracles": figures})
 
 
 def _pruned_random(objective, trials, space):

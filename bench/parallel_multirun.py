@@ -24,6 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import add_json_option, write_json
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "basic launcher, sequential": [],
@@ -40,6 +42,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=2)
+    add_json_option(parser)
     args = parser.parse_args()
     sweep = [
         "-m",
@@ -82,6 +85,7 @@ def main() -> None:
     baseline = times["basic launcher, sequential"]
     for name, seconds in times.items():
         print(f"  {name:<32} {seconds:6.1f} s   speed-up {baseline / seconds:.2f}x")
+    write_json(args.json, {"trials": args.trials, "epochs": args.epochs, "seconds": times})
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import add_json_option, write_json
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
@@ -129,6 +130,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=200, help="log_batch calls timed")
+    add_json_option(parser)
     args = parser.parse_args()
 
     with scratch_tracking_server() as url:
@@ -159,6 +161,8 @@ def main() -> None:
         f"{server_ms - sqlite_ms:+.1f} ms = {(server_ms - sqlite_ms) / 10 / one['epoch_s']:.3f} "
         f"% of a {one['epoch_s']:.1f} s epoch"
     )
+    latency = {"server_ms": server_ms, "sqlite_ms": sqlite_ms}
+    write_json(args.json, {"runs": runs, "log_batch_latency": latency})
 
 
 if __name__ == "__main__":

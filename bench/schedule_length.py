@@ -26,12 +26,10 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
+from common import add_json_option, composed_dataset, fixed_model, write_json
 from omegaconf import OmegaConf
 
-from src.config.compose import compose_config
-from src.data.dataset import load_dataset
 from src.model.backend import configure_backend
-from src.model.hypermodel import CNNHyperModel, fixed_hyperparameters
 
 # The improved-space stage's best validation trial of the last `make reproduce`.
 DEFAULT_RESULTS = Path("outputs/reproduce/2_cnn_plus/results.json")
@@ -71,6 +69,7 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="change hyperparameters, e.g. augment_zoom=0.12 (values read as JSON)",
     )
+    add_json_option(parser)
     args = parser.parse_args()
     recorded = json.loads(args.hyperparameters.read_text())
     if "best" in recorded:  # a search's results.json
@@ -84,12 +83,9 @@ def main() -> None:
         values[name] = json.loads(value)
 
     data_overrides = ["data.fallback=null"] if args.data == "mnist" else []
-    cfg = compose_config([f"data={args.data}", *data_overrides, "search_space=cnn_plus"])
+    cfg, dataset = composed_dataset([f"data={args.data}", *data_overrides, "search_space=cnn_plus"])
     training = OmegaConf.to_container(cfg.training, resolve=True)
-    space = OmegaConf.to_container(cfg.search_space, resolve=True)
-    dataset = load_dataset(
-        OmegaConf.to_container(cfg.data, resolve=True), cfg.training.val_fraction
-    )
+    rows = []
     print(f"configuration: {values}")
     sizes = f"{len(dataset.train)} training, {len(dataset.val)} validation digits"
     print(f"{sizes}; seed {training['seed']}")
@@ -97,9 +93,7 @@ def main() -> None:
     print("| --- | --- | --- | --- |")
     for epochs in args.epochs:
         configure_backend(training)
-        hypermodel = CNNHyperModel(space, dataset.input_shape, dataset.num_classes)
-        hp = fixed_hyperparameters(values)
-        model = hypermodel.build(hp)
+        hypermodel, hp, model = fixed_model(cfg, values, dataset)
         clock = _EpochClock()
         history = hypermodel.fit(
             hp,
@@ -118,6 +112,15 @@ def main() -> None:
             f"| {median:.1f} |",
             flush=True,
         )
+        rows.append(
+            {
+                "epochs": epochs,
+                "val_loss": history["val_loss"][-1],
+                "val_accuracy": history["val_accuracy"][-1],
+                "s_per_epoch_median": median,
+            }
+        )
+    write_json(args.json, {"hyperparameters": values, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ import json
 import statistics
 from pathlib import Path
 
+from common import add_json_option, write_json
+
 LEARNING_RATE_BANDS = [(0.002, 0.0025), (0.0025, 0.003), (0.003, 0.004), (0.004, 0.0061)]
 KNOBS = ["dropout", "augment_rotation", "augment_translation", "augment_zoom", "dense_units"]
 
@@ -67,6 +69,7 @@ def main() -> None:
     parser.add_argument(
         "--dropout-max", type=float, default=0.2, help="'within': dropout at most this"
     )
+    add_json_option(parser)
     args = parser.parse_args()
     trials = load_trials(args.results, args.space)
     within = [
@@ -75,14 +78,20 @@ def main() -> None:
         if t["learning_rate"] < args.lr_below and t.get("dropout", 0) <= args.dropout_max + 1e-9
     ]
     print(f"{len(trials)} distinct completed trials of {args.space}, {len(within)} within")
+    groups: dict[str, list[float]] = {}
     for low, high in LEARNING_RATE_BANDS:
-        scores = [t["score"] for t in trials if low <= t["learning_rate"] < high]
-        print(describe(f"learning_rate {low}-{high}", scores))
+        groups[f"learning_rate {low}-{high}"] = [
+            t["score"] for t in trials if low <= t["learning_rate"] < high
+        ]
     for knob in KNOBS:
         for value in sorted({t[knob] for t in trials if knob in t}):
             for label, group in (("all", trials), ("within", within)):
-                scores = [t["score"] for t in group if t.get(knob) == value]
-                print(describe(f"{knob} {value} ({label})", scores))
+                groups[f"{knob} {value} ({label})"] = [
+                    t["score"] for t in group if t.get(knob) == value
+                ]
+    for label, scores in groups.items():
+        print(describe(label, scores))
+    write_json(args.json, {"space": args.space, "trials": len(trials), "scores": groups})
 
 
 if __name__ == "__main__":

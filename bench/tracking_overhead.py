@@ -22,6 +22,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from common import add_json_option, write_json
+
 from src.config.compose import compose_config
 from src.pipeline import run_pipeline
 from src.tracking.tracker import MLflowTracker
@@ -53,6 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--trials", type=int, default=4)
     parser.add_argument("--epochs", type=int, default=2)
+    add_json_option(parser)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     workdir = Path(tempfile.mkdtemp(prefix="tracking-overhead-"))
@@ -94,6 +97,18 @@ def main() -> None:
         f"({100 * time_in_tracker[0] / on:.2f}%)"
     )
     print(f"identical trial scores: {scores[True] == scores[False]}")
+    write_json(
+        args.json,
+        {
+            "trials": args.trials,
+            "epochs": args.epochs,
+            "seconds_untracked": timings[False],
+            "seconds_tracked": timings[True],
+            "ratio_tracked_untracked": on / off,
+            "seconds_inside_tracker": time_in_tracker[0],
+            "identical_scores": scores[True] == scores[False],
+        },
+    )
 
 
 if __name__ == "__main__":

@@ -17,18 +17,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import tensorflow as tf
+from common import add_json_option, composed_dataset, fixed_model, write_json
 from configurations import SEED_STUDY_BEST
-from omegaconf import OmegaConf
-
-from src.data.dataset import load_dataset
-from src.model.hypermodel import CNNHyperModel, fixed_hyperparameters
 
 
-def train(dataset, space, precision: str, pipeline: str, epochs: int, batch: int) -> dict:
-    keras.config.set_dtype_policy(precision)
+def train(cfg, dataset, precision: str, pipeline: str, epochs: int, batch: int) -> dict:
     keras.utils.set_random_seed(0)
-    hp = fixed_hyperparameters(SEED_STUDY_BEST)
-    model = CNNHyperModel(space, dataset.input_shape, dataset.num_classes).build(hp)
+    cfg.training.precision = precision  # the hypermodel sets the dtype policy as it builds
+    _, _, model = fixed_model(cfg, SEED_STUDY_BEST, dataset)
     train_split, val = dataset.train, dataset.val
     if pipeline == "tf.data":
         data = (
@@ -62,17 +58,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=128)
+    add_json_option(parser)
     args = parser.parse_args()
-    space = OmegaConf.to_container(OmegaConf.load("conf/search_space/cnn.yaml"))
-    data_cfg = OmegaConf.to_container(OmegaConf.load("conf/data/mnist_10k.yaml"))
-    dataset = load_dataset(data_cfg, val_fraction=0.1)
+    cfg, dataset = composed_dataset(["data=mnist_10k", "search_space=cnn"])
     variants = [
         ("float32", "arrays"),
         ("float32", "tf.data"),
         ("mixed_bfloat16", "arrays"),
         ("mixed_bfloat16", "tf.data"),
     ]
-    results = {v: train(dataset, space, *v, args.epochs, args.batch_size) for v in variants}
+    results = {v: train(cfg, dataset, *v, args.epochs, args.batch_size) for v in variants}
     base = results[variants[0]]["s_per_epoch"]
     print(
         f"{len(dataset.train)} training digits, {args.epochs} epochs after a warm-up epoch, "
@@ -84,6 +79,8 @@ def main() -> None:
             f"{precision:<16}{pipeline:<9}{r['s_per_epoch']:>9.2f}{r['s_per_epoch'] / base:>9.2f}"
             f"{r['val_accuracy']:>9.4f}{r['test_accuracy']:>9.4f}"
         )
+    rows = [{"precision": p, "input": i, **r} for (p, i), r in results.items()]
+    write_json(args.json, {"epochs": args.epochs, "batch_size": args.batch_size, "rows": rows})
 
 
 if __name__ == "__main__":

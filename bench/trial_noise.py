@@ -23,13 +23,11 @@ import argparse
 import statistics
 
 import numpy as np
+from common import add_json_option, composed_dataset, fixed_model, write_json
 from configurations import IMPROVED_STAGE_CHOICE, SEED_STUDY_BEST
 from omegaconf import OmegaConf
 
-from src.config.compose import compose_config
-from src.data.dataset import load_dataset
 from src.model.backend import configure_backend
-from src.model.hypermodel import CNNHyperModel, fixed_hyperparameters
 
 # One configuration per space: the improved-space stage's choice in `make reproduce`, and
 # the seed study's best model on its own space.
@@ -42,19 +40,12 @@ CONFIGURATIONS = {
 def trial_scores(space_name: str, seeds: list[int]) -> tuple[list[float], np.ndarray, int]:
     """Each seed's trial score, the last model's per-digit hits, and the validation size."""
     study, values = CONFIGURATIONS[space_name]
-    cfg = compose_config(["experiment=reproduce", f"+{study}"])
+    cfg, dataset = composed_dataset(["experiment=reproduce", f"+{study}"])
     training = OmegaConf.to_container(cfg.training, resolve=True)
-    space = OmegaConf.to_container(cfg.search_space, resolve=True)
-    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    dataset = load_dataset(data_cfg, val_fraction=training["val_fraction"])
     scores, hits = [], None
     for seed in seeds:
         configure_backend({**training, "seed": seed})
-        hp = fixed_hyperparameters(values)
-        hypermodel = CNNHyperModel(
-            space, dataset.input_shape, dataset.num_classes, precision=training["precision"]
-        )
-        model = hypermodel.build(hp)
+        hypermodel, hp, model = fixed_model(cfg, values, dataset)
         history = hypermodel.fit(
             hp,
             model,
@@ -76,6 +67,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--spaces", nargs="+", default=["cnn_plus", "cnn"])
+    add_json_option(parser)
     args = parser.parse_args()
     rows = []
     for space_name in args.spaces:
@@ -106,6 +98,10 @@ def main() -> None:
             f"{space_name:<10}{mean:>8.4f}{sd:>9.4f}{low:>8.4f}{high:>8.4f}{binomial:>13.4f}"
             f"{bootstrap:>14.4f}{total:>12}"
         )
+    keys = ("space", "mean", "seed_sd", "min", "max", "sampling_se", "bootstrap_sd", "val_digits")
+    write_json(
+        args.json, {"seeds": args.seeds, "rows": [dict(zip(keys, r, strict=True)) for r in rows]}
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,70 @@
+"""What the benchmarks share: a fixed configuration's model, the data a config names, JSON.
+
+Every script imports the installed project (``make install``) and writes its figures as
+JSON with ``--json PATH`` (`add_json_option`, `write_json`), besides the table it prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def add_json_option(parser: argparse.ArgumentParser) -> None:
+    """``--json PATH``: also write the figures there (with the machine and the date)."""
+    parser.add_argument("--json", type=Path, help="also write the figures to this JSON file")
+
+
+def write_json(path: Path | None, payload: Mapping[str, Any]) -> None:
+    """Write ``payload`` with the machine and the time it ran, if a path was given."""
+    if path is None:
+        return
+    record = {
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        **payload,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    print(f"figures written to {path}")
+
+
+def machine() -> dict[str, Any]:
+    """The processor, its core count and the Python that ran: a figure's scope."""
+    cpu = platform.processor()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        cpu = next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in cpuinfo.read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            cpu,
+        )
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def composed_dataset(overrides: Sequence[str]) -> tuple[Any, Any]:
+    """The composed config for ``overrides`` and the dataset it names, as a run loads it."""
+    from src.config.compose import compose_config
+    from src.data.dataset import load_dataset
+
+    cfg = compose_config(list(overrides))
+    return cfg, load_dataset(cfg.data, cfg.training.val_fraction)
+
+
+def fixed_model(cfg: Any, values: Mapping[str, Any], dataset: Any) -> tuple[Any, Any, Any]:
+    """One configuration's hypermodel, its fixed hyperparameters and its built model: the
+    way the search and the final stage build it (``CNNHyperModel.from_config``)."""
+    from src.model.hypermodel import CNNHyperModel, fixed_hyperparameters
+
+    hypermodel = CNNHyperModel.from_config(cfg.search_space, cfg.training, dataset)
+    hp = fixed_hyperparameters(dict(values))
+    return hypermodel, hp, hypermodel.build(hp)
