@@ -17,6 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from src.budget import RunBudget
 from src.data.dataset import Dataset, load_dataset
 from src.errors import ConfigError
 from src.final.result import FinalResult
@@ -43,12 +44,15 @@ class PipelineResult:
     final: FinalResult | None = None
 
 
-def run_pipeline(cfg: DictConfig, observers: Sequence[TrialObserver] = ()) -> PipelineResult:
+def run_pipeline(
+    cfg: DictConfig, observers: Sequence[TrialObserver] = (), started: float | None = None
+) -> PipelineResult:
     """Load the configured data, run the tracked search, then the final stage.
 
     Args:
         cfg: A validated root config (``src.config.validate_config``).
         observers: More listeners to the search's hooks, after the MLflow tracker.
+        started: When the run started (``time.monotonic()``), for ``budget``; default now.
 
     Returns:
         The data, the search's result and the final stage's result.
@@ -59,6 +63,10 @@ def run_pipeline(cfg: DictConfig, observers: Sequence[TrialObserver] = ()) -> Pi
     """
     if not cfg.final.from_results and cfg.distributed.role != "worker":
         check_run_folder(cfg)  # before anything is loaded, opened or overwritten
+    budget = None
+    if cfg.get("budget") is not None:  # one clock for the search and the final stage
+        folder = Path(cfg.paths.output_dir)
+        budget = RunBudget.start(cfg.budget, folder, resume=cfg.resume, started=started)
     dataset = load_dataset(
         OmegaConf.to_container(cfg.data, resolve=True), cfg.training.val_fraction
     )
@@ -67,10 +75,10 @@ def run_pipeline(cfg: DictConfig, observers: Sequence[TrialObserver] = ()) -> Pi
         if cfg.final.from_results:
             search = _recorded(cfg, listeners)
         else:
-            search = run_search(cfg, dataset, observers=listeners)
+            search = run_search(cfg, dataset, observers=listeners, budget=budget)
         result = PipelineResult(dataset, search)
         if search is not None and cfg.final.enabled:
-            result.final = run_final_stage(cfg, dataset, search, tracker)
+            result.final = run_final_stage(cfg, dataset, search, tracker, budget)
     return result
 
 

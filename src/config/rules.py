@@ -14,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from src.budget import FINAL_OVERHEAD_S, parse_duration
 from src.config.schema import (
     DistributedSchema,
     FinalSchema,
@@ -30,6 +31,8 @@ from src.search.capabilities import refusal
 # both for training and validation.
 OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")
 DATA_SOURCES = ("mnist", "mnist_10k", "idx")
+# A budget below this cannot pay for the final stage's fixed costs and one epoch.
+MIN_BUDGET_S = 2 * FINAL_OVERHEAD_S
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -42,6 +45,7 @@ def validate_config(cfg: DictConfig) -> None:
         ConfigError: naming the first key whose value cannot work.
     """
     reader = _Reader(cfg)
+    _check_budget(reader)
     _check_training(reader)
     _check_tuner(reader)
     _check_search_space(reader)
@@ -97,6 +101,24 @@ class _Reader:
         return value
 
 
+def _check_budget(reader: _Reader) -> None:
+    budget = reader.get("budget", None)
+    if budget is None:
+        return
+    try:
+        seconds = parse_duration(budget)
+    except ValueError as error:
+        raise ConfigError(f"budget={budget!r}: {error}") from None
+    if seconds < MIN_BUDGET_S and reader.get("final.enabled"):
+        raise ConfigError(
+            f"budget={budget!r}: the final stage alone needs about {FINAL_OVERHEAD_S:.0f} s "
+            f"(evaluating, logging and registering); give budget={MIN_BUDGET_S:.0f}s or more"
+        )
+    if reader.get("tuner.cv_folds", 1) not in (None, 1):
+        # A k-fold trial trains k models; the budget's estimate counts one per trial.
+        raise ConfigError("budget with tuner.cv_folds: time one trial's folds, not k of them")
+
+
 def _check_training(reader: _Reader) -> None:
     check_node(reader.cfg.training, TrainingSchema, "training")
 
@@ -119,6 +141,7 @@ def _check_tuner(reader: _Reader) -> None:
         reader.integer("tuner.max_epochs", 1)
     if reader.get("tuner.factor", None) is not None:
         reader.integer("tuner.factor", 2)
+    reader.integer("tuner.search_examples", 10, optional=True)
     _check_optuna_specs(reader)
     _check_cross_validation(reader)
     # The tuner's state lives in the run folder, where a resume and the overwrite guard

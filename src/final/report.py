@@ -147,6 +147,18 @@ def write_model_card(path: Path, facts: Mapping[str, Any]) -> Path:
         if len(seeds) > 1
         else f"- one training seed ({seeds[0]})"
     )
+    budget = facts.get("budget")
+    budget_text = (
+        f"""
+## Time budget
+- budget {budget["total_s"]:.0f} s: search {budget["search_s"]} s
+  ({budget["search_stopped_because"]}), final stage {budget["final_s"]} s;
+  {budget["spent_s"]} s spent in all
+- {facts.get("budget_note") or "the final stage trained as planned"}
+"""
+        if budget
+        else ""
+    )
     text = f"""# Model card: {facts["model_name"]}
 
 A convolutional network for {side} images in {facts["num_classes"]} classes, tuned with Keras Tuner
@@ -176,7 +188,7 @@ Trial {facts["trial_id"]}: {facts["chosen_by"]}.
 {spread}
 - per-digit accuracy: {per_class}
 - registry decision: {facts.get("decision", "not registered")}
-
+{budget_text}
 ## Use
 Input: float32 array of shape (N, {", ".join(map(str, facts["input_shape"]))}), pixels in [0, 1]
 (white on black, as in the training data).

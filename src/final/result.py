@@ -40,6 +40,9 @@ class FinalResult:
     decision: str = "not registered"
     run_id: str | None = None
     wall_time_s: float = 0.0
+    # With ``budget``: the run's clock at the end, and how the final stage was fitted to it.
+    budget: dict[str, Any] | None = None
+    budget_note: str | None = None
 
     @property
     def registered_model(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import keras
@@ -22,6 +23,7 @@ def train_and_test(
     dataset: Dataset,
     training: dict[str, Any],
     epochs: int,
+    callbacks: Sequence[keras.callbacks.Callback] = (),
 ) -> tuple[keras.Model, dict[str, list[float]], Evaluation]:
     """Train one model from scratch on train + validation with ``training["seed"]``, test it."""
     configure_backend(training)
@@ -44,7 +46,7 @@ def train_and_test(
         epochs=epochs,
         batch_size=training["batch_size"],
         verbose=keras_verbosity(training["verbose"]),
-        callbacks=[StopWhenAsked()],
+        callbacks=[StopWhenAsked(), *callbacks],
     ).history
     return model, history, evaluate(model, dataset.test, dataset.num_classes)
 

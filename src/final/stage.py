@@ -22,6 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from src.budget import RunBudget, fit_final_stage
 from src.data.dataset import Dataset
 from src.final import report
 from src.final.choose import choose_trial
@@ -29,6 +30,7 @@ from src.final.evaluation import Evaluation, evaluate
 from src.final.register import register_final_model
 from src.final.result import FinalResult
 from src.final.retrain import ensemble_of, train_and_test
+from src.model.backend import StopAtDeadline
 from src.model.hypermodel import CNNHyperModel
 from src.search.results import SearchResult
 from src.tracking.final_run import close_final_run, log_final_run
@@ -42,6 +44,7 @@ def run_final_stage(
     dataset: Dataset,
     search: SearchResult,
     tracker: MLflowTracker | None = None,
+    budget: RunBudget | None = None,
 ) -> FinalResult:
     """Retrain the chosen trial's configuration on train + validation, test it, register it.
 
@@ -51,6 +54,7 @@ def run_final_stage(
         search: The search's result (its best trial, or the one ``final.choose`` picks, is
             retrained).
         tracker: The search's MLflow tracker; None when tracking is off (nothing registered).
+        budget: The run's time budget: the epochs and seeds shrink to fit what is left.
 
     Returns:
         The test metrics and the registry's decision.
@@ -65,12 +69,19 @@ def run_final_stage(
     epochs = epochs or training["epochs"]
 
     seeds = list(cfg.final.seeds or [training["seed"]])
+    examples = len(dataset.train) + len(dataset.val)
+    plan = fit_final_stage(budget, epochs, seeds, bool(cfg.final.ensemble), examples)
+    if plan.note:
+        log.warning("final stage: %s", plan.note)
+    epochs, seeds = plan.epochs, plan.seeds
+    # Past the run's deadline the model stops after its epoch: at most one epoch over.
+    deadline = [StopAtDeadline(budget.left, per_batch=False)] if budget is not None else []
     trained = [
-        train_and_test(hypermodel, values, dataset, {**training, "seed": seed}, epochs)
+        train_and_test(hypermodel, values, dataset, {**training, "seed": seed}, epochs, deadline)
         for seed in seeds
     ]
     model, history, evaluation = trained[0]  # the first seed's model is the one registered
-    if cfg.final.ensemble:
+    if plan.ensemble:
         model = ensemble_of([member for member, _, _ in trained], seeds, hypermodel.name)
         evaluation = evaluate(model, dataset.test, dataset.num_classes)
     interval = evaluation.interval
@@ -86,7 +97,8 @@ def run_final_stage(
         hyperparameters=values,
         seeds=seeds,
         seed_test_accuracies=[result.accuracy for _, _, result in trained],
-        ensemble=bool(cfg.final.ensemble),
+        ensemble=plan.ensemble,
+        budget_note=plan.note,
         trial_id=chosen.trial_id,
         chosen_by=chosen_by,
     )
@@ -109,6 +121,11 @@ def run_final_stage(
         else:
             final.decision = "not registered (final.register=false)"
     final.wall_time_s = round(time.perf_counter() - start, 2)
+    if budget is not None:
+        budget.final_s = final.wall_time_s
+        final.budget = budget.to_dict()
+        if tracker is not None:
+            tracker.record_budget(final.budget)
     facts = _facts(cfg, final, dataset)
     card = report.write_model_card(out / "model_card.md", facts)
     (out / "final.json").write_text(json.dumps(facts, indent=2) + "\n")

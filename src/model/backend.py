@@ -6,7 +6,7 @@ same config trains the same way wherever it runs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import keras
@@ -48,3 +48,37 @@ class StopWhenAsked(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
         raise_if_stop_requested()
+
+
+class StopAtDeadline(keras.callbacks.Callback):
+    """Stops training once a deadline passes (``budget``): a trial after the batch it passed
+    in (but never inside its first epoch, so that every trial is scored), a final model
+    after its epoch.
+
+    Args:
+        seconds_left: Returns the seconds left before the deadline.
+        per_batch: Check after every batch from the second epoch on, not only per epoch.
+    """
+
+    def __init__(self, seconds_left: Callable[[], float], per_batch: bool = True) -> None:
+        super().__init__()
+        self.seconds_left = seconds_left
+        self.per_batch = per_batch
+        self.epochs_done = 0
+        self.stopped = False
+
+    def _check(self) -> None:
+        if self.seconds_left() <= 0:
+            self.model.stop_training = True
+            self.stopped = True
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        self.epochs_done = 0
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        if self.per_batch and self.epochs_done >= 1:
+            self._check()
+
+    def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+        self.epochs_done += 1
+        self._check()

@@ -4,6 +4,8 @@
 overriding one of Keras Tuner's own hooks (``search``, ``run_trial``, ``on_epoch_end``)
 and calling the next:
 
+- `SpendsBudget`: with ``budget``, trials start only while the search has time left, and
+  every epoch's cost refines what the final stage is expected to need (``src.budget``);
 - `DistributedSearch`: the chief serves the oracle with the search hooks called; a worker
   waits a bounded time for the chief (``src.search.distributed``);
 - `ReportsEpochs`: every epoch goes to the oracle, which may stop the trial (pruning);
@@ -18,7 +20,10 @@ and calling the next:
 from __future__ import annotations
 
 import math
+import threading
+import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -27,7 +32,88 @@ import numpy as np
 from keras_tuner.engine.trial import Trial, TrialStatus
 from sklearn.model_selection import StratifiedKFold
 
+from src.budget import RunBudget
 from src.search.distributed import serve_oracle, wait_for_chief
+
+
+class SpendsBudget:
+    """With a `RunBudget`, starts trials only while the search has time left.
+
+    Keras Tuner stops a search when its oracle has ``max_trials`` trials, so once the time
+    left is what the final stage needs, the oracle's ``max_trials`` becomes the number of
+    trials it has (at least one trial always runs). Every epoch's duration refines the
+    budget's cost estimate; the time spent is saved in the run folder after every trial, so
+    that a resumed run counts it. On a distributed chief, which runs no trial, a watcher
+    thread applies the same rule.
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        budget: RunBudget | None = None,
+        examples_per_epoch: float = 0,
+        state_folder: Path | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.budget = budget
+        self.examples_per_epoch = examples_per_epoch
+        self.state_folder = state_folder
+        self._epoch_started = 0.0
+        super().__init__(*args, **kwargs)
+
+    def search(self, *fit_args: Any, **fit_kwargs: Any) -> None:
+        watcher = None
+        if self.budget is not None and getattr(self, "role", None) == "chief":
+            done = threading.Event()
+            watcher = threading.Thread(target=self._watch, args=(done,), daemon=True)
+            watcher.start()
+        try:
+            super().search(*fit_args, **fit_kwargs)
+        finally:
+            if watcher is not None:
+                done.set()
+                watcher.join()
+
+    def _watch(self, done: threading.Event) -> None:
+        while not done.wait(1.0):
+            self._stop_if_spent()
+
+    def on_epoch_begin(
+        self, trial: Trial, model: keras.Model, epoch: int, logs: Any = None
+    ) -> None:
+        super().on_epoch_begin(trial, model, epoch, logs)
+        self._epoch_started = time.monotonic()
+
+    def on_epoch_end(
+        self, trial: Trial, model: keras.Model, epoch: int, logs: Mapping[str, float] | None = None
+    ) -> None:
+        super().on_epoch_end(trial, model, epoch, logs)
+        if self.budget is not None:
+            seconds = time.monotonic() - self._epoch_started
+            self.budget.observe_epoch(seconds, self.examples_per_epoch)
+
+    def on_trial_end(self, trial: Trial) -> None:
+        try:
+            super().on_trial_end(trial)
+        finally:
+            if self.budget is not None:
+                self._stop_if_spent()
+                if self.state_folder is not None:
+                    self.budget.save(self.state_folder)
+
+    def _stop_if_spent(self) -> None:
+        budget = self.budget
+        oracle = self.oracle
+        if budget.search_left() > 0 or not isinstance(oracle, keras_tuner.Oracle):
+            return
+        if not oracle.trials:
+            return  # at least one trial runs; the final stage then shrinks to fit
+        if budget.search_stopped_because is None:
+            budget.search_stopped_because = (
+                f"budget: {max(budget.left(), 0):.0f} s left after {len(oracle.trials)} "
+                f"trials, {budget.final_reserve_s:.0f} s kept for the final stage"
+            )
+        oracle.max_trials = len(oracle.trials)  # create_trial now answers STOPPED
 
 
 class DistributedSearch:

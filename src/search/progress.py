@@ -8,6 +8,7 @@ import time
 import keras_tuner
 from keras_tuner.engine.trial import Trial
 
+from src.budget import RunBudget
 from src.search.observers import TrialObserver
 from src.search.results import format_values, trial_status
 
@@ -17,7 +18,8 @@ log = logging.getLogger(__name__)
 class ProgressReporter(TrialObserver):
     """One log line per trial start and end: k of N, values, time taken and left, best so far."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: RunBudget | None = None) -> None:
+        self.budget = budget
         self.search_start = 0.0
         self.trial_start = 0.0
         self.durations: list[float] = []
@@ -56,7 +58,14 @@ class ProgressReporter(TrialObserver):
         )
         left = ""
         created = _trials_created(tuner)
-        if tuner.oracle.max_trials and created is not None:
+        if self.budget is not None:
+            budget = self.budget
+            left = (
+                f" | budget {format_duration(budget.spent())} of "
+                f"{format_duration(budget.total_s)} spent, {format_duration(max(budget.left(), 0))}"
+                f" left ({format_duration(budget.final_reserve_s)} kept for the final stage)"
+            )
+        elif tuner.oracle.max_trials and created is not None:
             remaining = max(tuner.oracle.max_trials - created, 0)
             mean = sum(self.durations) / len(self.durations)
             left = f", ~{format_duration(remaining * mean)} left"

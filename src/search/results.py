@@ -53,6 +53,8 @@ class SearchResult:
     stopped_early: str | None = None
     # Trials pruned, and the epochs they did not train (against the epoch budget).
     pruning: dict[str, int] | None = None
+    # The run's time budget (``budget``): given, spent, why the search stopped.
+    budget: dict[str, Any] | None = None
 
     @property
     def completed(self) -> list[TrialSummary]:
@@ -78,6 +80,7 @@ class SearchResult:
             "data": self.data,
             "stopped_early": self.stopped_early,
             "pruning": self.pruning,
+            "budget": self.budget,
             "best": asdict(best) if best else None,
             "trials": [asdict(t) for t in self.trials],
         }

@@ -22,6 +22,7 @@ from src.search.behaviours import (
     FailsNonFiniteLoss,
     ReportsEpochs,
     SeedsTrials,
+    SpendsBudget,
 )
 from src.search.capabilities import refusal
 from src.search.observers import ObservedTunerMixin, TrialObserver
@@ -29,10 +30,11 @@ from src.search.optuna.specs import OptunaSpecError, make_pruner
 from src.search.optuna.tuner import OptunaSearch, enable_pruning
 
 # Keys of conf/tuner/*.yaml that are the project's, not arguments of the tuner class.
-PROJECT_TUNER_KEYS = ("_target_", "name", "pruner", "cv_folds")
+PROJECT_TUNER_KEYS = ("_target_", "name", "pruner", "cv_folds", "search_examples")
 # Stacked before the configured class, outermost first (see src.search.behaviours): epochs
 # reach the observers before the oracle, as Keras Tuner's own hooks would order them.
 _BEHAVIOURS = (
+    SpendsBudget,
     DistributedSearch,
     ReportsEpochs,
     ObservedTunerMixin,
@@ -97,7 +99,7 @@ def build_tuner(
     observers: Sequence[TrialObserver] = (),
     trial_seed: int = 0,
     epochs: int | None = None,
-    **distributed: Any,
+    **behaviours: Any,
 ) -> keras_tuner.Tuner:
     """Instantiate the configured Keras Tuner class under the project's behaviours.
 
@@ -111,7 +113,9 @@ def build_tuner(
         observers: Receive the tuner's hooks, in order.
         trial_seed: The seed every trial starts from.
         epochs: The epochs each trial is scheduled to train (a pruner never cuts the last).
-        distributed: ``role`` (chief, worker or None) and ``chief_timeout_s``.
+        behaviours: Keyword arguments of ``src.search.behaviours``: ``role`` (chief,
+            worker or None), ``chief_timeout_s``, ``budget``, ``examples_per_epoch``,
+            ``state_folder``.
 
     Returns:
         The tuner, ready to ``search``.
@@ -138,7 +142,7 @@ def build_tuner(
             fold_seed=trial_seed,
             reports_epochs=prunes,
             cv_folds=cv_folds,
-            **distributed,
+            **behaviours,
             **kwargs,
         )
         if isinstance(tuner.oracle, keras_tuner.Oracle):  # not a worker's client of the chief

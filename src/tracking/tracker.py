@@ -257,6 +257,8 @@ class MLflowTracker(TrialObserver):
         if self.parent_run_id is None:
             return
         self.client.log_dict(self.parent_run_id, result.to_dict(), "results.json")
+        if result.budget:
+            self.record_budget(result.budget)
         timestamp = now_ms()
         if result.pruning:
             metrics = [
@@ -277,6 +279,24 @@ class MLflowTracker(TrialObserver):
                 ],
                 tags=[RunTag("tied_with_best", str(trial.tied_with_best).lower())],
             )
+
+    @tolerant
+    def record_budget(self, budget: Mapping[str, Any]) -> None:
+        """Log the run's time budget on the parent run: given, spent, and by which part."""
+        if self.parent_run_id is None:
+            return
+        timestamp = now_ms()
+        seconds = {
+            "budget_s": budget.get("total_s"),
+            "budget_spent_s": budget.get("spent_s"),
+            "budget_search_s": budget.get("search_s"),
+            "budget_final_s": budget.get("final_s"),
+        }
+        metrics = [Metric(k, float(v), timestamp, 0) for k, v in seconds.items() if v is not None]
+        why = str(budget.get("search_stopped_because") or "")[:MAX_TAG_LENGTH]
+        self.client.log_batch(
+            self.parent_run_id, metrics=metrics, tags=[RunTag("budget.search_stopped", why)]
+        )
 
     def record_best(self, tuner: keras_tuner.Tuner) -> None:
         """Tag each child with its rank and the parent with the best trial, as the tuner ranks."""

@@ -1,0 +1,190 @@
+"""A wall-clock budget for a whole run (``budget=10m``): the search and the final stage share it.
+
+Keras Tuner counts trials (``max_trials``), not time. With a budget, one clock starts when
+the run starts; the search starts trials only while the time left exceeds what the final
+stage is expected to need (`RunBudget.final_reserve_s`, re-estimated from every epoch the
+search trains), a trial still running at the search's deadline is stopped as Keras Tuner
+stops any trial (``src.model.backend.StopAtDeadline``), and the final stage fits its
+epochs and seeds into what is left (`fit_final_stage`). A final model still training at the
+run's deadline stops at the end of its epoch, so a run overruns its budget by at most one
+epoch of the final model.
+
+A budget makes what a run does depend on the machine's speed: every budgeted run records
+the trials and epochs it spent (``results.json``'s ``budget``, ``final.json``), so that the
+same run can be replayed without a budget (``tuner.max_trials``, ``final.epochs``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+# What a final stage costs beyond its epochs: building, evaluating the test split, logging
+# and registering the model, comparing it with the champion (seconds; 8-10 s measured on
+# 2 cores with the bundled sample's 10,000 test digits).
+FINAL_OVERHEAD_S = 12.0
+# A validation digit costs a forward pass, about a third of a training step's work.
+VALIDATION_WEIGHT = 1 / 3
+# Saved in the run folder, so that a resumed run counts the time already spent.
+BUDGET_FILE = "budget.json"
+_NUMBER = r"\d+(?:\.\d+)?"
+_DURATION = re.compile(rf"^(?:(?P<h>{_NUMBER})h)?(?:(?P<m>{_NUMBER})m)?(?:(?P<s>{_NUMBER})s)?$")
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds in ``90``, ``90s``, ``3m``, ``1h30m`` or ``2.5m``.
+
+    Raises:
+        ValueError: not a positive duration.
+    """
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 3m, 90s or 1h30m")
+    if isinstance(value, int | float) or re.fullmatch(_NUMBER, str(value).strip()):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value).strip().lower())
+        if not match or not any(match.groupdict().values()):
+            raise ValueError("expected a duration such as 3m, 90s or 1h30m")
+        parts = {k: float(v) for k, v in match.groupdict().items() if v}
+        seconds = parts.get("h", 0) * 3600 + parts.get("m", 0) * 60 + parts.get("s", 0)
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ValueError("expected a duration above 0")
+    return seconds
+
+
+@dataclass
+class RunBudget:
+    """One run's clock: how much was given, spent and left, and what the final stage needs.
+
+    Args:
+        total_s: The whole run's budget.
+        spent_before_s: Time spent by an earlier attempt of this run (a resume).
+    """
+
+    total_s: float
+    spent_before_s: float = 0.0
+    started: float = field(default_factory=time.monotonic)
+    # Seconds per training example per epoch, as the search has measured it so far.
+    seconds_per_example: float | None = None
+    final_examples: int = 0
+    final_epochs: int = 1
+    final_seeds: int = 1
+    final_overhead_s: float = FINAL_OVERHEAD_S  # 0 where the final stage is off
+    # Filled in as the run goes: why the search stopped, and what each part took.
+    search_stopped_because: str | None = None
+    search_s: float | None = None
+    final_s: float | None = None
+
+    def spent(self) -> float:
+        """Seconds spent, earlier attempts included."""
+        return self.spent_before_s + time.monotonic() - self.started
+
+    def left(self) -> float:
+        """Seconds left of the whole budget (negative once it is overrun)."""
+        return self.total_s - self.spent()
+
+    @property
+    def final_reserve_s(self) -> float:
+        """What the final stage is expected to need: its epochs on every training digit."""
+        per_epoch = (self.seconds_per_example or 0.0) * self.final_examples
+        return self.final_overhead_s + per_epoch * self.final_epochs * self.final_seeds
+
+    def search_left(self) -> float:
+        """Seconds the search may still use: what is left after the final stage's reserve."""
+        return self.left() - self.final_reserve_s
+
+    def observe_epoch(self, seconds: float, examples: float) -> None:
+        """Fold one trained epoch into the cost estimate.
+
+        Args:
+            seconds: How long the epoch took, validation included.
+            examples: Training examples plus `VALIDATION_WEIGHT` per validation example.
+        """
+        if examples <= 0 or seconds <= 0:
+            return
+        rate = seconds / examples
+        previous = self.seconds_per_example
+        # The latest epochs weigh most: later trials are what the final stage will retrain.
+        self.seconds_per_example = rate if previous is None else 0.5 * previous + 0.5 * rate
+
+    def save(self, folder: Path) -> None:
+        """Record the time spent so far in ``folder`` (a resumed run starts from it)."""
+        folder.mkdir(parents=True, exist_ok=True)
+        record = {**self.to_dict(), "spent_s": round(self.spent(), 2)}
+        (folder / BUDGET_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+    @classmethod
+    def start(
+        cls, total: Any, folder: Path, resume: bool = False, started: float | None = None
+    ) -> RunBudget:
+        """A budget of ``total`` (a duration), counting what a resumed run spent before.
+
+        Args:
+            total: The budget, as ``budget`` gives it.
+            folder: The run folder, where the time spent is saved.
+            resume: Count the time an earlier attempt of this run saved there.
+            started: When the clock started (``time.monotonic()``); ``src.run`` passes its
+                own start, so that start-up counts too. Default: now.
+        """
+        spent_before = 0.0
+        saved = folder / BUDGET_FILE
+        if resume and saved.is_file():
+            try:
+                spent_before = float(json.loads(saved.read_text()).get("spent_s", 0.0))
+            except (ValueError, AttributeError):  # a damaged record: count from now
+                spent_before = 0.0
+        clock = time.monotonic() if started is None else started
+        return cls(parse_duration(total), spent_before_s=spent_before, started=clock)
+
+    def to_dict(self) -> dict[str, Any]:
+        """What ``results.json``, ``final.json`` and MLflow record of the budget."""
+        record = asdict(self)
+        record.pop("started")
+        return {
+            **record,
+            "spent_s": round(self.spent(), 2),
+            "final_reserve_s": round(self.final_reserve_s, 2),
+        }
+
+
+@dataclass
+class FinalPlan:
+    """The final stage's epochs and seeds, fitted into what the budget leaves."""
+
+    epochs: int
+    seeds: list[int]
+    ensemble: bool
+    note: str | None = None
+
+
+def fit_final_stage(
+    budget: RunBudget | None, epochs: int, seeds: list[int], ensemble: bool, examples: int
+) -> FinalPlan:
+    """The most of ``epochs`` x ``seeds`` that fits the time left, seeds given up first.
+
+    More seeds buy a spread (and an ensemble); more epochs buy accuracy, so when time is
+    short the extra seeds go first, then epochs, down to one epoch of one seed.
+    """
+    if budget is None or budget.seconds_per_example is None:
+        return FinalPlan(epochs, seeds, ensemble)
+    per_epoch = budget.seconds_per_example * examples
+    affordable = int((budget.left() - FINAL_OVERHEAD_S) // per_epoch) if per_epoch > 0 else 0
+    if affordable >= epochs * len(seeds):
+        return FinalPlan(epochs, seeds, ensemble)
+    kept_seeds = seeds[: max(1, min(len(seeds), affordable // max(epochs, 1)))]
+    fitted_epochs = max(1, min(epochs, affordable // len(kept_seeds)))
+    keeps_ensemble = ensemble and len(kept_seeds) > 1
+    left = f"the budget left {max(budget.left(), 0):.0f} s, epochs of about {per_epoch:.1f} s"
+    if fitted_epochs == epochs and len(kept_seeds) == len(seeds):
+        note = f"{left}: less than the planned {epochs} epoch(s); trained anyway"
+    else:
+        note = (
+            f"{left}: {fitted_epochs} epoch(s) x {len(kept_seeds)} seed(s) instead of "
+            f"{epochs} x {len(seeds)}"
+        )
+    return FinalPlan(fitted_epochs, kept_seeds, keeps_ensemble, note)
