@@ -17,12 +17,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import time
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
+from src.budget import process_started
 from src.config.compose import CONFIG_DIR
 from src.config.rules import validate_config
 from src.config.secrets import RedactingFilter, redact, redact_files
@@ -40,7 +40,7 @@ def main(cfg: DictConfig) -> float:
     Returns:
         The best trial's score, so that Hydra sweepers can optimise over searches.
     """
-    started = time.monotonic()  # a `budget` counts start-up and imports too
+    started = process_started()  # a `budget` counts start-up and imports too
     if cfg.distributed.role == "chief":
         arm_release_signal()  # before anything slow: see src.distributed
     # A password in a tracking or database URI is never written down: not in the log, not

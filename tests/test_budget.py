@@ -1,0 +1,165 @@
+"""`budget=`: one wall-clock budget for the search and the final stage."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from helpers import compose_config, run_cli
+
+from src.budget import (
+    BUDGET_FILE,
+    FINAL_OVERHEAD_S,
+    RunBudget,
+    fit_final_stage,
+    parse_duration,
+)
+from src.config.rules import validate_config
+from src.data.dataset import Split
+from src.errors import ConfigError
+from src.model.backend import StopAtDeadline
+from src.pipeline import run_pipeline
+from src.search.stage import plan_budget, search_subset
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("3m", 180), ("1h30m", 5400), ("2.5m", 150), (45, 45)]
+)
+def test_durations_read_as_people_write_them(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["abc", "0s", "-3m", "m", "", True])
+def test_a_budget_that_is_no_duration_is_refused_with_its_key(text):
+    cfg = compose_config([f"budget={text}" if text != "" else "budget=''"])
+    if isinstance(text, bool):
+        cfg.budget = True
+    with pytest.raises(ConfigError, match=r"^budget=") as error:
+        validate_config(cfg)
+    assert "\n" not in str(error.value)
+
+
+def test_a_budget_below_the_final_stages_fixed_cost_is_refused_before_anything_loads(tmp_path):
+    start = time.perf_counter()
+    result = run_cli("experiment=quick", "budget=10s", cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: budget='10s': the final stage alone needs about "
+        f"{FINAL_OVERHEAD_S:.0f} s (evaluating, logging and registering); give budget="
+        f"{2 * FINAL_OVERHEAD_S:.0f}s or more"
+    ]
+    assert time.perf_counter() - start < 10
+    assert not list(tmp_path.rglob("results.json"))
+
+
+def test_a_budget_too_small_for_one_epoch_of_each_is_refused_before_training(tiny_config):
+    """The estimate comes from a calibration of a few training steps; here it is given."""
+    cfg = tiny_config("budget=30s")
+    budget = RunBudget(30.0, seconds_per_example=0.05)  # 300 digits: 15 s an epoch
+    dataset = _digits(300)
+    with pytest.raises(ConfigError, match=r"^budget=30s: one epoch of a trial and one of"):
+        plan_budget(budget, cfg, _dataset(dataset), None, dataset)
+
+
+def test_the_final_stage_gives_up_seeds_first_then_epochs():
+    budget = RunBudget(200.0, seconds_per_example=0.001)  # 10 s an epoch of 10,000 digits
+    plenty = fit_final_stage(budget, 4, [1, 2, 3], True, 10_000)
+    assert (plenty.epochs, plenty.seeds, plenty.ensemble, plenty.note) == (4, [1, 2, 3], True, None)
+    budget.spent_before_s = 200 - FINAL_OVERHEAD_S - 45  # 45 s: four epochs of one seed
+    tight = fit_final_stage(budget, 4, [1, 2, 3], True, 10_000)
+    assert (tight.epochs, tight.seeds, tight.ensemble) == (4, [1], False)
+    budget.spent_before_s = 200 - FINAL_OVERHEAD_S - 25  # two epochs
+    tighter = fit_final_stage(budget, 4, [1, 2, 3], True, 10_000)
+    assert (tighter.epochs, tighter.seeds) == (2, [1])
+    assert "2 epoch(s) x 1 seed(s) instead of 4 x 3" in tighter.note
+    budget.spent_before_s = 200  # nothing left: one epoch of one seed all the same
+    spent = fit_final_stage(budget, 4, [1, 2], False, 10_000)
+    assert (spent.epochs, spent.seeds) == (1, [1])
+    assert fit_final_stage(None, 4, [1, 2], True, 10_000).seeds == [1, 2]  # no budget
+
+
+def test_a_resumed_run_counts_the_time_spent_before(tmp_path):
+    first = RunBudget.start("5m", tmp_path, started=time.monotonic() - 40)
+    first.save(tmp_path)
+    assert json.loads((tmp_path / BUDGET_FILE).read_text())["spent_s"] >= 40
+    resumed = RunBudget.start("5m", tmp_path, resume=True)
+    assert resumed.spent() >= 40 and resumed.left() <= 260
+    assert RunBudget.start("5m", tmp_path).spent() < 5  # a fresh run starts from zero
+    (tmp_path / BUDGET_FILE).write_text("{damaged")
+    assert RunBudget.start("5m", tmp_path, resume=True).spent() < 5
+
+
+def test_a_trial_past_its_deadline_stops_after_a_batch_but_never_in_its_first_epoch():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    x, y = np.zeros((64, 4), "float32"), np.zeros(64, "int32")
+    deadline = StopAtDeadline(lambda: -1.0)  # already past
+    history = model.fit(x, y, batch_size=8, epochs=5, verbose=0, callbacks=[deadline])
+    assert len(history.history["loss"]) == 1 and deadline.stopped  # the first epoch, whole
+    epochs_seen = []
+
+    class Count(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            epochs_seen.append(batch)
+
+    clock = iter([1.0] + [-1.0] * 100)  # checked at epoch 1's end, then after each batch
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=5,
+        verbose=0,
+        callbacks=[StopAtDeadline(lambda: next(clock)), Count()],
+    )
+    assert len(epochs_seen) == 8 + 1  # the first epoch's eight batches, one of the second
+
+
+def test_search_examples_is_a_stratified_subset():
+    split = _digits(1000)
+    subset = search_subset(split, 200, seed=0)
+    assert len(subset) == 200
+    assert np.bincount(subset.labels, minlength=10).min() >= 18
+    assert search_subset(split, None, seed=0) is split
+    assert search_subset(split, 5000, seed=0) is split
+
+
+def test_a_budgeted_run_stops_its_search_in_time_and_still_registers(tiny_config):
+    """With no trial cap the budget alone ends the search; the final stage still trains on
+    every digit and registers its model; the recorded parts add up within the budget."""
+    cfg = tiny_config(
+        "budget=35s", "tuner.max_trials=null", "tuner.search_examples=150", "training.epochs=1"
+    )
+    start = time.monotonic()
+    result = run_pipeline(cfg, started=start)
+    elapsed = time.monotonic() - start
+    search, final = result.search, result.final
+    budget = search.budget
+    assert budget["search_stopped_because"].startswith("budget:")
+    assert len(search.trials) >= 2
+    assert search.data["search_examples"] == 150
+    assert final.model_version is not None
+    recorded = final.budget
+    assert recorded["search_s"] + recorded["final_s"] <= recorded["spent_s"] + 1
+    # At most one epoch of the final model over (tiny data: a few seconds).
+    assert elapsed <= 35 + 10, elapsed
+    folder = Path(cfg.paths.output_dir)
+    saved = json.loads((folder / "results.json").read_text())
+    assert saved["budget"]["search_stopped_because"] == budget["search_stopped_because"]
+    card = (folder / "final" / "model_card.md").read_text()
+    assert "## Time budget" in card
+
+
+def _digits(count: int) -> Split:
+    rng = np.random.default_rng(0)
+    labels = np.arange(count) % 10
+    return Split(rng.random((count, 28, 28, 1), dtype=np.float32), labels.astype(np.int32))
+
+
+def _dataset(split: Split):
+    from src.data.dataset import Dataset
+
+    return Dataset("tiny", "test", "digest", split, split, split)
