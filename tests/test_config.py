@@ -47,7 +47,12 @@ def test_default_config_is_the_documented_one(monkeypatch):
     assert cfg.resume is False
     assert cfg.data.name == "mnist"
     assert cfg.data.fallback.name == "mnist_10k"
-    assert cfg.tuner._target_ == "keras_tuner.RandomSearch"
+    # The budgeted default: TPE over the seed study's knobs, trained well, from the shipped
+    # study, on at most 10,000 digits a trial, time deciding the number of trials.
+    assert cfg.tuner._target_ == "src.search.optuna.tuner.OptunaSearch"
+    assert cfg.budget == "4m" and cfg.tuner.max_trials is None
+    assert cfg.tuner.warm_start == "shipped" and cfg.tuner.search_examples == 10000
+    assert cfg.search_space.name == "default" and cfg.search_space.batch_norm is True
     assert cfg.search_space.learning_rate.min == 0.001
     assert cfg.search_space.learning_rate.max == 0.01
     assert list(cfg.search_space.conv_layers) == [2, 4, 6]
@@ -59,6 +64,19 @@ def test_tracking_uri_follows_the_environment(monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
     assert compose_config().mlflow.tracking_uri == "http://127.0.0.1:5999"
     assert compose_config(["mlflow=server"]).mlflow.tracking_uri == "http://127.0.0.1:5999"
+
+
+@pytest.mark.parametrize("experiment", ["quick", "reproduce"])
+def test_presets_are_count_based(experiment):
+    """make reproduce stays count-based and deterministic on one machine: no budget."""
+    cfg = compose_config([f"experiment={experiment}"])
+    assert cfg.budget is None and cfg.tuner.warm_start is None
+
+
+def test_the_study_stages_keep_their_trial_counts_over_the_budgeted_default():
+    cfg = compose_config(["experiment=reproduce", "+study=cnn"])
+    assert cfg.tuner.max_trials == 5 and cfg.search_space.name == "cnn"
+    assert cfg.budget is None and cfg.tuner.search_examples is None
 
 
 def test_quick_experiment_shrinks_the_run():

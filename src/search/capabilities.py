@@ -1,10 +1,11 @@
 """What a tuner cannot combine with the project's options: one table, one check.
 
 Keras Tuner's Hyperband decides each trial's epochs itself and resumes a bracket's models
-from checkpoints in its own folder, so it takes no Optuna pruner, no k-fold score and no
-distributed run here. The table is keyed by class name so that config validation
-(``src.config.rules``) can apply it before Keras Tuner, and TensorFlow, are imported; the
-tuner factory applies the same check to the class it builds.
+from checkpoints in its own folder, so it takes no Optuna pruner, no k-fold score, no
+distributed run and no warm start here; a grid search takes no warm start either. The
+table is keyed by class name so that config validation (``src.config.rules``) can apply it
+before Keras Tuner, and TensorFlow, are imported; the tuner factory applies the same check
+to the class it builds.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ REFUSED_OPTIONS: dict[str, dict[str, str]] = {
         "cv_folds": "Hyperband cannot cross-validate its trials (one model per trial)",
         "distributed": "Hyperband cannot run distributed here (its checkpoints stay in one "
         "member's folder); use tuner=random or tuner=bayesian",
+        "warm_start": "Hyperband schedules its own brackets of trials; use tuner=tpe, random "
+        "or bayesian to begin from earlier configurations",
+    },
+    "GridSearch": {
+        "warm_start": "a grid search walks its grid in order; use tuner=tpe, random or "
+        "bayesian to begin from earlier configurations",
     },
 }
 

@@ -28,9 +28,10 @@ from src.search.capabilities import refusal
 from src.search.observers import ObservedTunerMixin, TrialObserver
 from src.search.optuna.specs import OptunaSpecError, make_pruner
 from src.search.optuna.tuner import OptunaSearch, enable_pruning
+from src.search.warm_start import SHIPPED, enable_warm_start, warm_start_configurations
 
 # Keys of conf/tuner/*.yaml that are the project's, not arguments of the tuner class.
-PROJECT_TUNER_KEYS = ("_target_", "name", "pruner", "cv_folds", "search_examples")
+PROJECT_TUNER_KEYS = ("_target_", "name", "pruner", "cv_folds", "search_examples", "warm_start")
 # Stacked before the configured class, outermost first (see src.search.behaviours): epochs
 # reach the observers before the oracle, as Keras Tuner's own hooks would order them.
 _BEHAVIOURS = (
@@ -129,7 +130,12 @@ def build_tuner(
     pruner = tuner_cfg.get("pruner")
     prunes = make_pruner(pruner) is not None
     cv_folds = tuner_cfg.get("cv_folds") or 1
-    for option, asked in (("pruner", prunes), ("cv_folds", cv_folds > 1)):
+    options = (
+        ("pruner", prunes),
+        ("cv_folds", cv_folds > 1),
+        ("warm_start", tuner_cfg.get("warm_start") not in (None, SHIPPED)),
+    )
+    for option, asked in options:
         reason = refusal(cls, option)
         if asked and reason:
             raise ConfigError(f"tuner.{option}: {reason}")
@@ -147,6 +153,10 @@ def build_tuner(
         )
         if isinstance(tuner.oracle, keras_tuner.Oracle):  # not a worker's client of the chief
             enable_pruning(tuner.oracle, pruner, epochs)
+            warm_start = tuner_cfg.get("warm_start")
+            if not (warm_start == SHIPPED and refusal(cls, "warm_start")):  # the default's
+                warm = warm_start_configurations(warm_start, hypermodel.space)
+                enable_warm_start(tuner.oracle, warm)
     except OptunaSpecError as error:
         raise ConfigError(str(error)) from None
     if max_trials is not None:

@@ -1,0 +1,270 @@
+"""Tuning against not tuning, at the same time budget: `python -m src.run budget=B` against the
+untuned Keras MNIST example given the same B, side by side, on the official test set.
+
+The untuned baseline is Keras' documented MNIST convnet ("Simple MNIST convnet",
+https://keras.io/examples/vision/mnist_convnet/, by fchollet): two 3x3 convolutions of 32
+and 64 filters, each followed by 2x2 max-pooling, flatten, dropout 0.5, a 10-way softmax;
+Adam, batch 128, 15 epochs, 10 % of the training digits held out (``validation_split``).
+Here it trains on the same digits as the run (the run's train + validation), for as many
+epochs as fit in B (at most 15: the example's own schedule), and is tested once on the
+official 10,000 test digits.
+
+Both arms run as fresh processes (``python -m src.run ...`` and ``python bench/anytime.py
+untuned ...``), so both pay the same start-up, and their wall times are measured from
+outside. For each budget and seed: wall time, test accuracy with its 95 % Wilson interval,
+errors, and an exact McNemar test of the run's registered model against the baseline on
+the same digits. Writes ``anytime.json``, ``anytime.md`` and ``anytime.png`` to ``--out``.
+
+    .venv/bin/python bench/anytime.py --budgets 1m 3m 10m --seeds 42 43 --out outputs/bench/anytime
+    MNIST_IDX_FOLDER=../shared/datasets/mnist .venv/bin/python bench/anytime.py --data mnist \\
+        --budgets 3m 10m 20m --seeds 42 --out outputs/bench/anytime_full
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from common import machine, write_json
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+MODEL_NAME = "anytime"
+EXAMPLE_EPOCHS = 15
+
+
+def untuned_example(data: str, budget_s: float, seed: int, out: Path) -> None:
+    """Train and test Keras' MNIST example within ``budget_s``; write what it measured."""
+    started = time.monotonic()
+    import keras
+
+    from src.config.compose import compose_config
+    from src.data.dataset import load_dataset
+
+    cfg = compose_config([f"data={data}"])
+    dataset = load_dataset(cfg.data, cfg.training.val_fraction)
+    images = np.concatenate([dataset.train.images, dataset.val.images])
+    labels = np.concatenate([dataset.train.labels, dataset.val.labels])
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential(
+        [
+            keras.Input(shape=(28, 28, 1)),
+            keras.layers.Conv2D(32, kernel_size=(3, 3), activation="relu"),
+            keras.layers.MaxPooling2D(pool_size=(2, 2)),
+            keras.layers.Conv2D(64, kernel_size=(3, 3), activation="relu"),
+            keras.layers.MaxPooling2D(pool_size=(2, 2)),
+            keras.layers.Flatten(),
+            keras.layers.Dropout(0.5),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+    model.compile(loss="sparse_categorical_crossentropy", optimizer="adam", metrics=["accuracy"])
+
+    class WithinBudget(keras.callbacks.Callback):
+        """Stops before an epoch that would end past the budget (the slowest so far)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.longest = 0.0
+            self.epoch_start = 0.0
+            self.epochs = 0
+
+        def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+            self.epoch_start = time.monotonic()
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            self.epochs += 1
+            self.longest = max(self.longest, time.monotonic() - self.epoch_start)
+            # Testing 10,000 digits costs about a tenth of an epoch on 54,000 training digits.
+            if time.monotonic() - started + 1.1 * self.longest > budget_s:
+                self.model.stop_training = True
+
+    within = WithinBudget()
+    model.fit(
+        images,
+        labels,
+        batch_size=128,
+        epochs=EXAMPLE_EPOCHS,
+        validation_split=0.1,
+        verbose=0,
+        callbacks=[within],
+    )
+    right = model.predict(dataset.test.images, verbose=0).argmax(axis=1) == dataset.test.labels
+    np.save(out / "right.npy", right)
+    (out / "untuned.json").write_text(
+        json.dumps({"epochs": within.epochs, "test_digest": dataset.test_digest}) + "\n"
+    )
+
+
+def run_arm(command: list[str], env: dict[str, str], log: Path) -> float:
+    """Run one arm as a fresh process; its wall time (raises if it fails)."""
+    start = time.monotonic()
+    with open(log, "w") as stream:
+        code = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=stream, stderr=stream)
+    elapsed = time.monotonic() - start
+    if code.returncode != 0:
+        tail = log.read_text().strip().splitlines()[-3:]
+        raise SystemExit(f"{' '.join(command[:4])} ... failed: {' | '.join(tail)}")
+    return elapsed
+
+
+def tuned_right(run_dir: Path, store: str) -> tuple[np.ndarray, dict[str, Any]]:
+    """Per test digit, whether the run's registered model got it right; and its final.json."""
+    from src.config.compose import compose_config
+    from src.data.dataset import load_dataset
+    from src.registry.versions import load_version
+
+    final = json.loads((run_dir / "final" / "final.json").read_text())
+    cfg = compose_config([f"data={final['data']['name']}"])
+    dataset = load_dataset(cfg.data, cfg.training.val_fraction)
+    model = load_version(store, MODEL_NAME, final["model_version"])
+    right = model.predict(dataset.test.images, verbose=0).argmax(axis=1) == dataset.test.labels
+    return right, final
+
+
+def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Both arms at every budget and seed, the order alternating; one row each."""
+    from src.budget import parse_duration
+    from src.stats import accuracy_with_interval, mcnemar
+
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    rows = []
+    for index, (budget, seed) in enumerate((b, s) for b in args.budgets for s in args.seeds):
+        seconds = parse_duration(budget)
+        folder = (args.out / f"{budget}_seed{seed}").resolve()
+        folder.mkdir(parents=True, exist_ok=True)
+        store = f"sqlite:///{folder / 'mlflow.db'}"
+        tuned = [
+            sys.executable, "-m", "src.run", f"budget={budget}", f"data={args.data}",
+            f"training.seed={seed}", f"final.model_name={MODEL_NAME}",
+            f"mlflow.tracking_uri={store}", f"mlflow.artifact_location={folder / 'artifacts'}",
+            f"hydra.run.dir={folder / 'run'}", *args.set,
+        ]  # fmt: skip
+        untuned = [
+            sys.executable, str(Path(__file__).resolve()), "untuned", "--data", args.data,
+            "--budget", budget, "--seed", str(seed), "--out", str(folder),
+        ]  # fmt: skip
+        arms = [("tuned", tuned), ("untuned", untuned)]
+        walls = {}
+        for name, command in arms if index % 2 == 0 else arms[::-1]:
+            print(f"{budget} seed {seed}: {name} ...", flush=True)
+            walls[name] = run_arm(command, env, folder / f"{name}.log")
+        right, final = tuned_right(folder / "run", store)
+        baseline = np.load(folder / "right.npy")
+        untuned_record = json.loads((folder / "untuned.json").read_text())
+        ours = accuracy_with_interval(int(right.sum()), len(right))
+        theirs = accuracy_with_interval(int(baseline.sum()), len(baseline))
+        test = mcnemar(right, baseline)
+        search = json.loads((folder / "run" / "results.json").read_text())
+        rows.append(
+            {
+                "budget": budget,
+                "budget_s": seconds,
+                "seed": seed,
+                "tuned": {
+                    "wall_s": round(walls["tuned"], 1),
+                    "accuracy": ours.value,
+                    "interval": [ours.ci_low, ours.ci_high],
+                    "errors": ours.errors,
+                    "trials": len(search["trials"]),
+                    "search_examples": search["data"].get("search_examples"),
+                    "final_epochs": final["epochs"],
+                    "final_seeds": final["seeds"],
+                    "stopped": (search.get("budget") or {}).get("search_stopped_because"),
+                },
+                "untuned": {
+                    "wall_s": round(walls["untuned"], 1),
+                    "accuracy": theirs.value,
+                    "interval": [theirs.ci_low, theirs.ci_high],
+                    "errors": theirs.errors,
+                    "epochs": untuned_record["epochs"],
+                },
+                "mcnemar": test.to_dict(),
+            }
+        )
+        print(_row(rows[-1]), flush=True)
+        write_json(args.out / "anytime.json", {"data": args.data, "rows": rows})
+    return rows
+
+
+def _row(row: dict[str, Any]) -> str:
+    ours, theirs = row["tuned"], row["untuned"]
+    return (
+        f"| {row['budget']} | {row['seed']} | {100 * ours['accuracy']:.2f} % "
+        f"[{100 * ours['interval'][0]:.2f}, {100 * ours['interval'][1]:.2f}] ({ours['errors']}) "
+        f"| {ours['wall_s']:.0f} s | {ours['trials']} trials, final {ours['final_epochs']} "
+        f"epochs x {len(ours['final_seeds'])} | {100 * theirs['accuracy']:.2f} % "
+        f"[{100 * theirs['interval'][0]:.2f}, {100 * theirs['interval'][1]:.2f}] "
+        f"({theirs['errors']}) | {theirs['wall_s']:.0f} s | {theirs['epochs']} "
+        f"| {row['mcnemar']['p_value']:.2g} |"
+    )
+
+
+def write_report(rows: list[dict[str, Any]], args: argparse.Namespace, command: str) -> None:
+    """The table (Markdown) and the accuracy-against-wall-time figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    header = (
+        "| budget | seed | tuned: test accuracy [95 %] (errors) | wall | spent on | "
+        "untuned example | wall | epochs | McNemar p |\n"
+        "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"
+    )
+    table = "\n".join([header, *(_row(row) for row in rows)])
+    scope = machine()
+    text = (
+        f"`{command}`\n\n{scope['cores']} cores ({scope['cpu']}), data `{args.data}`, official "
+        f"test set (10,000 digits).\n\n{table}\n"
+    )
+    (args.out / "anytime.md").write_text(text)
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for arm, style in (("tuned", "o-"), ("untuned", "s--")):
+        points = sorted((r[arm]["wall_s"], 100 * r[arm]["accuracy"]) for r in rows)
+        label = "python -m src.run budget=B" if arm == "tuned" else "untuned Keras example"
+        axis.plot(*zip(*points, strict=True), style, label=label)
+    axis.set_xscale("log")
+    axis.set_xlabel("wall time (s, log scale)")
+    axis.set_ylabel("official test accuracy (%)")
+    axis.set_title(f"Tuning against not tuning ({args.data}, {scope['cores']} cores)")
+    axis.grid(alpha=0.3)
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(args.out / "anytime.png", dpi=110)
+    print(text)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["untuned"]:
+        parser = argparse.ArgumentParser(description="the untuned Keras example, one run")
+        parser.add_argument("untuned")
+        parser.add_argument("--data", default="mnist_10k")
+        parser.add_argument("--budget", required=True)
+        parser.add_argument("--seed", type=int, default=42)
+        parser.add_argument("--out", type=Path, required=True)
+        args = parser.parse_args()
+        from src.budget import parse_duration
+
+        untuned_example(args.data, parse_duration(args.budget), args.seed, args.out)
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default="mnist_10k", choices=["mnist_10k", "mnist"])
+    parser.add_argument("--budgets", nargs="+", default=["1m", "3m", "10m"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43])
+    parser.add_argument("--set", nargs="*", default=[], help="more overrides of the tuned run")
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench/anytime"))
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    rows = measure(args)
+    write_report(rows, args, " ".join(["bench/anytime.py", *sys.argv[1:]]))
+
+
+if __name__ == "__main__":
+    main()
