@@ -88,6 +88,8 @@ class RunBudget:
     final_epochs: int = 1
     final_seeds: int = 1
     final_overhead_s: float = FINAL_OVERHEAD_S  # 0 where the final stage is off
+    # The share of the budget kept for the final stage however little it is expected to need.
+    final_share: float = 0.0
     # Filled in as the run goes: why the search stopped, and what each part took.
     search_stopped_because: str | None = None
     search_s: float | None = None
@@ -108,8 +110,9 @@ class RunBudget:
         return self.final_overhead_s + per_epoch * self.final_epochs * self.final_seeds
 
     def search_left(self) -> float:
-        """Seconds the search may still use: what is left after the final stage's reserve."""
-        return self.left() - self.final_reserve_s
+        """Seconds the search may still use: what is left after the final stage's reserve
+        (what it is expected to need, or its share of the budget, whichever is more)."""
+        return self.left() - max(self.final_reserve_s, self.final_share * self.total_s)
 
     def observe_epoch(self, seconds: float, examples: float) -> None:
         """Fold one trained epoch into the cost estimate.
@@ -176,18 +179,33 @@ class FinalPlan:
 
 
 def fit_final_stage(
-    budget: RunBudget | None, epochs: int, seeds: list[int], ensemble: bool, examples: int
+    budget: RunBudget | None,
+    epochs: int,
+    seeds: list[int],
+    ensemble: bool,
+    examples: int,
+    fill_up_to: int | None = None,
 ) -> FinalPlan:
     """The most of ``epochs`` x ``seeds`` that fits the time left, seeds given up first.
 
     More seeds buy a spread (and an ensemble); more epochs buy accuracy, so when time is
-    short the extra seeds go first, then epochs, down to one epoch of one seed.
+    short the extra seeds go first, then epochs, down to one epoch of one seed. With
+    ``fill_up_to``, time left over after ``epochs`` lengthens every seed's schedule, up to
+    that many epochs.
     """
     if budget is None or budget.seconds_per_example is None:
         return FinalPlan(epochs, seeds, ensemble)
     per_epoch = budget.seconds_per_example * examples
     affordable = int((budget.left() - FINAL_OVERHEAD_S) // per_epoch) if per_epoch > 0 else 0
     if affordable >= epochs * len(seeds):
+        if fill_up_to is not None and fill_up_to > epochs:
+            filled = min(fill_up_to, affordable // len(seeds))
+            if filled > epochs:
+                note = (
+                    f"the budget left {budget.left():.0f} s, epochs of about {per_epoch:.1f} s: "
+                    f"{filled} epochs instead of {epochs} (final.fill_budget)"
+                )
+                return FinalPlan(filled, seeds, ensemble, note)
         return FinalPlan(epochs, seeds, ensemble)
     kept_seeds = seeds[: max(1, min(len(seeds), affordable // max(epochs, 1)))]
     fitted_epochs = max(1, min(epochs, affordable // len(kept_seeds)))

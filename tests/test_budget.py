@@ -163,3 +163,18 @@ def _dataset(split: Split):
     from src.data.dataset import Dataset
 
     return Dataset("tiny", "test", "digest", split, split, split)
+
+
+def test_time_left_over_lengthens_the_final_schedule_up_to_its_cap():
+    budget = RunBudget(200.0, seconds_per_example=0.001)  # 10 s an epoch: 18 affordable
+    filled = fit_final_stage(budget, 4, [1, 2], False, 10_000, fill_up_to=30)
+    assert (filled.epochs, filled.seeds) == (9, [1, 2]) and "final.fill_budget" in filled.note
+    assert fit_final_stage(budget, 4, [1], False, 10_000, fill_up_to=12).epochs == 12
+    assert fit_final_stage(budget, 4, [1], False, 10_000).epochs == 4  # no fill asked
+
+
+def test_the_search_keeps_the_final_stages_share_of_the_budget():
+    budget = RunBudget(100.0, seconds_per_example=0.0001, final_examples=1000)
+    assert budget.search_left() == pytest.approx(100 - FINAL_OVERHEAD_S - 0.1, abs=0.5)
+    budget.final_share = 0.5
+    assert budget.search_left() == pytest.approx(50, abs=0.5)

@@ -99,6 +99,9 @@ class FinalSchema:
     promotion: Promotion = Promotion.significant
     alpha: float = _between(0, 1)
     from_results: str | None = None
+    budget_share: float = field(default=0.5, metadata={"between": (0, 1)})
+    fill_budget: bool = True
+    max_epochs: int = _at_least(1, default=30)
 
 
 @dataclass

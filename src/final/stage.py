@@ -70,9 +70,10 @@ def run_final_stage(
 
     seeds = list(cfg.final.seeds or [training["seed"]])
     examples = len(dataset.train) + len(dataset.val)
-    plan = fit_final_stage(budget, epochs, seeds, bool(cfg.final.ensemble), examples)
+    fill = cfg.final.max_epochs if cfg.final.fill_budget and not cfg.final.epochs else None
+    plan = fit_final_stage(budget, epochs, seeds, bool(cfg.final.ensemble), examples, fill)
     if plan.note:
-        log.warning("final stage: %s", plan.note)
+        log.info("final stage: %s", plan.note)
     epochs, seeds = plan.epochs, plan.seeds
     # Past the run's deadline the model stops after its epoch: at most one epoch over.
     deadline = [StopAtDeadline(budget.left, per_batch=False)] if budget is not None else []

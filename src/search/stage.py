@@ -186,6 +186,7 @@ def plan_budget(
     budget.final_epochs = final.epochs or training.epochs
     budget.final_seeds = len(final.seeds or [training.seed]) if final.enabled else 0
     budget.final_overhead_s = FINAL_OVERHEAD_S if final.enabled else 0.0
+    budget.final_share = final.budget_share if final.enabled else 0.0
     if budget.seconds_per_example is None:
         budget.observe_epoch(*_calibrate(hypermodel, train, training.batch_size))
     per_example = budget.seconds_per_example
