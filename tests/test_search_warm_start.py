@@ -64,7 +64,10 @@ def test_a_results_json_of_another_space_is_refused_with_one_line(tmp_path):
     for misfit, reason in [
         ({**BEST, "conv_layers": 6}, "conv_layers=6 is not one of [2, 4]"),
         ({**BEST, "learning_rate": 0.5}, "learning_rate=0.5 is outside [0.001, 0.01]"),
-        ({k: v for k, v in BEST.items() if k != "dropout"}, "it has no dropout"),
+        (
+            {k: v for k, v in BEST.items() if k != "dropout"},
+            "it has no dropout, which the space searches",
+        ),
     ]:
         assert configuration_misfit(misfit, SPACE) == reason
 
