@@ -23,7 +23,7 @@ from src.data.dataset import Split
 from src.errors import ConfigError
 from src.model.backend import StopAtDeadline
 from src.pipeline import run_pipeline
-from src.search.stage import plan_budget, search_subset
+from src.search.budgeting import plan_budget, search_subset
 
 
 @pytest.mark.parametrize(

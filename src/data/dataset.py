@@ -152,12 +152,12 @@ def _split(
         train_images, val_images, train_labels, val_labels = train_test_split(
             images, labels, test_size=val_fraction, stratify=labels, random_state=seed
         )
-        train_images, train_labels = _subset(
+        train_images, train_labels = stratified_subset(
             train_images, train_labels, data_cfg.get("max_train_examples"), seed
         )
         # Smoke runs and tests score a few hundred test digits, not all 10,000; the test
         # digest then names the subset, so models are compared only on the same digits.
-        test_images, test_labels = _subset(
+        test_images, test_labels = stratified_subset(
             test_images, test_labels, data_cfg.get("max_test_examples"), seed
         )
     except ValueError as error:  # e.g. a test or validation split smaller than the classes
@@ -174,7 +174,7 @@ def _split(
     )
 
 
-def _subset(
+def stratified_subset(
     images: np.ndarray, labels: np.ndarray, limit: int | None, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """A stratified subset of ``limit`` digits (all of them when ``limit`` is None)."""

@@ -7,21 +7,19 @@ hear every trial through ``src.search.observers``; ``results.json`` is written h
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import keras
-import keras_tuner
 from omegaconf import DictConfig, OmegaConf
-from sklearn.model_selection import train_test_split
 
-from src.budget import FINAL_OVERHEAD_S, VALIDATION_WEIGHT, RunBudget
-from src.data.dataset import Dataset, Split
-from src.errors import ConfigError, SearchFailed
+from src.budget import VALIDATION_WEIGHT, RunBudget
+from src.data.dataset import Dataset
+from src.errors import SearchFailed
 from src.model.backend import StopAtDeadline, StopWhenAsked, configure_backend, keras_verbosity
 from src.model.hypermodel import CNNHyperModel
+from src.search.budgeting import plan_budget, search_subset, why_the_search_ended
 from src.search.distributed import tuner_id
 from src.search.observers import TooManyFailedTrials, TrialObserver
 from src.search.progress import ProgressReporter, format_duration
@@ -136,7 +134,7 @@ def run_search(
     if budget is not None:
         budget.search_s = round(time.perf_counter() - start, 2)
         if budget.search_stopped_because is None:
-            budget.search_stopped_because = _why_the_search_ended(tuner)
+            budget.search_stopped_because = why_the_search_ended(tuner)
         result.budget = budget.to_dict()
         budget.save(Path(cfg.paths.output_dir))
 
@@ -159,65 +157,3 @@ def run_search(
         format_values(best.hyperparameters),
     )
     return result
-
-
-def search_subset(split: Split, examples: int | None, seed: int) -> Split:
-    """The training digits trials train on (``tuner.search_examples``): a stratified subset,
-    or all of them. The final stage always trains on every digit."""
-    if examples is None or examples >= len(split):
-        return split
-    images, _, labels, _ = train_test_split(
-        split.images, split.labels, train_size=examples, stratify=split.labels, random_state=seed
-    )
-    return Split(images, labels)
-
-
-def plan_budget(
-    budget: RunBudget, cfg: DictConfig, dataset: Dataset, hypermodel: CNNHyperModel, train: Split
-) -> None:
-    """Tell the budget what the final stage will train, and measure a model's cost.
-
-    Raises:
-        ConfigError: the budget cannot pay for one epoch of a trial and one of the final
-            model (and the final stage's fixed costs), refused before anything trains.
-    """
-    final, training = cfg.final, cfg.training
-    budget.final_examples = len(dataset.train) + len(dataset.val)
-    budget.final_epochs = final.epochs or training.epochs
-    budget.final_seeds = len(final.seeds or [training.seed]) if final.enabled else 0
-    budget.final_overhead_s = FINAL_OVERHEAD_S if final.enabled else 0.0
-    budget.final_share = final.budget_share if final.enabled else 0.0
-    if budget.seconds_per_example is None:
-        budget.observe_epoch(*_calibrate(hypermodel, train, training.batch_size))
-    per_example = budget.seconds_per_example
-    least = per_example * len(train) + budget.final_overhead_s
-    least += per_example * budget.final_examples if final.enabled else 0.0
-    if budget.left() < least:
-        raise ConfigError(
-            f"budget={cfg.budget}: one epoch of a trial and one of the final model need about "
-            f"{least:.0f} s on this machine ({budget.left():.0f} s left); give "
-            f"budget={math.ceil(2 * least + budget.spent())}s or more"
-        )
-
-
-def _calibrate(hypermodel: CNNHyperModel, train: Split, batch_size: int) -> tuple[float, int]:
-    """Seconds and examples of a few training steps of the search space's default model
-    (after one step of tracing): the budget's first cost estimate, before any trial."""
-    model = hypermodel.build(keras_tuner.HyperParameters())
-    batch = min(batch_size, len(train))
-    images, labels = train.images[:batch], train.labels[:batch]
-    model.train_on_batch(images, labels)
-    steps = 3
-    start = time.perf_counter()
-    for _ in range(steps):
-        model.train_on_batch(images, labels)
-    keras.backend.clear_session()
-    return time.perf_counter() - start, steps * batch
-
-
-def _why_the_search_ended(tuner: keras_tuner.Tuner) -> str:
-    trials = len(getattr(tuner.oracle, "trials", {}) or {})
-    cap = getattr(tuner.oracle, "max_trials", None)
-    if cap and trials >= cap:
-        return f"tuner.max_trials={cap} reached within the budget"
-    return f"the tuner proposed no more trials after {trials}"

@@ -1,0 +1,80 @@
+"""The search's side of a time budget: what trials train on, and what the budget can pay.
+
+``src.budget`` keeps the clock; this module measures a model's cost before the first trial
+(`plan_budget`), narrows the trials' digits (`search_subset`, ``tuner.search_examples``)
+and says why a budgeted search ended.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import keras
+import keras_tuner
+from omegaconf import DictConfig
+
+from src.budget import FINAL_OVERHEAD_S, RunBudget
+from src.data.dataset import Dataset, Split, stratified_subset
+from src.errors import ConfigError
+from src.model.hypermodel import CNNHyperModel
+
+
+def search_subset(split: Split, examples: int | None, seed: int) -> Split:
+    """The training digits trials train on (``tuner.search_examples``): a stratified subset,
+    or all of them. The final stage always trains on every digit."""
+    if examples is None or examples >= len(split):
+        return split
+    return Split(*stratified_subset(split.images, split.labels, examples, seed))
+
+
+def plan_budget(
+    budget: RunBudget, cfg: DictConfig, dataset: Dataset, hypermodel: CNNHyperModel, train: Split
+) -> None:
+    """Tell the budget what the final stage will train, and measure a model's cost.
+
+    Raises:
+        ConfigError: the budget cannot pay for one epoch of a trial and one of the final
+            model (and the final stage's fixed costs), refused before anything trains.
+    """
+    final, training = cfg.final, cfg.training
+    budget.final_examples = len(dataset.train) + len(dataset.val)
+    budget.final_epochs = final.epochs or training.epochs
+    budget.final_seeds = len(final.seeds or [training.seed]) if final.enabled else 0
+    budget.final_overhead_s = FINAL_OVERHEAD_S if final.enabled else 0.0
+    budget.final_share = final.budget_share if final.enabled else 0.0
+    if budget.seconds_per_example is None:
+        budget.observe_epoch(*_calibrate(hypermodel, train, training.batch_size))
+    per_example = budget.seconds_per_example
+    least = per_example * len(train) + budget.final_overhead_s
+    least += per_example * budget.final_examples if final.enabled else 0.0
+    if budget.left() < least:
+        raise ConfigError(
+            f"budget={cfg.budget}: one epoch of a trial and one of the final model need about "
+            f"{least:.0f} s on this machine ({budget.left():.0f} s left); give "
+            f"budget={math.ceil(2 * least + budget.spent())}s or more"
+        )
+
+
+def _calibrate(hypermodel: CNNHyperModel, train: Split, batch_size: int) -> tuple[float, int]:
+    """Seconds and examples of a few training steps of the search space's default model
+    (after one step of tracing): the budget's first cost estimate, before any trial."""
+    model = hypermodel.build(keras_tuner.HyperParameters())
+    batch = min(batch_size, len(train))
+    images, labels = train.images[:batch], train.labels[:batch]
+    model.train_on_batch(images, labels)
+    steps = 3
+    start = time.perf_counter()
+    for _ in range(steps):
+        model.train_on_batch(images, labels)
+    keras.backend.clear_session()
+    return time.perf_counter() - start, steps * batch
+
+
+def why_the_search_ended(tuner: keras_tuner.Tuner) -> str:
+    """Why a budgeted search ended before its budget did: its trial cap, or its tuner."""
+    trials = len(getattr(tuner.oracle, "trials", {}) or {})
+    cap = getattr(tuner.oracle, "max_trials", None)
+    if cap and trials >= cap:
+        return f"tuner.max_trials={cap} reached within the budget"
+    return f"the tuner proposed no more trials after {trials}"
