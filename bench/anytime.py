@@ -105,16 +105,16 @@ def untuned_example(data: str, budget_s: float, seed: int, out: Path) -> None:
     )
 
 
-def run_arm(command: list[str], env: dict[str, str], log: Path) -> float:
-    """Run one arm as a fresh process; its wall time (raises if it fails)."""
+def run_arm(command: list[str], env: dict[str, str], log: Path) -> tuple[float, str | None]:
+    """Run one arm as a fresh process: its wall time, and its error line if it failed."""
     start = time.monotonic()
     with open(log, "w") as stream:
         code = subprocess.run(command, cwd=REPO_ROOT, env=env, stdout=stream, stderr=stream)
     elapsed = time.monotonic() - start
     if code.returncode != 0:
-        tail = log.read_text().strip().splitlines()[-3:]
-        raise SystemExit(f"{' '.join(command[:4])} ... failed: {' | '.join(tail)}")
-    return elapsed
+        lines = log.read_text().strip().splitlines()
+        return elapsed, next((ln for ln in reversed(lines) if ln.startswith("error:")), lines[-1])
+    return elapsed, None
 
 
 def tuned_right(run_dir: Path, store: str) -> tuple[np.ndarray, dict[str, Any]]:
@@ -154,10 +154,14 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             "--budget", budget, "--seed", str(seed), "--out", str(folder),
         ]  # fmt: skip
         arms = [("tuned", tuned), ("untuned", untuned)]
-        walls = {}
+        walls, errors = {}, {}
         for name, command in arms if index % 2 == 0 else arms[::-1]:
             print(f"{budget} seed {seed}: {name} ...", flush=True)
-            walls[name] = run_arm(command, env, folder / f"{name}.log")
+            walls[name], errors[name] = run_arm(command, env, folder / f"{name}.log")
+        if any(errors.values()):  # e.g. a budget the run refuses: recorded, not measured
+            rows.append({"budget": budget, "budget_s": seconds, "seed": seed, "errors": errors})
+            print(f"{budget} seed {seed}: {errors}", flush=True)
+            continue
         right, final = tuned_right(folder / "run", store)
         baseline = np.load(folder / "right.npy")
         untuned_record = json.loads((folder / "untuned.json").read_text())
@@ -221,7 +225,14 @@ def write_report(rows: list[dict[str, Any]], args: argparse.Namespace, command: 
         "untuned example | wall | epochs | McNemar p |\n"
         "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"
     )
-    table = "\n".join([header, *(_row(row) for row in rows)])
+    measured = [row for row in rows if "errors" not in row]
+    refused = [
+        f"- {row['budget']}, seed {row['seed']}: "
+        + "; ".join(f"{arm}: {error}" for arm, error in row["errors"].items() if error)
+        for row in rows
+        if "errors" in row
+    ]
+    table = "\n".join([header, *(_row(row) for row in measured), "", *refused])
     scope = machine()
     text = (
         f"`{command}`\n\n{scope['cores']} cores ({scope['cpu']}), data `{args.data}`, official "
@@ -230,7 +241,7 @@ def write_report(rows: list[dict[str, Any]], args: argparse.Namespace, command: 
     (args.out / "anytime.md").write_text(text)
     figure, axis = plt.subplots(figsize=(6, 4))
     for arm, style in (("tuned", "o-"), ("untuned", "s--")):
-        points = sorted((r[arm]["wall_s"], 100 * r[arm]["accuracy"]) for r in rows)
+        points = sorted((r[arm]["wall_s"], 100 * r[arm]["accuracy"]) for r in measured)
         label = "python -m src.run budget=B" if arm == "tuned" else "untuned Keras example"
         axis.plot(*zip(*points, strict=True), style, label=label)
     axis.set_xscale("log")

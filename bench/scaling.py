@@ -37,10 +37,9 @@ from common import add_json_option, write_json
 from mlflow import MlflowClient
 from mlflow.entities import Metric
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "tests"))
+from src.scaleout.mlflow_server import scratch_tracking_server
 
-from helpers import scratch_tracking_server  # noqa: E402
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_search(workers: int, tracking_uri: str, args: argparse.Namespace, cwd: Path) -> dict:

@@ -94,6 +94,8 @@ class RunBudget:
     search_stopped_because: str | None = None
     search_s: float | None = None
     final_s: float | None = None
+    # Set where the budget narrowed the trials' digits below tuner.search_examples.
+    trial_examples_note: str | None = None
 
     def spent(self) -> float:
         """Seconds spent, earlier attempts included."""

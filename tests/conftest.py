@@ -8,8 +8,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from helpers import FASHION_MNIST, SHARED_MNIST, make_tiny_config, scratch_tracking_server
+from helpers import FASHION_MNIST, SHARED_MNIST, make_tiny_config
 from omegaconf import DictConfig
+
+from src.scaleout.mlflow_server import scratch_tracking_server
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # `make test` runs two xdist workers on two cores: one TensorFlow thread each (here and in

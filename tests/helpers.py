@@ -4,7 +4,6 @@ config, subprocesses of the command line, waiting on conditions, throw-away serv
 from __future__ import annotations
 
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -22,8 +21,6 @@ from mlflow.entities import ViewType
 from omegaconf import DictConfig
 
 from src.config.compose import CONFIG_DIR, compose_config
-from src.scaleout.mlflow_server import tracking_server
-from src.scaleout.postgres import Credentials
 from src.scaleout.process import Service, free_port, http_ok
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -136,32 +133,6 @@ def http_service(
             yield url
     finally:
         shutil.rmtree(log_file.parent, ignore_errors=True)
-
-
-@contextmanager
-def scratch_tracking_server() -> Iterator[str]:
-    """A throw-away `tracking_server` (temporary folder, random password, free loopback
-    ports) for tests and benchmarks; removed at exit."""
-    folder = Path(tempfile.mkdtemp(prefix="mnist-hps-pg-"))
-    folder.chmod(0o755)  # PostgreSQL runs as the postgres user when this runs as root
-    credentials = Credentials(
-        user="mlflow",
-        password=secrets.token_urlsafe(12),
-        database="mlflow",
-        port=free_port(),
-        admin_password=secrets.token_urlsafe(12),
-    )
-    try:
-        with tracking_server(
-            folder / "cluster",
-            folder / "artifacts",
-            credentials,
-            free_port(),
-            folder / "mlflow-server.log",
-        ) as url:
-            yield url
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
 
 
 def search_builds(monkeypatch: Any, make: Callable[[], Any]) -> None:

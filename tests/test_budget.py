@@ -178,3 +178,12 @@ def test_the_search_keeps_the_final_stages_share_of_the_budget():
     assert budget.search_left() == pytest.approx(100 - FINAL_OVERHEAD_S - 0.1, abs=0.5)
     budget.final_share = 0.5
     assert budget.search_left() == pytest.approx(50, abs=0.5)
+
+
+def test_a_tight_budget_narrows_the_trials_digits_rather_than_refusing(tiny_config):
+    cfg = tiny_config("budget=100s")
+    budget = RunBudget(100.0, seconds_per_example=0.01)
+    train = _digits(3000)  # final stage: 6,000 digits, 60 s an epoch; a trial epoch: 30 s
+    narrowed = plan_budget(budget, cfg, _dataset(train), None, train)
+    assert len(narrowed) == 1400  # half of what is left beside the final model's epoch
+    assert "trials train on 1400 of 3000 digits" in budget.trial_examples_note

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from src.scaleout.postgres import Credentials, Postgres
-from src.scaleout.process import Service, ServiceError, http_ok
+from src.scaleout.process import Service, ServiceError, free_port, http_ok
 
 DEFAULT_ARTIFACTS = Path("mlruns") / "server-artifacts"
 DEFAULT_SERVER_PORT = 5002
@@ -142,3 +144,29 @@ def tracking_server(
         )
         with server:
             yield start_mlflow(server, port, host=host)
+
+
+@contextmanager
+def scratch_tracking_server() -> Iterator[str]:
+    """A throw-away `tracking_server` (temporary folder, random password, free loopback
+    ports) for tests and benchmarks (`bench/scaling.py`); removed at exit."""
+    folder = Path(tempfile.mkdtemp(prefix="mnist-hps-pg-"))
+    folder.chmod(0o755)  # PostgreSQL runs as the postgres user when this runs as root
+    credentials = Credentials(
+        user="mlflow",
+        password=secrets.token_urlsafe(12),
+        database="mlflow",
+        port=free_port(),
+        admin_password=secrets.token_urlsafe(12),
+    )
+    try:
+        with tracking_server(
+            folder / "cluster",
+            folder / "artifacts",
+            credentials,
+            free_port(),
+            folder / "mlflow-server.log",
+        ) as url:
+            yield url
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

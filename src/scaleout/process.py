@@ -19,6 +19,8 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from src.interrupts import interrupt
+
 # The shim every `Service` runs under (a script, so that it runs from any folder).
 _REAPER = Path(__file__).with_name("reaper.py")
 # Loopback HTTP never goes through a proxy, whatever the environment says.
@@ -30,11 +32,8 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 def stop_like_ctrl_c() -> None:
-    """Make SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does (main thread only)."""
-
-    def interrupt(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
+    """Make SIGTERM and SIGHUP raise KeyboardInterrupt, as Ctrl-C does (main thread only),
+    with the handler a run uses (``src.interrupts.interrupt``)."""
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, interrupt)
 

@@ -19,6 +19,9 @@ from src.data.dataset import Dataset, Split, stratified_subset
 from src.errors import ConfigError
 from src.model.hypermodel import CNNHyperModel
 
+# The fewest digits a trial trains on when the budget narrows them: 50 of each class.
+MIN_TRIAL_EXAMPLES = 500
+
 
 def search_subset(split: Split, examples: int | None, seed: int) -> Split:
     """The training digits trials train on (``tuner.search_examples``): a stratified subset,
@@ -30,12 +33,15 @@ def search_subset(split: Split, examples: int | None, seed: int) -> Split:
 
 def plan_budget(
     budget: RunBudget, cfg: DictConfig, dataset: Dataset, hypermodel: CNNHyperModel, train: Split
-) -> None:
-    """Tell the budget what the final stage will train, and measure a model's cost.
+) -> Split:
+    """Tell the budget what the final stage will train, measure a model's cost, and return
+    the digits trials train on: ``train``, or fewer where one epoch of it would not fit
+    beside the final model's first epoch (at least `MIN_TRIAL_EXAMPLES`, stratified).
 
     Raises:
-        ConfigError: the budget cannot pay for one epoch of a trial and one of the final
-            model (and the final stage's fixed costs), refused before anything trains.
+        ConfigError: the budget cannot pay for one epoch of a trial on `MIN_TRIAL_EXAMPLES`
+            digits and one of the final model (and the final stage's fixed costs), refused
+            before anything trains.
     """
     final, training = cfg.final, cfg.training
     budget.final_examples = len(dataset.train) + len(dataset.val)
@@ -46,14 +52,25 @@ def plan_budget(
     if budget.seconds_per_example is None:
         budget.observe_epoch(*_calibrate(hypermodel, train, training.batch_size))
     per_example = budget.seconds_per_example
-    least = per_example * len(train) + budget.final_overhead_s
-    least += per_example * budget.final_examples if final.enabled else 0.0
-    if budget.left() < least:
+    final_epoch = per_example * budget.final_examples if final.enabled else 0.0
+    # What one trial epoch may cost: half of what is left beside the final stage's minimum.
+    room = (budget.left() - budget.final_overhead_s - final_epoch) / 2
+    affordable = int(room // per_example) if room > 0 else 0
+    if affordable < min(MIN_TRIAL_EXAMPLES, len(train)):
+        least = per_example * min(MIN_TRIAL_EXAMPLES, len(train)) * 2
+        least += budget.final_overhead_s + final_epoch
         raise ConfigError(
             f"budget={cfg.budget}: one epoch of a trial and one of the final model need about "
             f"{least:.0f} s on this machine ({budget.left():.0f} s left); give "
-            f"budget={math.ceil(2 * least + budget.spent())}s or more"
+            f"budget={math.ceil(least + budget.spent()) + 1}s or more"
         )
+    if affordable < len(train):
+        budget.trial_examples_note = (
+            f"trials train on {affordable} of {len(train)} digits: one epoch of all of them "
+            "would not fit beside the final model"
+        )
+        return search_subset(train, affordable, cfg.data.split_seed)
+    return train
 
 
 def _calibrate(hypermodel: CNNHyperModel, train: Split, batch_size: int) -> tuple[float, int]:

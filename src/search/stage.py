@@ -63,7 +63,9 @@ def run_search(
     hypermodel = CNNHyperModel.from_config(search_space, training, dataset)
     train = search_subset(dataset.train, tuner_cfg.get("search_examples"), cfg.data.split_seed)
     if budget is not None:
-        plan_budget(budget, cfg, dataset, hypermodel, train)
+        train = plan_budget(budget, cfg, dataset, hypermodel, train)
+        if budget.trial_examples_note:
+            log.info("budget: %s", budget.trial_examples_note)
     progress = ProgressReporter(budget)
     role = cfg.distributed.role
     tuner = build_tuner(
