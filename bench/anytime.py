@@ -6,8 +6,8 @@ https://keras.io/examples/vision/mnist_convnet/, by fchollet): two 3x3 convoluti
 and 64 filters, each followed by 2x2 max-pooling, flatten, dropout 0.5, a 10-way softmax;
 Adam, batch 128, 15 epochs, 10 % of the training digits held out (``validation_split``).
 Here it trains on the same digits as the run (the run's train + validation), for as many
-epochs as fit in B (at most 15: the example's own schedule), and is tested once on the
-official 10,000 test digits.
+epochs as fit in B (its documented 15, or more where B allows: Adam's constant rate and
+dropout 0.5 keep it from overfitting), and is tested once on the official 10,000 digits.
 
 Both arms run as fresh processes (``python -m src.run ...`` and ``python bench/anytime.py
 untuned ...``), so both pay the same start-up, and their wall times are measured from
@@ -36,7 +36,8 @@ from common import machine, write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "anytime"
-EXAMPLE_EPOCHS = 15
+# Enough epochs for any budget: the budget, not this, ends the example's training.
+MAX_EPOCHS = 1000
 
 
 def untuned_example(data: str, budget_s: float, seed: int, out: Path) -> None:
@@ -93,7 +94,7 @@ def untuned_example(data: str, budget_s: float, seed: int, out: Path) -> None:
         images,
         labels,
         batch_size=128,
-        epochs=EXAMPLE_EPOCHS,
+        epochs=MAX_EPOCHS,
         validation_split=0.1,
         verbose=0,
         callbacks=[within],

@@ -82,8 +82,10 @@ class RunBudget:
     total_s: float
     spent_before_s: float = 0.0
     started: float = field(default_factory=time.monotonic)
-    # Seconds per training example per epoch, as the search has measured it so far.
+    # Seconds per training example per epoch, as the search has measured it so far, and
+    # per trial: models differ several times in cost, and the final stage retrains one.
     seconds_per_example: float | None = None
+    trial_seconds_per_example: dict[str, float] = field(default_factory=dict)
     final_examples: int = 0
     final_epochs: int = 1
     final_seeds: int = 1
@@ -105,10 +107,16 @@ class RunBudget:
         """Seconds left of the whole budget (negative once it is overrun)."""
         return self.total_s - self.spent()
 
+    def rate(self, trial_id: str | None = None) -> float | None:
+        """Seconds per example per epoch: a trial's own where measured, else the estimate."""
+        return self.trial_seconds_per_example.get(str(trial_id), self.seconds_per_example)
+
     @property
     def final_reserve_s(self) -> float:
-        """What the final stage is expected to need: its epochs on every training digit."""
-        per_epoch = (self.seconds_per_example or 0.0) * self.final_examples
+        """What the final stage is expected to need: its epochs on every training digit, at
+        the costliest rate measured so far (the final stage may retrain any trial)."""
+        rates = [self.seconds_per_example or 0.0, *self.trial_seconds_per_example.values()]
+        per_epoch = max(rates) * self.final_examples
         return self.final_overhead_s + per_epoch * self.final_epochs * self.final_seeds
 
     def search_left(self) -> float:
@@ -116,12 +124,13 @@ class RunBudget:
         (what it is expected to need, or its share of the budget, whichever is more)."""
         return self.left() - max(self.final_reserve_s, self.final_share * self.total_s)
 
-    def observe_epoch(self, seconds: float, examples: float) -> None:
-        """Fold one trained epoch into the cost estimate.
+    def observe_epoch(self, seconds: float, examples: float, trial_id: str | None = None) -> None:
+        """Fold one trained epoch into the cost estimate (and the trial's own).
 
         Args:
             seconds: How long the epoch took, validation included.
             examples: Training examples plus `VALIDATION_WEIGHT` per validation example.
+            trial_id: The trial it belongs to; None for the calibration.
         """
         if examples <= 0 or seconds <= 0:
             return
@@ -129,6 +138,9 @@ class RunBudget:
         previous = self.seconds_per_example
         # The latest epochs weigh most: later trials are what the final stage will retrain.
         self.seconds_per_example = rate if previous is None else 0.5 * previous + 0.5 * rate
+        if trial_id is not None:
+            # A trial's first epoch carries its tracing; a later one replaces it.
+            self.trial_seconds_per_example[str(trial_id)] = rate
 
     def save(self, folder: Path) -> None:
         """Record the time spent so far in ``folder`` (a resumed run starts from it)."""
@@ -187,17 +199,18 @@ def fit_final_stage(
     ensemble: bool,
     examples: int,
     fill_up_to: int | None = None,
+    trial_id: str | None = None,
 ) -> FinalPlan:
     """The most of ``epochs`` x ``seeds`` that fits the time left, seeds given up first.
 
     More seeds buy a spread (and an ensemble); more epochs buy accuracy, so when time is
     short the extra seeds go first, then epochs, down to one epoch of one seed. With
     ``fill_up_to``, time left over after ``epochs`` lengthens every seed's schedule, up to
-    that many epochs.
+    that many epochs. ``trial_id``: the retrained trial, whose own epochs were measured.
     """
-    if budget is None or budget.seconds_per_example is None:
+    if budget is None or budget.rate(trial_id) is None:
         return FinalPlan(epochs, seeds, ensemble)
-    per_epoch = budget.seconds_per_example * examples
+    per_epoch = budget.rate(trial_id) * examples
     affordable = int((budget.left() - FINAL_OVERHEAD_S) // per_epoch) if per_epoch > 0 else 0
     if affordable >= epochs * len(seeds):
         if fill_up_to is not None and fill_up_to > epochs:

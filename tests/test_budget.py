@@ -188,3 +188,15 @@ def test_a_tight_budget_narrows_the_trials_digits_rather_than_refusing(tiny_conf
     # Half of what is left beside the final model's first epoch: (100 - 12 - 60) / 2 s.
     assert 1350 <= len(narrowed) <= 1400
     assert f"trials train on {len(narrowed)} of 3000 digits" in budget.trial_examples_note
+
+
+def test_the_final_stage_is_fitted_at_the_retrained_trials_own_cost():
+    """Models differ several times in cost: the final stage's epochs are planned at what the
+    chosen trial's epochs cost, and the search's reserve at the costliest trial's."""
+    budget = RunBudget(200.0, final_examples=10_000)
+    budget.observe_epoch(1.0, 1000, trial_id="0")  # 10 s an epoch of 10,000 digits
+    budget.observe_epoch(3.0, 1000, trial_id="1")  # 30 s
+    cheap = fit_final_stage(budget, 4, [1], False, 10_000, fill_up_to=30, trial_id="0")
+    costly = fit_final_stage(budget, 4, [1], False, 10_000, fill_up_to=30, trial_id="1")
+    assert (cheap.epochs, costly.epochs) == (18, 6)
+    assert budget.final_reserve_s == pytest.approx(FINAL_OVERHEAD_S + 30 * 1, abs=0.01)

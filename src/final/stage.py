@@ -71,7 +71,9 @@ def run_final_stage(
     seeds = list(cfg.final.seeds or [training["seed"]])
     examples = len(dataset.train) + len(dataset.val)
     fill = cfg.final.max_epochs if cfg.final.fill_budget and not cfg.final.epochs else None
-    plan = fit_final_stage(budget, epochs, seeds, bool(cfg.final.ensemble), examples, fill)
+    plan = fit_final_stage(
+        budget, epochs, seeds, bool(cfg.final.ensemble), examples, fill, chosen.trial_id
+    )
     if plan.note:
         log.info("final stage: %s", plan.note)
     epochs, seeds = plan.epochs, plan.seeds

@@ -20,7 +20,7 @@ sent SIGUSR1, which fails the orphaned trials instead of waiting for them foreve
 (``training.threads=1``, the default here) so that workers do not fight over cores; the
 chief, which trains only in the final stage, keeps them all.
 
-(About 300 lines: starting, watching and stopping the processes of one search belong in
+(About 340 lines: starting, watching and stopping the processes of one search belong in
 one supervisor.)
 """
 

@@ -90,7 +90,7 @@ class SpendsBudget:
         super().on_epoch_end(trial, model, epoch, logs)
         if self.budget is not None:
             seconds = time.monotonic() - self._epoch_started
-            self.budget.observe_epoch(seconds, self.examples_per_epoch)
+            self.budget.observe_epoch(seconds, self.examples_per_epoch, trial.trial_id)
 
     def on_trial_end(self, trial: Trial) -> None:
         try:
