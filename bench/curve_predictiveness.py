@@ -147,7 +147,7 @@ def replay(searches: dict[str, list], spec: str) -> tuple[list[float], list[bool
     for search in searches.values():
         curves = [curve for _, curve in search]
         # Optuna's own pruner over a study that sees the recorded curves epoch by epoch, as
-        # src.optuna_oracle reports them (step = epoch - 1; a completed trial's value is its
+        # src.search.optuna reports them (step = epoch - 1; a completed trial's value is its
         # best epoch).
         pruner = make_pruner(yaml.safe_load(spec)) or optuna.pruners.NopPruner()
         study = optuna.create_study(direction="maximize", pruner=pruner)

@@ -5,7 +5,7 @@ hyperparameters (as the CNN hypermodel declares them, conditional filters includ
 made-up score, through the same hooks a tuner calls (``create_trial``, ``update_trial`` per
 epoch, ``end_trial``). It times each trial's oracle calls and prints the cost at a few
 points of the search for Keras Tuner's Bayesian oracle (a Gaussian process refitted on
-every trial) and `src.optuna_oracle.OptunaOracle` with TPE (with and without a median
+every trial) and `src.search.optuna.oracle.OptunaOracle` with TPE (with and without a median
 pruner, which also reads the study every epoch). In the distributed mode these calls run
 on the chief, one at a time, so this is also what every worker waits for per trial.
 

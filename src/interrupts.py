@@ -4,7 +4,7 @@ A Python signal handler runs between two bytecodes of whatever is executing; whe
 a finalizer or a weakref callback (TensorFlow runs many), the KeyboardInterrupt it raises is
 printed as "Exception ignored" and dropped, and the search goes on as if nothing happened.
 So the handler also records the request, and training checks it after every batch
-(`src.backend.StopWhenAsked`): a stop is honoured within one batch either way.
+(`src.model.backend.StopWhenAsked`): a stop is honoured within one batch either way.
 """
 
 from __future__ import annotations

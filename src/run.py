@@ -42,7 +42,7 @@ def main(cfg: DictConfig) -> float:
     """
     started = process_started()  # a `budget` counts start-up and imports too
     if cfg.distributed.role == "chief":
-        arm_release_signal()  # before anything slow: see src.distributed
+        arm_release_signal()  # before anything slow: see src.search.distributed
     # A password in a tracking or database URI is never written down: not in the log, not
     # in Hydra's record of the run (MLflow params and artifacts redact it too).
     for handler in logging.getLogger().handlers:

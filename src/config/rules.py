@@ -148,7 +148,7 @@ def _check_tuner(reader: _Reader) -> None:
     _check_optuna_specs(reader)
     _check_cross_validation(reader)
     # The tuner's state lives in the run folder, where a resume and the overwrite guard
-    # (`src.run_state`) look for it, and where nothing else's files can be wiped.
+    # (`src.search.run_state`) look for it, and where nothing else's files can be wiped.
     directory = reader.text("tuner.directory")
     run_dir = Path(str(reader.get("paths.output_dir"))).resolve()
     resolved = Path(directory).resolve()

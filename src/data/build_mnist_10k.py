@@ -16,7 +16,7 @@ Usage::
 
 Every source is checked against the MD5s the MNIST distribution publishes for the
 uncompressed files, and the output is byte-for-byte reproducible (fixed zip timestamps), so
-its SHA-256, which ``src.data`` checks at load time, can be re-derived by anyone.
+its SHA-256, which ``src.data.sources`` checks at load time, can be re-derived by anyone.
 """
 
 from __future__ import annotations

@@ -46,12 +46,12 @@ def log_model(client: MlflowClient, run_id: str, model: object, example: np.ndar
     return f"{client.get_run(run_id).info.artifact_uri}/model"
 
 
-# The name `src.serving` takes inside a logged model's code/ folder.
+# The name `src.registry.serving` takes inside a logged model's code/ folder.
 _SERVING_MODULE = "mnist_serving"
 
 
 def _serve_through_unit_range_input(saved: Path) -> None:
-    """Make `src.serving` the saved model's pyfunc loader (raw 0-255 pixels accepted,
+    """Make `src.registry.serving` the saved model's pyfunc loader (raw 0-255 pixels accepted,
     out-of-range ones refused); the Keras flavour, and the flavour's own pyfunc loader
     behind ours, stay as MLflow wrote them."""
     from mlflow.models import Model

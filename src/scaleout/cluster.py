@@ -16,7 +16,7 @@ Supervision is the part Keras Tuner leaves to its users: a worker that dies is r
 under the same ``KERASTUNER_TUNER_ID``, so the oracle hands it back its unfinished trial;
 after ``--max-restarts`` deaths it is given up, and once no worker is left the chief is
 sent SIGUSR1, which fails the orphaned trials instead of waiting for them forever
-(``src.distributed``). On one machine a worker should use one thread
+(``src.search.distributed``). On one machine a worker should use one thread
 (``training.threads=1``, the default here) so that workers do not fight over cores; the
 chief, which trains only in the final stage, keeps them all.
 

@@ -43,7 +43,7 @@ def check_run_folder(cfg: DictConfig) -> None:
     state = state_folder(cfg)
     has_state = (state / "oracle.json").is_file()
     snapshot = Path(str(cfg.paths.output_dir)) / CONFIG_SNAPSHOT
-    # Passwords in URIs are not written down here either (src.provenance.redact).
+    # Passwords in URIs are not written down here either (src.config.secrets.redact).
     snapshot_text = redact(OmegaConf.to_yaml(OmegaConf.create(_comparable(cfg))))
     current = OmegaConf.to_container(OmegaConf.create(snapshot_text))
     if cfg.resume:
