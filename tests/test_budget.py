@@ -13,6 +13,7 @@ from helpers import compose_config, run_cli
 
 from src.budget import (
     BUDGET_FILE,
+    COST_MARGIN,
     FINAL_OVERHEAD_S,
     RunBudget,
     fit_final_stage,
@@ -24,6 +25,20 @@ from src.errors import ConfigError
 from src.model.backend import StopAtDeadline
 from src.pipeline import run_pipeline
 from src.search.budgeting import plan_budget, search_subset
+
+
+@pytest.fixture
+def exact_costs(monkeypatch):
+    """Plan epochs at their measured cost (no safety margin), for round arithmetic."""
+    import src.budget
+
+    monkeypatch.setattr(src.budget, "COST_MARGIN", 1.0)
+
+
+def test_epochs_are_planned_with_a_margin_over_their_measured_cost():
+    budget = RunBudget(200.0, seconds_per_example=0.001)  # 10 s an epoch, measured
+    plan = fit_final_stage(budget, 4, [1], False, 10_000, fill_up_to=100)
+    assert plan.epochs == int((200 - FINAL_OVERHEAD_S) // (10 * COST_MARGIN))
 
 
 @pytest.mark.parametrize(
@@ -65,7 +80,7 @@ def test_a_budget_too_small_for_one_epoch_of_each_is_refused_before_training(tin
         plan_budget(budget, cfg, _dataset(dataset), None, dataset)
 
 
-def test_the_final_stage_gives_up_seeds_first_then_epochs():
+def test_the_final_stage_gives_up_seeds_first_then_epochs(exact_costs):
     budget = RunBudget(200.0, seconds_per_example=0.001)  # 10 s an epoch of 10,000 digits
     plenty = fit_final_stage(budget, 4, [1, 2, 3], True, 10_000)
     assert (plenty.epochs, plenty.seeds, plenty.ensemble, plenty.note) == (4, [1, 2, 3], True, None)
@@ -165,7 +180,7 @@ def _dataset(split: Split):
     return Dataset("tiny", "test", "digest", split, split, split)
 
 
-def test_time_left_over_lengthens_the_final_schedule_up_to_its_cap():
+def test_time_left_over_lengthens_the_final_schedule_up_to_its_cap(exact_costs):
     budget = RunBudget(200.0, seconds_per_example=0.001)  # 10 s an epoch: 18 affordable
     filled = fit_final_stage(budget, 4, [1, 2], False, 10_000, fill_up_to=30)
     assert (filled.epochs, filled.seeds) == (9, [1, 2]) and "final.fill_budget" in filled.note
@@ -190,7 +205,7 @@ def test_a_tight_budget_narrows_the_trials_digits_rather_than_refusing(tiny_conf
     assert f"trials train on {len(narrowed)} of 3000 digits" in budget.trial_examples_note
 
 
-def test_the_final_stage_is_fitted_at_the_retrained_trials_own_cost():
+def test_the_final_stage_is_fitted_at_the_retrained_trials_own_cost(exact_costs):
     """Models differ several times in cost: the final stage's epochs are planned at what the
     chosen trial's epochs cost, and the search's reserve at the costliest trial's."""
     budget = RunBudget(200.0, final_examples=10_000)

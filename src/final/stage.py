@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.budget import RunBudget, fit_final_stage
+from src.budget import FINAL_OVERHEAD_S, RunBudget, fit_final_stage
 from src.data.dataset import Dataset
 from src.final import report
 from src.final.choose import choose_trial
@@ -77,8 +77,11 @@ def run_final_stage(
     if plan.note:
         log.info("final stage: %s", plan.note)
     epochs, seeds = plan.epochs, plan.seeds
-    # Past the run's deadline the model stops after its epoch: at most one epoch over.
-    deadline = [StopAtDeadline(budget.left, per_batch=False)] if budget is not None else []
+    # Once the time left is what testing, logging and registering need, the model stops
+    # after its epoch: the run overruns by at most that epoch.
+    deadline = []
+    if budget is not None:
+        deadline = [StopAtDeadline(lambda: budget.left() - FINAL_OVERHEAD_S, per_batch=False)]
     trained = [
         train_and_test(hypermodel, values, dataset, {**training, "seed": seed}, epochs, deadline)
         for seed in seeds
