@@ -10,10 +10,14 @@ SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "curve_predictiveness.p
 
 @pytest.fixture(scope="module")
 def bench():
-    spec = importlib.util.spec_from_file_location("curve_predictiveness", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The script as a module; bench/ on the path, as running it from there puts it (its
+    sibling `common` helper)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.syspath_prepend(str(SCRIPT.parent))
+        spec = importlib.util.spec_from_file_location("curve_predictiveness", SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        yield module
 
 
 def _search(*curves):

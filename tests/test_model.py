@@ -13,7 +13,7 @@ from src.model.hypermodel import CNNHyperModel, hp_value
 
 @pytest.fixture
 def seed_space():
-    return OmegaConf.to_container(compose_config().search_space, resolve=True)
+    return OmegaConf.to_container(compose_config(["search_space=cnn"]).search_space, resolve=True)
 
 
 def _build(space, **fixed):

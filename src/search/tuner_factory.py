@@ -154,9 +154,12 @@ def build_tuner(
         if isinstance(tuner.oracle, keras_tuner.Oracle):  # not a worker's client of the chief
             enable_pruning(tuner.oracle, pruner, epochs)
             warm_start = tuner_cfg.get("warm_start")
-            if not (warm_start == SHIPPED and refusal(cls, "warm_start")):  # the default's
-                warm = warm_start_configurations(warm_start, hypermodel.space)
-                enable_warm_start(tuner.oracle, warm)
+            # `shipped` (the default's) is skipped where the tuner cannot take it.
+            if warm_start is not None and not (
+                warm_start == SHIPPED and refusal(cls, "warm_start")
+            ):
+                space = getattr(hypermodel, "space", {})  # a stand-in hypermodel has none
+                enable_warm_start(tuner.oracle, warm_start_configurations(warm_start, space))
     except OptunaSpecError as error:
         raise ConfigError(str(error)) from None
     if max_trials is not None:
