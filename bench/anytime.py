@@ -23,6 +23,7 @@ the same digits. Writes ``anytime.json``, ``anytime.md`` and ``anytime.png`` to 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import subprocess
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import machine, write_json
+from common import composed_dataset, machine, write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "anytime"
@@ -48,11 +49,7 @@ def untuned_example(data: str, budget_s: float, seed: int, out: Path) -> None:
     started = process_started()
     import keras
 
-    from src.config.compose import compose_config
-    from src.data.dataset import load_dataset
-
-    cfg = compose_config([f"data={data}"])
-    dataset = load_dataset(cfg.data, cfg.training.val_fraction)
+    _, dataset = composed_dataset([f"data={data}"])
     images = np.concatenate([dataset.train.images, dataset.val.images])
     labels = np.concatenate([dataset.train.labels, dataset.val.labels])
     keras.utils.set_random_seed(seed)
@@ -118,17 +115,20 @@ def run_arm(command: list[str], env: dict[str, str], log: Path) -> tuple[float, 
     return elapsed, None
 
 
+@functools.cache
+def _test_split(data: str) -> Any:
+    """The official test digits a data source tests on, loaded once for every row."""
+    return composed_dataset([f"data={data}"])[1].test
+
+
 def tuned_right(run_dir: Path, store: str) -> tuple[np.ndarray, dict[str, Any]]:
     """Per test digit, whether the run's registered model got it right; and its final.json."""
-    from src.config.compose import compose_config
-    from src.data.dataset import load_dataset
     from src.registry.versions import load_version
 
     final = json.loads((run_dir / "final" / "final.json").read_text())
-    cfg = compose_config([f"data={final['data']['name']}"])
-    dataset = load_dataset(cfg.data, cfg.training.val_fraction)
+    test = _test_split(final["data"]["name"])
     model = load_version(store, MODEL_NAME, final["model_version"])
-    right = model.predict(dataset.test.images, verbose=0).argmax(axis=1) == dataset.test.labels
+    right = model.predict(test.images, verbose=0).argmax(axis=1) == test.labels
     return right, final
 
 

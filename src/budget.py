@@ -26,14 +26,16 @@ from pathlib import Path
 from typing import Any
 
 # What a final stage costs beyond its epochs: building, evaluating the test split, logging
-# and registering the model, comparing it with the champion (seconds; 8-10 s measured on
-# 2 cores with the bundled sample's 10,000 test digits).
+# and registering the model, comparing it with the champion (seconds). In the 4-minute
+# `bench/anytime.py` run on 2 cores, logging, registering and deciding took 5.3 s after the
+# test score (its log); 12 leaves room for testing 10,000 digits, a slower machine, or a
+# champion to re-evaluate.
 FINAL_OVERHEAD_S = 12.0
 # A validation digit costs a forward pass, about a third of a training step's work.
 VALIDATION_WEIGHT = 1 / 3
-# Epochs are planned at this multiple of their measured cost: on a shared 2-core machine
-# the same model's epochs were seen to vary by half (13 to 21 s), and an epoch planned too
-# many runs past the budget.
+# Epochs are planned at this multiple of their measured cost: in the 4-minute
+# `bench/anytime.py` run (2 cores, docs/benchmarks.md) the final model's epochs took about
+# 21 s where its trial's had measured 14 s per 10,000 digits, and the run overran by 29 s.
 COST_MARGIN = 1.25
 # Saved in the run folder, so that a resumed run counts the time already spent.
 BUDGET_FILE = "budget.json"
@@ -149,8 +151,7 @@ class RunBudget:
     def save(self, folder: Path) -> None:
         """Record the time spent so far in ``folder`` (a resumed run starts from it)."""
         folder.mkdir(parents=True, exist_ok=True)
-        record = {**self.to_dict(), "spent_s": round(self.spent(), 2)}
-        (folder / BUDGET_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        (folder / BUDGET_FILE).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def start(
@@ -216,20 +217,16 @@ def fit_final_stage(
         return FinalPlan(epochs, seeds, ensemble)
     per_epoch = COST_MARGIN * budget.rate(trial_id) * examples
     affordable = int((budget.left() - FINAL_OVERHEAD_S) // per_epoch) if per_epoch > 0 else 0
+    left = f"the budget left {max(budget.left(), 0):.0f} s, epochs of about {per_epoch:.1f} s"
     if affordable >= epochs * len(seeds):
-        if fill_up_to is not None and fill_up_to > epochs:
-            filled = min(fill_up_to, affordable // len(seeds))
-            if filled > epochs:
-                note = (
-                    f"the budget left {budget.left():.0f} s, epochs of about {per_epoch:.1f} s: "
-                    f"{filled} epochs instead of {epochs} (final.fill_budget)"
-                )
-                return FinalPlan(filled, seeds, ensemble, note)
+        filled = min(fill_up_to or epochs, affordable // len(seeds))
+        if filled > epochs:
+            note = f"{left}: {filled} epochs instead of {epochs} (final.fill_budget)"
+            return FinalPlan(filled, seeds, ensemble, note)
         return FinalPlan(epochs, seeds, ensemble)
     kept_seeds = seeds[: max(1, min(len(seeds), affordable // max(epochs, 1)))]
     fitted_epochs = max(1, min(epochs, affordable // len(kept_seeds)))
     keeps_ensemble = ensemble and len(kept_seeds) > 1
-    left = f"the budget left {max(budget.left(), 0):.0f} s, epochs of about {per_epoch:.1f} s"
     if fitted_epochs == epochs and len(kept_seeds) == len(seeds):
         note = f"{left}: less than the planned {epochs} epoch(s); trained anyway"
     else:

@@ -26,7 +26,7 @@ from src.data.mnist_format import IMAGE_SIDE
 from src.errors import ConfigError
 from src.model.search_space import SearchSpaceError, is_int, is_number, validate_search_space
 from src.search.capabilities import refusal
-from src.search.warm_start import SHIPPED, warm_start_configurations
+from src.search.warm_start import warm_start_for
 
 # What a trial can be ranked by: the hypermodel compiles loss and accuracy, and Keras logs
 # both for training and validation.
@@ -143,8 +143,6 @@ def _check_tuner(reader: _Reader) -> None:
     if reader.get("tuner.factor", None) is not None:
         reader.integer("tuner.factor", 2)
     reader.integer("tuner.search_examples", 10, optional=True)
-    if reader.get("tuner.warm_start", None) not in (None, SHIPPED):  # shipped: where it can
-        _refuse_if(reader, "warm_start")
     _check_optuna_specs(reader)
     _check_cross_validation(reader)
     # The tuner's state lives in the run folder, where a resume and the overwrite guard
@@ -226,7 +224,7 @@ def _check_search_space(reader: _Reader) -> None:
         raise ConfigError(str(error)) from None
     # Checked here, against the space just validated: a results.json of another space fails
     # in a second, not after TensorFlow has loaded.
-    warm_start_configurations(reader.get("tuner.warm_start", None), space)
+    warm_start_for(reader.get("tuner.warm_start", None), space, str(reader.get("tuner._target_")))
 
 
 def _check_data(reader: _Reader, prefix: str) -> None:

@@ -28,7 +28,7 @@ from src.search.capabilities import refusal
 from src.search.observers import ObservedTunerMixin, TrialObserver
 from src.search.optuna.specs import OptunaSpecError, make_pruner
 from src.search.optuna.tuner import OptunaSearch, enable_pruning
-from src.search.warm_start import SHIPPED, enable_warm_start, warm_start_configurations
+from src.search.warm_start import enable_warm_start, warm_start_for
 
 # Keys of conf/tuner/*.yaml that are the project's, not arguments of the tuner class.
 PROJECT_TUNER_KEYS = ("_target_", "name", "pruner", "cv_folds", "search_examples", "warm_start")
@@ -130,12 +130,7 @@ def build_tuner(
     pruner = tuner_cfg.get("pruner")
     prunes = make_pruner(pruner) is not None
     cv_folds = tuner_cfg.get("cv_folds") or 1
-    options = (
-        ("pruner", prunes),
-        ("cv_folds", cv_folds > 1),
-        ("warm_start", tuner_cfg.get("warm_start") not in (None, SHIPPED)),
-    )
-    for option, asked in options:
+    for option, asked in (("pruner", prunes), ("cv_folds", cv_folds > 1)):
         reason = refusal(cls, option)
         if asked and reason:
             raise ConfigError(f"tuner.{option}: {reason}")
@@ -153,13 +148,9 @@ def build_tuner(
         )
         if isinstance(tuner.oracle, keras_tuner.Oracle):  # not a worker's client of the chief
             enable_pruning(tuner.oracle, pruner, epochs)
-            warm_start = tuner_cfg.get("warm_start")
-            # `shipped` (the default's) is skipped where the tuner cannot take it.
-            if warm_start is not None and not (
-                warm_start == SHIPPED and refusal(cls, "warm_start")
-            ):
-                space = getattr(hypermodel, "space", {})  # a stand-in hypermodel has none
-                enable_warm_start(tuner.oracle, warm_start_configurations(warm_start, space))
+            space = getattr(hypermodel, "space", {})  # a stand-in hypermodel has none
+            warm = warm_start_for(tuner_cfg.get("warm_start"), space, cls)
+            enable_warm_start(tuner.oracle, warm)
     except OptunaSpecError as error:
         raise ConfigError(str(error)) from None
     if max_trials is not None:

@@ -87,6 +87,28 @@ def warm_start_configurations(
     return chosen[:limit]
 
 
+def warm_start_for(spec: Any, space: Mapping[str, Any], tuner: str | type) -> list[dict[str, Any]]:
+    """The configurations a search of ``space`` by ``tuner`` begins from: the one rule that
+    config validation (with the class path) and the tuner factory (with the class) apply.
+
+    ``shipped`` is skipped for a tuner that takes no warm start; a named file is refused.
+
+    Raises:
+        ConfigError: a named file for such a tuner, or one `warm_start_configurations`
+            refuses.
+    """
+    from src.search.capabilities import refusal
+
+    if spec is None:
+        return []
+    reason = refusal(tuner, "warm_start")
+    if reason and spec == SHIPPED:
+        return []
+    if reason:
+        raise ConfigError(f"tuner.warm_start: {reason}")
+    return warm_start_configurations(spec, space)
+
+
 def _recorded(file: Path) -> list[tuple[float, dict[str, Any]]]:
     """(score, hyperparameters) of each completed configuration a file records; a higher
     score is better (a loss objective is negated)."""
