@@ -180,7 +180,8 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "accuracy": ours.value,
                     "interval": [ours.ci_low, ours.ci_high],
                     "errors": ours.errors,
-                    "trials": len(search["trials"]),
+                    # 0: the budget afforded no new trial; the warm start's best was retrained.
+                    "trials": 0 if search["data"].get("search_skipped") else len(search["trials"]),
                     "search_examples": search["data"].get("search_examples"),
                     "final_epochs": final["epochs"],
                     "final_seeds": final["seeds"],
@@ -206,7 +207,7 @@ def _row(row: dict[str, Any]) -> str:
     return (
         f"| {row['budget']} | {row['seed']} | {100 * ours['accuracy']:.2f} % "
         f"[{100 * ours['interval'][0]:.2f}, {100 * ours['interval'][1]:.2f}] ({ours['errors']}) "
-        f"| {ours['wall_s']:.0f} s | {ours['trials']} trials, final {ours['final_epochs']} "
+        f"| {ours['wall_s']:.0f} s | {ours['trials'] or 'no'} trials, final {ours['final_epochs']} "
         f"epochs x {len(ours['final_seeds'])} | {100 * theirs['accuracy']:.2f} % "
         f"[{100 * theirs['interval'][0]:.2f}, {100 * theirs['interval'][1]:.2f}] "
         f"({theirs['errors']}) | {theirs['wall_s']:.0f} s | {theirs['epochs']} "

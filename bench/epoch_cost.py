@@ -4,8 +4,10 @@ Trains the improved space's previous champion (64/32/32/64 filters, `bench/confi
 on the bundled sample's 9,000 training digits, batch 128, after a warm-up epoch, under
 each variant, each backend in a process of its own (Keras fixes its backend at import):
 
-- TensorFlow: the full training step (augmentation on), without augmentation, with XLA
-  (``jit_compile=True``), and the forward pass alone (``predict`` on the same images);
+- TensorFlow: the full training step (augmentation on), the same with Keras' own unfused
+  batch normalisation instead of the project's fused layer (`src.model.layers`), without
+  augmentation, with XLA (``jit_compile=True``), and the forward pass alone (``predict`` on
+  the same images);
 - JAX (``KERAS_BACKEND=jax``, where JAX is installed): the same, except XLA, which JAX
   always uses.
 
@@ -26,6 +28,7 @@ AMD Zen 4 and most recent x86 server cores; the clock is read from /proc/cpuinfo
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import json
 import os
@@ -33,6 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from configurations import IMPROVED_SPACE_CHAMPION
@@ -40,7 +44,13 @@ from configurations import IMPROVED_SPACE_CHAMPION
 REPO = Path(__file__).resolve().parents[1]
 
 VARIANTS = {
-    "tensorflow": ["train", "train, no augmentation", "train, XLA", "forward only"],
+    "tensorflow": [
+        "train",
+        "train, Keras' batch norm",
+        "train, no augmentation",
+        "train, XLA",
+        "forward only",
+    ],
     "jax": ["train", "train, no augmentation", "forward only"],
 }
 
@@ -71,7 +81,8 @@ def measure(variants: list[str], repeats: int, batch: int) -> dict:
             values.update(augment_rotation=0.0, augment_translation=0.0, augment_zoom=0.0)
         keras.utils.set_random_seed(0)
         hp = fixed_hyperparameters(values)
-        model = CNNHyperModel(space, dataset.input_shape, dataset.num_classes).build(hp)
+        with keras_batch_norm(variant == "train, Keras' batch norm"):
+            model = CNNHyperModel(space, dataset.input_shape, dataset.num_classes).build(hp)
         if "XLA" in variant:
             model.compile(
                 optimizer=model.optimizer, loss=model.loss, metrics=["accuracy"], jit_compile=True
@@ -92,6 +103,25 @@ def measure(variants: list[str], repeats: int, batch: int) -> dict:
             one_epoch()
             seconds[variant].append(time.perf_counter() - start)
     return {"seconds": seconds, "images": len(images), "flops": forward_flops(model)}
+
+
+@contextlib.contextmanager
+def keras_batch_norm(active: bool) -> Iterator[None]:
+    """Build with Keras' own (unfused) batch normalisation instead of the project's fused one
+    (`src.model.layers`), to measure what the fused kernel saves."""
+    import keras
+
+    from src.model import hypermodel
+
+    fused = hypermodel.batch_normalization
+    if active:
+        hypermodel.batch_normalization = lambda momentum: keras.layers.BatchNormalization(
+            momentum=momentum
+        )
+    try:
+        yield
+    finally:
+        hypermodel.batch_normalization = fused
 
 
 def model_costs() -> None:
@@ -145,7 +175,7 @@ def main() -> None:
         f"~{peak:.0f} GFLOP/s"
     )
     print(
-        f"{'backend':<11}{'variant':<25}{'s/epoch':>8}{'min-max':>13}{'images/s':>9}"
+        f"{'backend':<11}{'variant':<27}{'s/epoch':>8}{'min-max':>13}{'images/s':>9}"
         f"{'GFLOP/s':>9}{'of peak':>9}"
     )
     for backend, variants in VARIANTS.items():
@@ -169,7 +199,7 @@ def main() -> None:
             passes = 1 if variant == "forward only" else 3
             gflops = passes * result["flops"] * per_second / 1e9
             print(
-                f"{backend:<11}{variant:<25}{median:>8.2f}{min(times):>7.2f}-{max(times):<6.2f}"
+                f"{backend:<11}{variant:<27}{median:>8.2f}{min(times):>7.2f}-{max(times):<6.2f}"
                 f"{per_second:>9.0f}{gflops:>9.1f}{gflops / peak:>9.1%}"
             )
         sys.stdout.flush()

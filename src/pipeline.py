@@ -26,7 +26,7 @@ from src.search.observers import TrialObserver
 from src.search.results import SearchResult, recorded_search
 from src.search.run_state import check_run_folder
 from src.search.stage import run_search
-from src.tracking.tracker import MLflowTracker, tracked_search
+from src.tracking.tracker import tracked_search
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,6 @@ def _recorded(cfg: DictConfig, listeners: Sequence[TrialObserver]) -> SearchResu
     log.info("retraining the configuration recorded in %s (no search)", cfg.final.from_results)
     search.write(Path(cfg.paths.output_dir))
     for listener in listeners:
-        if isinstance(listener, MLflowTracker):
-            listener.open_parent(Path(cfg.paths.output_dir))
+        listener.on_recorded_search(Path(cfg.paths.output_dir))
         listener.on_search_result(search)
     return search

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import keras
+import keras_tuner
 import numpy as np
 import pytest
 from helpers import compose_config, run_cli
@@ -24,7 +25,7 @@ from src.data.dataset import Split
 from src.errors import ConfigError
 from src.model.backend import StopAtDeadline
 from src.pipeline import run_pipeline
-from src.search.budgeting import plan_budget, search_subset
+from src.search.budgeting import plan_budget, search_adds_nothing, search_subset
 
 
 @pytest.fixture
@@ -216,3 +217,45 @@ def test_the_final_stage_is_fitted_at_the_retrained_trials_own_cost(exact_costs)
     costly = fit_final_stage(budget, 4, [1], False, 10_000, fill_up_to=30, trial_id="1")
     assert (cheap.epochs, costly.epochs) == (18, 6)
     assert budget.final_reserve_s == pytest.approx(FINAL_OVERHEAD_S + 30 * 1, abs=0.01)
+
+
+def test_a_search_that_could_only_remeasure_the_known_configurations_is_skipped():
+    budget = RunBudget(100.0, seconds_per_example=0.001, final_examples=1000)
+    # 100 s left, a 13 s reserve: 87 s of search, trials of 4 epochs x 5,000 digits = 20 s.
+    assert budget.search_left() == pytest.approx(87, abs=0.5)
+    assert search_adds_nothing(budget, 5000, epochs=4, known=3) is None  # 4 trials: 1 new
+    why = search_adds_nothing(budget, 5000, epochs=4, known=4)
+    assert "4 trial(s) of about 20 s" in why and "4 warm-start" in why
+    assert search_adds_nothing(budget, 5000, epochs=4, known=0) is None  # nothing known
+
+
+def test_a_budget_that_affords_no_new_trial_retrains_the_warm_starts_best(tiny_config, tmp_path):
+    """The final stage gets the whole budget and retrains the best recorded configuration;
+    the run records that it searched nothing, and why."""
+    from src.data.dataset import load_dataset
+    from src.model.hypermodel import CNNHyperModel
+
+    cfg = tiny_config("budget=40s", "final.budget_share=0.95", "tuner.max_trials=null")
+    dataset = load_dataset(cfg.data, cfg.training.val_fraction)
+    space = dict(cfg.search_space)
+    hp = keras_tuner.HyperParameters()
+    CNNHyperModel(space, dataset.input_shape, dataset.num_classes).build(hp)
+    best, worse = dict(hp.values), {**hp.values, "learning_rate": 0.009}
+    recorded = tmp_path / "earlier" / "results.json"
+    recorded.parent.mkdir()
+    trials = [
+        {"status": "COMPLETED", "score": 0.5, "hyperparameters": worse},
+        {"status": "COMPLETED", "score": 0.9, "hyperparameters": best},
+    ]
+    recorded.write_text(json.dumps({"objective": "val_accuracy", "trials": trials}))
+    cfg.tuner.warm_start = str(recorded)
+
+    result = run_pipeline(cfg, started=time.monotonic())
+    search = result.search
+    assert [t.trial_id for t in search.trials] == ["warm_start"]
+    assert search.best.hyperparameters == best and search.best.score == 0.9
+    saved = json.loads((Path(cfg.paths.output_dir) / "results.json").read_text())
+    assert "no search" in saved["data"]["search_skipped"]
+    assert saved["budget"]["search_stopped_because"] == saved["data"]["search_skipped"]
+    assert result.final.model_version is not None
+    assert result.final.hyperparameters == best

@@ -20,6 +20,7 @@ import keras_tuner
 from keras import layers
 from omegaconf import OmegaConf
 
+from src.model.layers import batch_normalization
 from src.model.search_space import KNOBS
 
 if TYPE_CHECKING:
@@ -147,7 +148,8 @@ class CNNHyperModel(keras_tuner.HyperModel):
                 x = layers.Conv2D(filters, kernel_size, padding="same", use_bias=False)(x)
                 # Momentum 0.9, not Keras' 0.99: a 10k-digit epoch is only ~64 steps, and
                 # slower moving statistics left validation at chance for several epochs.
-                normalised = layers.BatchNormalization(momentum=0.9)(x)
+                # Fused on TensorFlow (src.model.layers); exported as Keras' own layer.
+                normalised = batch_normalization(momentum=0.9)(x)
                 x = layers.Activation("relu")(normalised)
             else:
                 x = layers.Conv2D(filters, kernel_size, padding="same", activation="relu")(x)

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 from mlflow import MlflowClient
 
+from src.model.layers import with_keras_layers
 from src.tracking.provenance import installed_versions
 
 # The packages a served model needs, pinned to the versions that trained it.
@@ -16,7 +17,8 @@ _MODEL_PACKAGES = ("keras", "tensorflow", "tensorflow-cpu", "numpy", "mlflow")
 
 
 def log_model(client: MlflowClient, run_id: str, model: object, example: np.ndarray) -> str:
-    """Log a Keras model under ``model/`` of a run with MLflow's Keras flavour.
+    """Log a Keras model under ``model/`` of a run with MLflow's Keras flavour, in Keras'
+    own layers (`src.model.layers.with_keras_layers`), so that any Keras loads it.
 
     Returns:
         The model's artifact URI.
@@ -24,6 +26,7 @@ def log_model(client: MlflowClient, run_id: str, model: object, example: np.ndar
     import mlflow.keras
     from mlflow.models import infer_signature
 
+    model = with_keras_layers(model)
     with tempfile.TemporaryDirectory() as folder:
         # mlflow.keras.log_model(..., input_example=...) writes the example before it
         # creates its folder and fails (mlflow issue #16183): save into a folder made

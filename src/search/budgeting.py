@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import keras
 import keras_tuner
+from keras_tuner.engine.trial import TrialStatus
 from omegaconf import DictConfig
 
 from src.budget import FINAL_OVERHEAD_S, RunBudget
 from src.data.dataset import Dataset, Split, stratified_subset
 from src.errors import ConfigError
-from src.model.hypermodel import CNNHyperModel
+from src.model.hypermodel import CNNHyperModel, fixed_hyperparameters
+from src.search.results import SearchResult, TrialSummary
 
 # The fewest digits a trial trains on when the budget narrows them: 50 of each class.
 MIN_TRIAL_EXAMPLES = 500
@@ -32,11 +36,19 @@ def search_subset(split: Split, examples: int | None, seed: int) -> Split:
 
 
 def plan_budget(
-    budget: RunBudget, cfg: DictConfig, dataset: Dataset, hypermodel: CNNHyperModel, train: Split
+    budget: RunBudget,
+    cfg: DictConfig,
+    dataset: Dataset,
+    hypermodel: CNNHyperModel,
+    train: Split,
+    first: Mapping[str, Any] | None = None,
 ) -> Split:
     """Tell the budget what the final stage will train, measure a model's cost, and return
     the digits trials train on: ``train``, or fewer where one epoch of it would not fit
     beside the final model's first epoch (at least `MIN_TRIAL_EXAMPLES`, stratified).
+
+    ``first``: the configuration the search starts from (the warm start's best), whose
+    model is the one measured; None: the search space's default model.
 
     Raises:
         ConfigError: the budget cannot pay for one epoch of a trial on `MIN_TRIAL_EXAMPLES`
@@ -50,7 +62,7 @@ def plan_budget(
     budget.final_overhead_s = FINAL_OVERHEAD_S if final.enabled else 0.0
     budget.final_share = final.budget_share if final.enabled else 0.0
     if budget.seconds_per_example is None:
-        budget.observe_epoch(*_calibrate(hypermodel, train, training.batch_size))
+        budget.observe_epoch(*_calibrate(hypermodel, train, training.batch_size, first))
     per_example = budget.seconds_per_example
     final_epoch = per_example * budget.final_examples if final.enabled else 0.0
     # What one trial epoch may cost: half of what is left beside the final stage's minimum.
@@ -73,10 +85,17 @@ def plan_budget(
     return train
 
 
-def _calibrate(hypermodel: CNNHyperModel, train: Split, batch_size: int) -> tuple[float, int]:
-    """Seconds and examples of a few training steps of the search space's default model
-    (after one step of tracing): the budget's first cost estimate, before any trial."""
-    model = hypermodel.build(keras_tuner.HyperParameters())
+def _calibrate(
+    hypermodel: CNNHyperModel,
+    train: Split,
+    batch_size: int,
+    values: Mapping[str, Any] | None = None,
+) -> tuple[float, int]:
+    """Seconds and examples of a few training steps of one configuration's model (the
+    space's default where ``values`` is None), after one step of tracing: the budget's
+    first cost estimate, before any trial."""
+    hp = fixed_hyperparameters(dict(values)) if values else keras_tuner.HyperParameters()
+    model = hypermodel.build(hp)
     batch = min(batch_size, len(train))
     images, labels = train.images[:batch], train.labels[:batch]
     model.train_on_batch(images, labels)
@@ -86,6 +105,47 @@ def _calibrate(hypermodel: CNNHyperModel, train: Split, batch_size: int) -> tupl
         model.train_on_batch(images, labels)
     keras.backend.clear_session()
     return time.perf_counter() - start, steps * batch
+
+
+def search_adds_nothing(
+    budget: RunBudget, examples_per_epoch: float, epochs: int, known: int
+) -> str | None:
+    """Why a search within this budget could not try a configuration beyond the ``known``
+    ones (the warm start's), or None where it could.
+
+    A search first re-measures the known configurations, whose recorded scores already rank
+    them; one that cannot afford another trial after them spends the final stage's time and
+    changes nothing but noise. Then the final stage retrains the best known configuration
+    with all of the budget (`known_best`).
+    """
+    if not known or budget.seconds_per_example is None:
+        return None
+    trial_s = budget.seconds_per_example * examples_per_epoch * epochs
+    affordable = int(max(budget.search_left(), 0) // trial_s) if trial_s > 0 else known + 1
+    if affordable > known:
+        return None
+    return (
+        f"budget: the {max(budget.search_left(), 0):.0f} s left beside the final stage pay "
+        f"for {affordable} trial(s) of about {trial_s:.0f} s, no more than the {known} "
+        "warm-start configuration(s) whose scores are known: no search, the final stage "
+        "retrains the best of them"
+    )
+
+
+def known_best(
+    ranked: list[tuple[float, dict[str, Any]]], objective: str, epochs: int, why: str, data: dict
+) -> SearchResult:
+    """A search result holding the best warm-start configuration and its recorded score, as
+    the final stage retrains it (``epochs``: the protocol it was scored with)."""
+    score, values = ranked[0]
+    trial = TrialSummary("warm_start", TrialStatus.COMPLETED, abs(score), epochs - 1, dict(values))
+    return SearchResult(
+        trials=[trial],
+        objective=objective,
+        wall_time_s=0.0,
+        best_trial_id=trial.trial_id,
+        data={**data, "search_skipped": why},
+    )
 
 
 def why_the_search_ended(tuner: keras_tuner.Tuner) -> str:

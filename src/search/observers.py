@@ -11,6 +11,7 @@ project adds to a trial (seeds, cross-validation, pruning) is in ``src.search.be
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -50,6 +51,11 @@ class TrialObserver:
 
     def on_search_result(self, result: SearchResult) -> None:
         """Called once with the search's summary (also when every trial failed)."""
+
+    def on_recorded_search(self, state_dir: Path) -> None:
+        """Called instead of `on_search_begin` where no tuner runs: the final stage retrains
+        a configuration recorded elsewhere (``final.from_results``, or the warm start's best
+        when the budget affords no search); `on_search_result` follows."""
 
 
 class ObservedTunerMixin:

@@ -19,12 +19,19 @@ from src.data.dataset import Dataset
 from src.errors import SearchFailed
 from src.model.backend import StopAtDeadline, StopWhenAsked, configure_backend, keras_verbosity
 from src.model.hypermodel import CNNHyperModel
-from src.search.budgeting import plan_budget, search_subset, why_the_search_ended
+from src.search.budgeting import (
+    known_best,
+    plan_budget,
+    search_adds_nothing,
+    search_subset,
+    why_the_search_ended,
+)
 from src.search.distributed import tuner_id
 from src.search.observers import TooManyFailedTrials, TrialObserver
 from src.search.progress import ProgressReporter, format_duration
 from src.search.results import SearchResult, format_trials, format_values, summarize
 from src.search.tuner_factory import build_tuner
+from src.search.warm_start import ranked_for
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +69,21 @@ def run_search(
 
     hypermodel = CNNHyperModel.from_config(search_space, training, dataset)
     train = search_subset(dataset.train, tuner_cfg.get("search_examples"), cfg.data.split_seed)
+    examples_per_epoch = len(train) + VALIDATION_WEIGHT * len(dataset.val)
+    role = cfg.distributed.role
     if budget is not None:
-        train = plan_budget(budget, cfg, dataset, hypermodel, train)
+        known = ranked_for(tuner_cfg.get("warm_start"), search_space, tuner_cfg["_target_"])
+        first = known[0][1] if known else None
+        train = plan_budget(budget, cfg, dataset, hypermodel, train, first)
+        examples_per_epoch = len(train) + VALIDATION_WEIGHT * len(dataset.val)
         if budget.trial_examples_note:
             log.info("budget: %s", budget.trial_examples_note)
+        why = None
+        if role is None:  # a chief's workers wait for trials: they are always searched
+            why = search_adds_nothing(budget, examples_per_epoch, training["epochs"], len(known))
+        if why:
+            return _retrain_known_best(cfg, dataset, known, why, observers, budget)
     progress = ProgressReporter(budget)
-    role = cfg.distributed.role
     tuner = build_tuner(
         tuner_cfg,
         hypermodel,
@@ -77,7 +93,7 @@ def run_search(
         role=role,
         chief_timeout_s=cfg.distributed.chief_timeout_s,
         budget=budget,
-        examples_per_epoch=len(train) + VALIDATION_WEIGHT * len(dataset.val),
+        examples_per_epoch=examples_per_epoch,
         state_folder=Path(cfg.paths.output_dir),
     )
     callbacks = [
@@ -158,4 +174,29 @@ def run_search(
         best.score,
         format_values(best.hyperparameters),
     )
+    return result
+
+
+def _retrain_known_best(
+    cfg: DictConfig,
+    dataset: Dataset,
+    known: list,
+    why: str,
+    observers: Sequence[TrialObserver],
+    budget: RunBudget,
+) -> SearchResult:
+    """No search (`search_adds_nothing`): the warm start's best goes to the final stage."""
+    log.info("%s", why)
+    result = known_best(
+        known, cfg.tuner.objective, cfg.training.epochs, why, {**dataset.describe()}
+    )
+    budget.search_s = 0.0
+    budget.search_stopped_because = why
+    result.budget = budget.to_dict()
+    folder = Path(cfg.paths.output_dir)
+    budget.save(folder)
+    result.write(folder)
+    for observer in observers:
+        observer.on_recorded_search(folder)
+        observer.on_search_result(result)
     return result

@@ -48,7 +48,16 @@ def warm_start_files(spec: Any, space_name: str) -> list[Path]:
 def warm_start_configurations(
     spec: Any, space: Mapping[str, Any], limit: int = WARM_START_TRIALS
 ) -> list[dict[str, Any]]:
-    """The best recorded configurations ``tuner.warm_start`` names, checked against ``space``.
+    """The best recorded configurations ``tuner.warm_start`` names, checked against ``space``
+    (`ranked_configurations` without their scores)."""
+    return [values for _, values in ranked_configurations(spec, space)[:limit]]
+
+
+def ranked_configurations(
+    spec: Any, space: Mapping[str, Any]
+) -> list[tuple[float, dict[str, Any]]]:
+    """(score, configuration) of every distinct configuration ``tuner.warm_start`` names,
+    best first, checked against ``space``.
 
     ``shipped`` is the default run's: where the project ships no study for the space, or the
     space was changed so that a shipped configuration is not one of its points, that
@@ -58,7 +67,6 @@ def warm_start_configurations(
     Args:
         spec: ``tuner.warm_start``.
         space: The ``search_space`` config as a plain mapping.
-        limit: How many to keep (the best, distinct).
 
     Raises:
         ConfigError: a named file is missing or unreadable, records no configuration, or
@@ -80,11 +88,11 @@ def warm_start_configurations(
                 )
             ranked.append((score, values))
     ranked.sort(key=lambda entry: -entry[0])
-    chosen: list[dict[str, Any]] = []
-    for _, values in ranked:
-        if values not in chosen:
-            chosen.append(values)
-    return chosen[:limit]
+    distinct: list[tuple[float, dict[str, Any]]] = []
+    for score, values in ranked:
+        if all(values != kept for _, kept in distinct):
+            distinct.append((score, values))
+    return distinct
 
 
 def warm_start_for(spec: Any, space: Mapping[str, Any], tuner: str | type) -> list[dict[str, Any]]:
@@ -94,9 +102,16 @@ def warm_start_for(spec: Any, space: Mapping[str, Any], tuner: str | type) -> li
     ``shipped`` is skipped for a tuner that takes no warm start; a named file is refused.
 
     Raises:
-        ConfigError: a named file for such a tuner, or one `warm_start_configurations`
+        ConfigError: a named file for such a tuner, or one `ranked_configurations`
             refuses.
     """
+    return [values for _, values in ranked_for(spec, space, tuner)[:WARM_START_TRIALS]]
+
+
+def ranked_for(
+    spec: Any, space: Mapping[str, Any], tuner: str | type
+) -> list[tuple[float, dict[str, Any]]]:
+    """`warm_start_for` with every configuration and its recorded score, best first."""
     from src.search.capabilities import refusal
 
     if spec is None:
@@ -106,7 +121,7 @@ def warm_start_for(spec: Any, space: Mapping[str, Any], tuner: str | type) -> li
         return []
     if reason:
         raise ConfigError(f"tuner.warm_start: {reason}")
-    return warm_start_configurations(spec, space)
+    return ranked_configurations(spec, space)
 
 
 def _recorded(file: Path) -> list[tuple[float, dict[str, Any]]]:

@@ -119,6 +119,9 @@ class MLflowTracker(TrialObserver):
             return
         self.open_parent(Path(tuner.project_dir))
 
+    def on_recorded_search(self, state_dir: Path) -> None:
+        self.open_parent(state_dir)
+
     def open_parent(self, state_dir: Path) -> None:
         """Open the search's parent run (or reopen it on resume); its id is kept in
         ``state_dir`` so that a resumed run finds it. Also used without a tuner, when the
