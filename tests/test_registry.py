@@ -244,6 +244,59 @@ def test_predict_cli_classifies_png_and_npz(registry, tmp_path):
     assert bad.returncode == 2 and bad.stderr.strip() == f"error: no such file: {tmp_path}/none.png"
 
 
+@pytest.mark.slow
+def test_predict_cli_answers_a_folder_flags_blank_images_and_lists_bad_files(registry, tmp_path):
+    """A folder is read whole; a blank image gets no label; an animated one is read on its
+    first frame; an unreadable file is listed while the others are answered (exit 1)."""
+    folder, _ = registry
+    images, _ = _test_digits(2)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    digit = (images[0].squeeze() * 255).astype(np.uint8)
+    Image.fromarray(digit).save(scans / "a_digit.png")
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(scans / "b_black.png")
+    Image.fromarray(np.full((1, 1), 128, np.uint8)).save(scans / "c_one_pixel.png")
+    frames = [Image.fromarray(digit), Image.fromarray(255 - digit)]
+    frames[0].save(scans / "d_animated.gif", save_all=True, append_images=frames[1:])
+    (scans / "e_broken.png").write_text("not an image")
+    (scans / "notes.txt").write_text("not read: not an image suffix")
+    result = subprocess.run(
+        [sys.executable, "-m", "src.predict", str(scans)],
+        env=_subprocess_env(folder),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = {
+        name: (label, p)
+        for name, label, p in (line.split("\t") for line in result.stdout.splitlines())
+    }
+    assert sorted(Path(name).name for name in lines) == [
+        "a_digit.png", "b_black.png", "c_one_pixel.png", "d_animated.gif"
+    ]  # fmt: skip
+    assert lines[str(scans / "b_black.png")] == ("blank", "-")
+    assert lines[str(scans / "c_one_pixel.png")] == ("blank", "-")
+    assert lines[str(scans / "d_animated.gif")][0] == lines[str(scans / "a_digit.png")][0]
+    assert f"{scans / 'd_animated.gif'} has 2 frames: its first is classified" in result.stderr
+    assert f"{scans / 'b_black.png'} is blank" in result.stderr
+    assert f"error: {scans / 'e_broken.png'}: not a readable image" in result.stderr
+    assert "1 of 5 file(s) could not be read" in result.stderr
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = subprocess.run(
+        [sys.executable, "-m", "src.predict", str(empty)],
+        env=_subprocess_env(folder),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert nothing.returncode == 2
+    assert nothing.stderr.strip() == f"error: {empty}: a folder with no image or .npz file"
+
+
 # -- promotion rules, on a real registry with scores given directly --------------------------
 def _register_version(client, name):
     from src.registry.versions import register
