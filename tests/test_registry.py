@@ -193,6 +193,8 @@ def test_serving_answers_invocations_on_loopback(registry):
         raw_status, raw = invoke(url, np.round(images * 255))
         # ...and pixels in neither range get a 400 that says what was wrong.
         bad_status, bad = invoke(url, images * 300)
+        # A blank image (all black) gets a 400 too: any label would be a guess.
+        blank_status, blank = invoke(url, np.concatenate([images[:1], np.zeros_like(images[:1])]))
     champion = MlflowClient(sqlite_uri(folder)).get_model_version_by_alias(MODEL, "champion")
     model = load_version(sqlite_uri(folder), MODEL, champion.version)
     local = model.predict(images, verbose=0)
@@ -201,10 +203,13 @@ def test_serving_answers_invocations_on_loopback(registry):
     assert served.argmax(axis=1).tolist() == local.argmax(axis=1).tolist()
     assert raw_status == 200
     assert np.asarray(raw["predictions"]).argmax(axis=1).tolist() == local.argmax(axis=1).tolist()
-    assert (
-        bad_status == 400
-        and "expected floats in [0, 1] or raw pixels in [0, 255]" in (bad["message"])
+    # The reply names what was wrong and nothing else: no echo of the request, no trace.
+    assert bad_status == 400 and bad["message"] == (
+        "image 0: pixels from 0 to 300; expected floats in [0, 1] or raw pixels in [0, 255]"
     )
+    assert "stack_trace" not in bad and len(json.dumps(bad)) < 400
+    assert blank_status == 400
+    assert blank["message"] == "image 1 is blank (every pixel 0): nothing to classify"
 
 
 @pytest.mark.slow

@@ -198,14 +198,17 @@ def main(argv: list[str] | None = None) -> int:
     except mlflow.exceptions.MlflowException as error:
         print(f"error: cannot load {args.model}: {str(error).splitlines()[0]}", file=sys.stderr)
         return 1
-    probabilities = np.asarray(model.predict(images))
-    for name, image, row in zip(names, images, probabilities, strict=True):
-        if is_blank(image):
+    blank = np.array([is_blank(image) for image in images])
+    # Blank images are not sent: the served model refuses them too (src.registry.serving).
+    drawn = iter(np.asarray(model.predict(images[~blank])) if (~blank).any() else [])
+    for name, is_empty in zip(names, blank, strict=True):
+        if is_empty:
             print(
                 f"warning: {name} is blank (every pixel the same grey): no label", file=sys.stderr
             )
             print(f"{name}\tblank\t-")
         else:
+            row = next(drawn)
             print(f"{name}\t{int(row.argmax())}\t{row.max():.3f}")
     if unreadable:
         print(
