@@ -94,3 +94,20 @@ def test_blank_images_are_told_from_drawn_ones():
     drawn = np.zeros((28, 28, 1))
     drawn[10:18, 14] = 1.0
     assert not is_blank(drawn)
+
+
+def test_the_served_models_refusals_keep_their_own_message():
+    """MLflow's scoring server rewrites a refusal's message to echo the whole request; the
+    served model's refusals keep theirs (what is wrong, nothing else)."""
+    from src.registry.serving import InputRefused, to_unit_range
+
+    drawn = np.zeros((2, 28, 28, 1), np.float32)
+    drawn[:, 10:18, 14] = 1.0
+    assert to_unit_range(drawn * 255).max() == 1.0
+    with pytest.raises(InputRefused) as refused:
+        to_unit_range(np.concatenate([drawn, np.zeros_like(drawn[:1])]))
+    error = refused.value
+    error.message = f"Failed to predict data '{drawn.tolist()}'. \nError: {error.message}"
+    assert error.message == "image 2 is blank (every pixel 0): nothing to classify"
+    assert "Failed to predict" not in error.serialize_as_json()
+    assert error.get_http_status_code() == 400
