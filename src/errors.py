@@ -29,3 +29,8 @@ class SearchFailed(ProjectError, RuntimeError):
 
 class PromotionLockTimeout(ProjectError, TimeoutError):
     """Another final stage held the promotion lock for longer than the wait allowed."""
+
+
+class StoreError(ProjectError):
+    """An MLflow store (or its artifact location) that cannot be used; found before the
+    search starts, and named with what to do."""

@@ -70,6 +70,7 @@ def run_pipeline(
     dataset = load_dataset(
         OmegaConf.to_container(cfg.data, resolve=True), cfg.training.val_fraction
     )
+    _check_batch_size(cfg, dataset)
     with tracked_search(cfg, dataset, resume=cfg.resume) as tracker:
         listeners = [tracker, *observers] if tracker else list(observers)
         if cfg.final.from_results:
@@ -80,6 +81,18 @@ def run_pipeline(
         if search is not None and cfg.final.enabled:
             result.final = run_final_stage(cfg, dataset, search, tracker, budget)
     return result
+
+
+def _check_batch_size(cfg: DictConfig, dataset: Dataset) -> None:
+    """A batch larger than the training digits would make every epoch one step (and record
+    a batch size that was never used): refused once the data's size is known, before any
+    run is opened."""
+    batch, digits = cfg.training.batch_size, len(dataset.train)
+    if batch > digits:
+        raise ConfigError(
+            f"training.batch_size={batch}: larger than the {digits} training digits of "
+            f"{dataset.name} (each epoch would be a single step); use at most {digits}"
+        )
 
 
 def _recorded(cfg: DictConfig, listeners: Sequence[TrialObserver]) -> SearchResult:

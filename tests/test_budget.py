@@ -259,3 +259,26 @@ def test_a_budget_that_affords_no_new_trial_retrains_the_warm_starts_best(tiny_c
     assert saved["budget"]["search_stopped_because"] == saved["data"]["search_skipped"]
     assert result.final.model_version is not None
     assert result.final.hyperparameters == best
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tuner", ["tpe", "bayesian", "hyperband", "grid"])
+def test_every_tuner_runs_within_a_budget(tiny_config, tuner):
+    """`budget=` with each tuner: the budget ends the search (or the tuner does, for one
+    that runs out of trials first), the final stage registers, the times add up."""
+    overrides = [f"tuner={tuner}", "budget=40s", "tuner.search_examples=150"]
+    if tuner == "hyperband":
+        overrides += ["tuner.max_epochs=2"]
+    else:
+        overrides += ["tuner.max_trials=null"]
+    cfg = tiny_config(*overrides)
+    start = time.monotonic()
+    result = run_pipeline(cfg, started=start)
+    elapsed = time.monotonic() - start
+    budget = result.search.budget
+    assert budget["search_stopped_because"], budget
+    assert result.final.model_version is not None
+    assert result.final.budget["search_s"] + result.final.budget["final_s"] <= (
+        result.final.budget["spent_s"] + 1
+    )
+    assert elapsed <= 40 + 25, (elapsed, budget)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 from helpers import run_cli
@@ -51,3 +52,51 @@ def test_parallel_multirun_writes_one_folder_and_one_parent_run_per_tuner(tmp_pa
     assert {r.data.tags[PARENT] for r in trials} == set(parents)
     assert {r.data.tags[PARENT] for r in finals} == set(parents)
     assert len(trials) == 2 and all(r.info.status == "FINISHED" for r in runs)
+
+
+@pytest.mark.slow
+def test_four_searches_at_once_into_one_sqlite_store_all_finish(tmp_path):
+    """Four searches, each with its final stage, started together into one new SQLite store:
+    every run FINISHED, no trial failed on "database is locked", every final model
+    registered, and the champion is the best of them by the promotion rule (`better`:
+    most of the same test digits right)."""
+    import time
+
+    from helpers import TINY_OVERRIDES, start_cli
+
+    processes = []
+    start = time.monotonic()
+    for seed in range(4):
+        log = open(tmp_path / f"search_{seed}.log", "w")  # noqa: SIM115 (closed below)
+        process = start_cli(
+            *TINY_OVERRIDES,
+            f"training.seed={seed}",
+            "final.promotion=better",
+            f"hydra.run.dir=outputs/search_{seed}",
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        processes.append((process, log))
+    for process, log in processes:
+        process.wait(timeout=600)
+        log.close()
+    logs = [(tmp_path / f"search_{seed}.log").read_text() for seed in range(4)]
+    elapsed = time.monotonic() - start
+    for (process, _), text in zip(processes, logs, strict=True):
+        assert process.returncode == 0, text[-2000:]
+        assert "database is locked" not in text
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("mnist-cnn")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    assert len([r for r in runs if PARENT not in r.data.tags]) == 4
+    assert len([r for r in runs if r.data.tags.get("run_kind") == "trial"]) == 8
+    assert all(r.info.status == "FINISHED" for r in runs), [r.info.status for r in runs]
+    versions = client.search_model_versions("name='mnist-cnn'")
+    assert len(versions) == 4
+    accuracy = {v.version: client.get_run(v.run_id).data.metrics["test_accuracy"] for v in versions}
+    champion = client.get_model_version_by_alias("mnist-cnn", "champion").version
+    best = max(accuracy.values())
+    assert accuracy[champion] == best, (champion, accuracy)
+    print(f"four searches with final stages at once: {elapsed:.0f} s")

@@ -99,6 +99,9 @@ BAD_VALUES = [
     ("search_space.dropout.min=-0.1", "search_space.dropout.min=-0.1"),
     ("search_space.conv_layers=[2,4,10]", "search_space.conv_layers=10"),
     ("search_space.conv_layers=[]", "search_space.conv_layers=[]"),
+    # Wider than the 28x28 input, and than the 7x7 map a fifth layer meets.
+    ("search_space.kernel_size=29", "search_space.kernel_size=29: wider than the 28x28 input"),
+    ("search_space.kernel_size=9", "search_space.kernel_size=9: wider than the 7x7 map layer 5"),
     ("search_space.filters=[16,0]", "search_space.filters=0"),
     ("+search_space.droput=0.2", "search_space.droput"),
     ("training.epochs=0", "training.epochs=0"),
@@ -221,3 +224,22 @@ def test_distributed_hyperband_is_refused_before_anything_starts():
     cfg = compose_config(["tuner=hyperband", "distributed.role=chief", "distributed.search_id=x"])
     with pytest.raises(ConfigError, match="Hyperband cannot run distributed"):
         validate_config(cfg)
+
+
+def test_a_spaces_distinct_configurations_are_counted_with_filters_per_layer():
+    from src.model.search_space import distinct_configurations
+
+    space = {
+        "name": "small",
+        "learning_rate": 0.001,
+        "conv_layers": [2, 4],
+        "pool_every": 2,
+        "kernel_size": 3,
+        "filters": [16, 32],
+        "dropout": {"min": 0.0, "max": 0.5, "step": 0.1},
+        "dense_units": [64, 128],
+    }
+    # dropout 6 values x dense 2 x filters (2^2 + 2^4 layers' choices).
+    assert distinct_configurations(space) == 6 * 2 * (4 + 16)
+    continuous = {**space, "learning_rate": {"min": 0.001, "max": 0.01, "sampling": "log"}}
+    assert distinct_configurations(continuous) is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
 from src.data.dataset import load_dataset
+from src.errors import ConfigError
 from src.final.evaluation import evaluate
 from src.pipeline import run_pipeline
 from src.registry.versions import load_version
@@ -117,3 +119,29 @@ def test_a_resumed_final_stage_decides_on_its_earlier_version_not_a_copy(tiny_co
     assert again.decision == f"version {first.model_version} is already champion"
     champion = client.get_model_version_by_alias("mnist-cnn", "champion")
     assert str(champion.version) == first.model_version
+
+
+def test_a_batch_larger_than_the_training_digits_is_refused_before_any_run(tiny_config):
+    cfg = tiny_config("training.batch_size=100000000")
+    with pytest.raises(ConfigError, match=r"training.batch_size=100000000: larger than the \d+"):
+        run_pipeline(cfg)
+    assert not list(Path(cfg.paths.output_dir).glob("*.db"))  # no store, no run opened
+
+
+def test_a_space_smaller_than_max_trials_says_so_at_the_start(tiny_config, caplog):
+    cfg = tiny_config(
+        "tuner.max_trials=3",
+        "search_space.filters=[8]",
+        "search_space.dense_units=[32]",
+        "search_space.conv_layers=[2]",
+        "search_space.learning_rate.min=0.001",
+        "search_space.learning_rate.max=0.001",
+        "search_space.dropout.min=0.0",
+        "search_space.dropout.max=0.1",
+        "search_space.dropout.step=0.1",
+        "final.enabled=false",
+    )
+    with caplog.at_level("WARNING"):
+        result = run_pipeline(cfg)
+    assert "holds 2 distinct configuration(s): at most 2 of tuner.max_trials=3" in caplog.text
+    assert len(result.search.trials) == 2

@@ -193,6 +193,8 @@ def test_serving_answers_invocations_on_loopback(registry):
         raw_status, raw = invoke(url, np.round(images * 255))
         # ...and pixels in neither range get a 400 that says what was wrong.
         bad_status, bad = invoke(url, images * 300)
+        # A blank image (all black) gets a 400 too: any label would be a guess.
+        blank_status, blank = invoke(url, np.concatenate([images[:1], np.zeros_like(images[:1])]))
     champion = MlflowClient(sqlite_uri(folder)).get_model_version_by_alias(MODEL, "champion")
     model = load_version(sqlite_uri(folder), MODEL, champion.version)
     local = model.predict(images, verbose=0)
@@ -201,10 +203,13 @@ def test_serving_answers_invocations_on_loopback(registry):
     assert served.argmax(axis=1).tolist() == local.argmax(axis=1).tolist()
     assert raw_status == 200
     assert np.asarray(raw["predictions"]).argmax(axis=1).tolist() == local.argmax(axis=1).tolist()
-    assert (
-        bad_status == 400
-        and "expected floats in [0, 1] or raw pixels in [0, 255]" in (bad["message"])
+    # The reply names what was wrong and nothing else: no echo of the request, no trace.
+    assert bad_status == 400 and bad["message"] == (
+        "image 0: pixels from 0 to 300; expected floats in [0, 1] or raw pixels in [0, 255]"
     )
+    assert "stack_trace" not in bad and len(json.dumps(bad)) < 400
+    assert blank_status == 400
+    assert blank["message"] == "image 1 is blank (every pixel 0): nothing to classify"
 
 
 @pytest.mark.slow
@@ -242,6 +247,59 @@ def test_predict_cli_classifies_png_and_npz(registry, tmp_path):
         timeout=60,
     )
     assert bad.returncode == 2 and bad.stderr.strip() == f"error: no such file: {tmp_path}/none.png"
+
+
+@pytest.mark.slow
+def test_predict_cli_answers_a_folder_flags_blank_images_and_lists_bad_files(registry, tmp_path):
+    """A folder is read whole; a blank image gets no label; an animated one is read on its
+    first frame; an unreadable file is listed while the others are answered (exit 1)."""
+    folder, _ = registry
+    images, _ = _test_digits(2)
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    digit = (images[0].squeeze() * 255).astype(np.uint8)
+    Image.fromarray(digit).save(scans / "a_digit.png")
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(scans / "b_black.png")
+    Image.fromarray(np.full((1, 1), 128, np.uint8)).save(scans / "c_one_pixel.png")
+    frames = [Image.fromarray(digit), Image.fromarray(255 - digit)]
+    frames[0].save(scans / "d_animated.gif", save_all=True, append_images=frames[1:])
+    (scans / "e_broken.png").write_text("not an image")
+    (scans / "notes.txt").write_text("not read: not an image suffix")
+    result = subprocess.run(
+        [sys.executable, "-m", "src.predict", str(scans)],
+        env=_subprocess_env(folder),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr[-2000:]
+    lines = {
+        name: (label, p)
+        for name, label, p in (line.split("\t") for line in result.stdout.splitlines())
+    }
+    assert sorted(Path(name).name for name in lines) == [
+        "a_digit.png", "b_black.png", "c_one_pixel.png", "d_animated.gif"
+    ]  # fmt: skip
+    assert lines[str(scans / "b_black.png")] == ("blank", "-")
+    assert lines[str(scans / "c_one_pixel.png")] == ("blank", "-")
+    assert lines[str(scans / "d_animated.gif")][0] == lines[str(scans / "a_digit.png")][0]
+    assert f"{scans / 'd_animated.gif'} has 2 frames: its first is classified" in result.stderr
+    assert f"{scans / 'b_black.png'} is blank" in result.stderr
+    assert f"error: {scans / 'e_broken.png'}: not a readable image" in result.stderr
+    assert "1 of 5 file(s) could not be read" in result.stderr
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    nothing = subprocess.run(
+        [sys.executable, "-m", "src.predict", str(empty)],
+        env=_subprocess_env(folder),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert nothing.returncode == 2
+    assert nothing.stderr.strip() == f"error: {empty}: a folder with no image or .npz file"
 
 
 # -- promotion rules, on a real registry with scores given directly --------------------------

@@ -73,3 +73,41 @@ def test_a_file_that_is_no_image_is_named(tmp_path):
     path.write_text("not an image")
     with pytest.raises(ValueError, match=f"{path}: not a readable image"):
         load_images([path])
+
+
+def test_predict_from_a_store_that_does_not_exist_creates_none(tmp_path, monkeypatch, capsys):
+    from src.registry.predict import main
+
+    image = tmp_path / "digit.png"
+    Image.fromarray(np.eye(28, dtype=np.uint8) * 255).save(image)
+    database = tmp_path / "nowhere" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{database}")
+    assert main([str(image)]) == 2
+    assert f"error: no MLflow store at {database}" in capsys.readouterr().err
+    assert not database.exists() and not database.parent.exists()
+
+
+def test_blank_images_are_told_from_drawn_ones():
+    from src.registry.predict import is_blank
+
+    assert is_blank(np.zeros((28, 28, 1))) and is_blank(np.full((28, 28, 1), 0.5))
+    drawn = np.zeros((28, 28, 1))
+    drawn[10:18, 14] = 1.0
+    assert not is_blank(drawn)
+
+
+def test_the_served_models_refusals_keep_their_own_message():
+    """MLflow's scoring server rewrites a refusal's message to echo the whole request; the
+    served model's refusals keep theirs (what is wrong, nothing else)."""
+    from src.registry.serving import InputRefused, to_unit_range
+
+    drawn = np.zeros((2, 28, 28, 1), np.float32)
+    drawn[:, 10:18, 14] = 1.0
+    assert to_unit_range(drawn * 255).max() == 1.0
+    with pytest.raises(InputRefused) as refused:
+        to_unit_range(np.concatenate([drawn, np.zeros_like(drawn[:1])]))
+    error = refused.value
+    error.message = f"Failed to predict data '{drawn.tolist()}'. \nError: {error.message}"
+    assert error.message == "image 2 is blank (every pixel 0): nothing to classify"
+    assert "Failed to predict" not in error.serialize_as_json()
+    assert error.get_http_status_code() == 400

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+import shutil
+
 import pytest
 
 from src.config.compose import compose_config
@@ -59,3 +62,53 @@ def test_first_difference_walks_nested_configs_in_key_order():
     assert first_difference(saved, {"a": {"x": 1, "y": [1, 3]}, "b": 3}) == "a.y"
     assert first_difference(saved, {"a": {"x": 1}, "b": 2}) == "a.y"
     assert first_difference(saved, {"a": {"x": 1, "y": [1, 2]}, "b": 2, "c": 0}) == "c"
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory):
+    """A finished tiny search's run folder (two trials), copied afresh for each test."""
+    from helpers import make_tiny_config
+
+    from src.pipeline import run_pipeline
+
+    folder = tmp_path_factory.mktemp("searched")
+    cfg = make_tiny_config(folder, "tuner.max_trials=2", "final.enabled=false", "tuner=tpe")
+    run_pipeline(cfg)
+    return folder
+
+
+def _resume(searched, tmp_path):
+    from helpers import make_tiny_config
+
+    folder = searched
+    copy = tmp_path / "run"
+    shutil.copytree(folder, copy)
+    (copy / CONFIG_SNAPSHOT).unlink()  # it names the original folder's paths
+    resumed = make_tiny_config(copy, "tuner.max_trials=2", "final.enabled=false", "tuner=tpe")
+    resumed.resume = True
+    return resumed, state_folder(resumed)
+
+
+def test_an_intact_saved_search_resumes(searched, tmp_path):
+    cfg, state = _resume(searched, tmp_path)
+    assert sorted(p.parent.name for p in state.glob("trial_*/trial.json")) == ["trial_0", "trial_1"]
+    check_run_folder(cfg)  # no error
+
+
+@pytest.mark.parametrize(
+    "damaged", ["oracle.json", "tuner0.json", "trial_1/trial.json", "optuna.journal"]
+)
+def test_a_damaged_saved_file_is_named_before_anything_trains(searched, tmp_path, damaged):
+    cfg, state = _resume(searched, tmp_path)
+    path = state / damaged
+    text = path.read_text()
+    path.write_text(text[: len(text) // 2])  # cut short, as by a full disk
+    with pytest.raises(ConfigError, match=rf"resume=true: {re.escape(str(path))} is damaged"):
+        check_run_folder(cfg)
+
+
+def test_a_missing_trial_folder_is_named_before_anything_trains(searched, tmp_path):
+    cfg, state = _resume(searched, tmp_path)
+    shutil.rmtree(state / "trial_1")
+    with pytest.raises(ConfigError, match=r"names trial 1, but .*trial_1/trial.json is missing"):
+        check_run_folder(cfg)

@@ -6,6 +6,7 @@ import keras
 import keras_tuner
 import pytest
 from helpers import (
+    TINY_OVERRIDES,
     all_runs,
     search_builds,
     tracked_run,
@@ -187,3 +188,35 @@ def test_a_cross_validated_trial_logs_one_curve_per_fold(tiny_config, tiny_datas
     scored = result.data["sizes"]["train"] + result.data["sizes"]["val"]
     expected = accuracy_with_interval(round(trial.score * scored), scored)
     assert trial.interval == pytest.approx([expected.ci_low, expected.ci_high])
+
+
+@pytest.mark.slow
+def test_each_stores_artifacts_live_beside_it(tmp_path, monkeypatch):
+    """Two SQLite stores in two folders, no artifact location configured: each store's
+    models are in its own folder, so removing one leaves the other's champion loadable."""
+    import shutil
+
+    import mlflow
+    import numpy as np
+
+    from src.config.compose import compose_config
+    from src.pipeline import run_pipeline
+    from src.registry.versions import champion_uri
+
+    monkeypatch.chdir(tmp_path)  # where a relative artifact folder would have landed
+    stores = {}
+    for name in ("first", "second"):
+        folder = tmp_path / name
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        overrides = [*TINY_OVERRIDES, f"mlflow.tracking_uri={uri}", "tuner.max_trials=1"]
+        cfg = compose_config(overrides, output_dir=folder / "run")
+        assert cfg.mlflow.artifact_location is None
+        run_pipeline(cfg)
+        stores[name] = (folder, uri)
+        assert (folder / "artifacts").is_dir()
+    assert not (tmp_path / "mlruns").exists()
+
+    shutil.rmtree(stores["first"][0])
+    mlflow.set_tracking_uri(stores["second"][1])
+    model = mlflow.pyfunc.load_model(champion_uri("mnist-cnn"))
+    assert np.asarray(model.predict(np.zeros((2, 28, 28, 1), np.float32))).shape == (2, 10)

@@ -167,6 +167,40 @@ def test_a_server_beyond_loopback_is_refused_without_authentication(tmp_path):
     assert not (tmp_path / ".env").exists() and not (tmp_path / "mlruns").exists()
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--port", "99999"], "error: --port=99999: expected a port from 1 to 65535"),
+        (["--host", "no-such-host.invalid"], "error: --host=no-such-host.invalid: not an address"),
+        (["--data-dir", "blocker/pg"], "error: --data-dir=blocker/pg: cannot be written"),
+        (["--artifacts", "blocker/a"], "error: --artifacts=blocker/a: cannot be written"),
+    ],
+)
+def test_every_argument_is_checked_before_anything_starts(tmp_path, arguments, message):
+    """One line, exit 1; no PostgreSQL cluster, no .env with passwords, no folders."""
+    (tmp_path / "blocker").write_text("a file where a folder would go")
+    result = run_cli("tracking-server", *arguments, cwd=tmp_path, module="src.scaleout.services")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), result.stderr
+    assert not (tmp_path / ".env").exists() and not (tmp_path / "mlruns").exists()
+
+
+def test_a_port_in_use_is_refused_before_anything_starts(tmp_path):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(
+            "tracking-server", "--port", str(port), cwd=tmp_path, module="src.scaleout.services"
+        )
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith(f"error: --port={port} on 127.0.0.1: cannot serve")
+    assert not (tmp_path / ".env").exists() and not (tmp_path / "mlruns").exists()
+
+
 @pytest.mark.slow
 def test_with_authentication_the_server_lets_in_only_its_users(tmp_path, monkeypatch):
     """MLflow's basic-auth app, as `--auth` starts it: the admin from the credentials can

@@ -8,6 +8,7 @@ heavy, so a bad search space fails before TensorFlow loads.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -108,6 +109,50 @@ def validate_search_space(space: Any, image_side: int, prefix: str = "search_spa
                 f"{image_side}x{image_side} input below 1x1 (at most "
                 f"{pool_every * (max_pools + 1) - 1} layers with pool_every={pool_every})"
             )
+    # A kernel wider than the map it meets sees mostly padding: such a search trained for
+    # minutes at chance accuracy. Named at the first layer where it happens.
+    kernel = max(value for _, value in knob_values(f"{prefix}.kernel_size", space["kernel_size"]))
+    deepest = max(
+        layers for _, layers in knob_values(f"{prefix}.conv_layers", space["conv_layers"])
+    )
+    for index in range(deepest):
+        side = image_side >> (index // pool_every)
+        if kernel > side:
+            where = "input" if index == 0 else f"map layer {index + 1} meets"
+            raise SearchSpaceError(
+                f"{prefix}.kernel_size={kernel}: wider than the {side}x{side} {where} "
+                f"(conv_layers up to {deepest}, pool_every={pool_every}); use kernels of at "
+                f"most {side}, or fewer layers"
+            )
+
+
+def distinct_configurations(space: Mapping[str, Any]) -> int | None:
+    """How many distinct configurations a (validated) search space holds; None where a knob
+    is continuous (a float range without a step). Filters count once per built layer."""
+
+    def count(spec: Any) -> int | None:
+        if isinstance(spec, Mapping):
+            low, high, step = spec["min"], spec["max"], spec.get("step")
+            if low == high:
+                return 1
+            if isinstance(low, int) and isinstance(high, int) and isinstance(step, int | None):
+                return (high - low) // (step or 1) + 1
+            return None if step is None else math.floor((high - low) / step + 1e-9) + 1
+        return len(spec) if isinstance(spec, list) else 1
+
+    total = 1
+    for name, spec in space.items():
+        if name in ("name", "conv_layers", "filters"):
+            continue
+        options = count(spec)
+        if options is None:
+            return None
+        total *= options
+    filters = count(space["filters"])
+    layer_choices = (
+        space["conv_layers"] if isinstance(space["conv_layers"], list) else [space["conv_layers"]]
+    )
+    return total * sum(filters**layers for layers in layer_choices)
 
 
 def knob_values(key: str, spec: Any) -> list[tuple[str, Any]]:

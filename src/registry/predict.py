@@ -2,12 +2,18 @@
 
     python -m src.predict digit.png other.png          # PNG (or any image Pillow reads)
     python -m src.predict digits.npz                   # an .npz with `images` (N, 28, 28)
+    python -m src.predict scans/                       # every image and .npz in a folder
     python -m src.predict digit.png --model models:/mnist-cnn@challenger
 
 Images are converted to 28x28 grey levels; a dark digit on a light background is inverted
 to MNIST's white on black. The model and the store are the project's defaults from ``conf/``
 (``final.model_name``'s champion; ``mlflow.tracking_uri``, which ``MLFLOW_TRACKING_URI``
 overrides).
+
+A file that cannot be read is listed on stderr and the others are still answered (exit 1
+then). A blank image (every pixel the same grey: nothing drawn) gets no label: its line
+reads ``blank`` with a warning, since any answer would be a guess. An animated image is
+classified on its first frame, with a warning.
 """
 
 from __future__ import annotations
@@ -20,6 +26,36 @@ from pathlib import Path
 import numpy as np
 
 from src.data.mnist_format import IMAGE_SIDE as SIDE
+
+# The suffixes a folder's files are read for (what Pillow reads, and .npz archives).
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".npz")
+# Pixels in [0, 1] closer than this to one grey level everywhere: nothing is drawn.
+BLANK_SPREAD = 1 / 255
+
+
+def expand_folders(paths: list[Path]) -> list[Path]:
+    """Each folder replaced by its image files and .npz archives, in name order.
+
+    Raises:
+        ValueError: a path that does not exist, or a folder holding no such file.
+    """
+    files = []
+    for path in paths:
+        if path.is_dir():
+            inside = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not inside:
+                raise ValueError(f"{path}: a folder with no image or .npz file")
+            files.extend(inside)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise ValueError(f"no such file: {path}")
+    return files
+
+
+def is_blank(image: np.ndarray) -> bool:
+    """Every pixel of ``image`` (in [0, 1]) the same grey: nothing to classify."""
+    return float(image.max() - image.min()) < BLANK_SPREAD
 
 
 def load_images(paths: list[Path]) -> tuple[np.ndarray, list[str]]:
@@ -78,6 +114,12 @@ def _read_image(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as image:
+            frames = getattr(image, "n_frames", 1)
+            if frames > 1:
+                print(
+                    f"warning: {path} has {frames} frames: its first is classified",
+                    file=sys.stderr,
+                )
             image.load()
             if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
                 # Transparent pixels are the paper: lay the image on white before greying.
@@ -115,15 +157,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", nargs="+", type=Path, help="image files or .npz archives")
     parser.add_argument("--model", default=default_model, help=f"model URI ({default_model})")
     args = parser.parse_args(argv)
-    missing = [str(p) for p in args.files if not p.is_file()]
-    if missing:
-        print(f"error: no such file: {missing[0]}", file=sys.stderr)
-        return 2
     try:
-        images, names = load_images(args.files)
+        files = expand_folders(args.files)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    readable, unreadable = [], []
+    for path in files:  # one bad file does not cost the others their answers
+        try:
+            readable.append(load_images([path]))
+        except ValueError as error:
+            unreadable.append(str(error))
+    for error in unreadable:
+        print(f"error: {error}", file=sys.stderr)
+    if not readable:
+        return 2
+    images = np.concatenate([batch for batch, _ in readable])
+    names = [name for _, batch_names in readable for name in batch_names]
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     import keras
@@ -131,15 +181,40 @@ def main(argv: list[str] | None = None) -> int:
 
     keras.config.disable_interactive_logging()  # no progress bar in the middle of the output
 
-    mlflow.set_tracking_uri(defaults.mlflow.tracking_uri)  # a command line, not a library
+    store = str(defaults.mlflow.tracking_uri)
+    database = Path(store.removeprefix("sqlite:///"))
+    from_store = args.model.startswith(("models:/", "runs:/"))
+    if from_store and store.startswith("sqlite:///") and not database.is_file():
+        # MLflow would create an empty store there, as a side effect of a failed command.
+        print(
+            f"error: no MLflow store at {database} (nothing registered there): point "
+            "MLFLOW_TRACKING_URI at the store that holds the model",
+            file=sys.stderr,
+        )
+        return 2
+    mlflow.set_tracking_uri(store)  # a command line, not a library
     try:
         model = mlflow.pyfunc.load_model(args.model)
     except mlflow.exceptions.MlflowException as error:
         print(f"error: cannot load {args.model}: {str(error).splitlines()[0]}", file=sys.stderr)
         return 1
-    probabilities = np.asarray(model.predict(images))
-    for name, row in zip(names, probabilities, strict=True):
-        print(f"{name}\t{int(row.argmax())}\t{row.max():.3f}")
+    blank = np.array([is_blank(image) for image in images])
+    # Blank images are not sent: the served model refuses them too (src.registry.serving).
+    drawn = iter(np.asarray(model.predict(images[~blank])) if (~blank).any() else [])
+    for name, is_empty in zip(names, blank, strict=True):
+        if is_empty:
+            print(
+                f"warning: {name} is blank (every pixel the same grey): no label", file=sys.stderr
+            )
+            print(f"{name}\tblank\t-")
+        else:
+            row = next(drawn)
+            print(f"{name}\t{int(row.argmax())}\t{row.max():.3f}")
+    if unreadable:
+        print(
+            f"error: {len(unreadable)} of {len(files)} file(s) could not be read", file=sys.stderr
+        )
+        return 1
     return 0
 
 

@@ -27,11 +27,33 @@ INNER_LOADER = "inner_loader_module"
 RAW_MAX = 255.0
 
 
+class InputRefused(MlflowException):
+    """A 400 whose reply says what was wrong and nothing else.
+
+    MLflow's scoring server prefixes the message of any `MlflowException` raised while
+    predicting with the whole request (``Failed to predict data '<every pixel>'``: 3-14 KB
+    replies); this one keeps its own message.
+    """
+
+    def __init__(self, message: str) -> None:
+        self._own_message = message
+        super().__init__(message, INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._own_message
+
+    @message.setter
+    def message(self, _value: str) -> None:
+        pass  # the server's prefix is dropped; the reply keeps the message above
+
+
 def to_unit_range(pixels: np.ndarray) -> np.ndarray:
     """Each image in [0, 1] as it is; each with a pixel above 1 divided by 255.
 
     Raises:
-        MlflowException: (a 400 when served) an image with pixels below 0 or above 255.
+        InputRefused: (a 400 when served) an image with pixels below 0 or above 255, or a
+            blank one (every pixel the same value: nothing drawn, any label a guess).
     """
     pixels = np.asarray(pixels, dtype=np.float32)
     if pixels.ndim == 0 or len(pixels) == 0:
@@ -41,10 +63,14 @@ def to_unit_range(pixels: np.ndarray) -> np.ndarray:
     bad = np.flatnonzero((low < 0) | (high > RAW_MAX) | ~np.isfinite(flat).all(axis=1))
     if bad.size:
         index = int(bad[0])
-        raise MlflowException(
+        raise InputRefused(
             f"image {index}: pixels from {low[index]:g} to {high[index]:g}; expected floats "
-            "in [0, 1] or raw pixels in [0, 255]",
-            INVALID_PARAMETER_VALUE,
+            "in [0, 1] or raw pixels in [0, 255]"
+        )
+    blank = np.flatnonzero(low == high)
+    if blank.size:
+        raise InputRefused(
+            f"image {int(blank[0])} is blank (every pixel {low[blank[0]]:g}): nothing to classify"
         )
     raw = (high > 1.0).reshape(-1, *([1] * (pixels.ndim - 1)))
     return np.where(raw, pixels / RAW_MAX, pixels).astype(np.float32)

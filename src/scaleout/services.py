@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +28,39 @@ from src.scaleout.mlflow_server import (
 )
 from src.scaleout.postgres import DEFAULT_PG_DIR, env_secret, load_credentials
 from src.scaleout.process import ServiceError, http_ok, stop_like_ctrl_c, uninterruptible
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every argument checked before anything starts or is written (PostgreSQL, ``.env``).
+
+    Raises:
+        ServiceError: the first bad argument, in one line.
+    """
+    if not 1 <= args.port <= 65535:
+        raise ServiceError(f"--port={args.port}: expected a port from 1 to 65535")
+    try:
+        socket.getaddrinfo(args.host, args.port)
+    except (socket.gaierror, UnicodeError) as error:
+        raise ServiceError(
+            f"--host={args.host}: not an address of this machine ({error})"
+        ) from None
+    with socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET) as probe:
+        try:
+            probe.bind((args.host, args.port))
+        except OSError as error:
+            raise ServiceError(
+                f"--port={args.port} on {args.host}: cannot serve there ({error.strerror}); "
+                "choose another port, or stop what uses it"
+            ) from None
+    for flag, folder in (("--data-dir", args.data_dir), ("--artifacts", args.artifacts)):
+        existing = next((p for p in (folder, *folder.resolve().parents) if p.exists()), None)
+        try:
+            if existing is None or not existing.is_dir():
+                raise OSError(0, "not a folder")
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        except OSError as error:
+            raise ServiceError(f"{flag}={folder}: cannot be written ({error.strerror})") from None
 
 
 def _tracking_server(args: argparse.Namespace) -> int:
@@ -87,6 +122,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        check_arguments(args)
         return _tracking_server(args)
     except ServiceError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -10,6 +10,7 @@ after the interruption would answer different questions.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +50,7 @@ def check_run_folder(cfg: DictConfig) -> None:
     if cfg.resume:
         if not has_state:
             raise ConfigError(f"resume=true: no saved search in {state} (nothing to continue)")
+        check_saved_state(state)
         if snapshot.is_file():
             key = first_difference(OmegaConf.to_container(OmegaConf.load(snapshot)), current)
             if key is not None:
@@ -66,6 +68,70 @@ def check_run_folder(cfg: DictConfig) -> None:
     temporary = snapshot.with_suffix(".tmp")
     temporary.write_text(snapshot_text)
     temporary.replace(snapshot)  # never a half-written snapshot
+
+
+def check_saved_state(state: Path) -> None:
+    """Refuse to resume from saved state Keras Tuner or Optuna would fail on mid-search.
+
+    Keras Tuner reads ``oracle.json``, ``tuner0.json`` and every ``trial_*/trial.json`` as
+    it resumes, and fails with a bare ``JSONDecodeError`` (naming no file) on a damaged
+    one, or with a ``KeyError`` once the search ends when a trial that ``oracle.json``
+    names has no folder, after training the interrupted trial again. Checked here before
+    anything trains, naming the file.
+
+    Raises:
+        ConfigError: a file that does not parse, or a trial's folder that is missing.
+    """
+    ways_out = "restore it from a copy, or run with overwrite=true to start the search afresh"
+    oracle = _json_file(state / "oracle.json", ways_out)
+    for path in sorted(state.glob("tuner*.json")):
+        _json_file(path, ways_out)
+    recorded = {
+        path.parent.name.removeprefix("trial_") for path in state.glob("trial_*/trial.json")
+    }
+    for path in sorted(state.glob("trial_*/trial.json")):
+        _json_file(path, ways_out)
+    named = {*oracle.get("start_order", []), *oracle.get("end_order", [])}
+    named |= set((oracle.get("ongoing_trials") or {}).values())
+    missing = sorted(str(trial_id) for trial_id in named - recorded)
+    if missing:
+        raise ConfigError(
+            f"resume=true: {state / 'oracle.json'} names trial {missing[0]}, but "
+            f"{state / f'trial_{missing[0]}' / 'trial.json'} is missing; {ways_out}"
+        )
+    journal = state / "optuna.journal"
+    if journal.is_file():
+        _journal(journal, ways_out)
+
+
+def _json_file(path: Path, ways_out: str) -> dict[str, Any]:
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not valid JSON"
+        raise ConfigError(f"resume=true: {path} is damaged ({reason}); {ways_out}") from None
+    if not isinstance(record, dict):
+        raise ConfigError(f"resume=true: {path} is damaged (not a JSON object); {ways_out}")
+    return record
+
+
+def _journal(path: Path, ways_out: str) -> None:
+    """Optuna's journal is one JSON operation per line, replayed on load: a line cut short
+    (a full disk, a copy interrupted) would fail the study's reload."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"resume=true: {path} cannot be read ({error}); {ways_out}") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            json.loads(line)
+        except ValueError:
+            raise ConfigError(
+                f"resume=true: {path} is damaged at line {number} of {len(lines)} (not valid "
+                f"JSON: cut short?); {ways_out}"
+            ) from None
 
 
 def _comparable(cfg: DictConfig) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from src.data.dataset import Dataset
 from src.errors import SearchFailed
 from src.model.backend import StopAtDeadline, StopWhenAsked, configure_backend, keras_verbosity
 from src.model.hypermodel import CNNHyperModel
+from src.model.search_space import distinct_configurations
 from src.search.budgeting import (
     known_best,
     plan_budget,
@@ -68,6 +69,16 @@ def run_search(
     configure_backend(training)
 
     hypermodel = CNNHyperModel.from_config(search_space, training, dataset)
+    distinct = distinct_configurations(search_space)
+    if distinct is not None and tuner_cfg.get("max_trials") and distinct < tuner_cfg["max_trials"]:
+        log.warning(
+            "search_space %s holds %d distinct configuration(s): at most %d of "
+            "tuner.max_trials=%d trials can run",
+            search_space.get("name"),
+            distinct,
+            distinct,
+            tuner_cfg["max_trials"],
+        )
     train = search_subset(dataset.train, tuner_cfg.get("search_examples"), cfg.data.split_seed)
     examples_per_epoch = len(train) + VALIDATION_WEIGHT * len(dataset.val)
     role = cfg.distributed.role

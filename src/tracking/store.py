@@ -6,12 +6,20 @@ supervisor of ``src.scaleout.cluster``) do not import TensorFlow and Keras Tuner
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import os
+import sqlite3
+import tempfile
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from mlflow import MlflowClient
+
+from src.config.secrets import redact
+from src.errors import StoreError
 
 # Without it MLflow 3's UI opens the experiment on its GenAI overview, which hides the runs.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -23,13 +31,116 @@ def open_store(
     """A client of the store at ``uri`` and the experiment's id, both created if need be.
 
     A tracking server chooses (and proxies) artifact locations itself: a local folder
-    configured for file stores would mean nothing to clients on other machines.
+    configured for file stores would mean nothing to clients on other machines. Without an
+    ``artifact_location``, a new experiment keeps its artifacts beside the store
+    (`artifact_root`), never in a folder that depends on where the command ran.
     """
     if uri.startswith(("http://", "https://")):
         artifact_location = None
+    else:
+        artifact_location = artifact_location or artifact_root(uri)
+    check_sqlite_store(uri)
     with sqlite_store_lock(uri):
-        client = MlflowClient(tracking_uri=uri)  # creates a new store's tables
-        return client, ensure_experiment(client, experiment_name, artifact_location)
+        try:
+            client = MlflowClient(tracking_uri=uri)  # creates a new store's tables
+            existing = client.get_experiment_by_name(experiment_name)
+        except Exception as error:  # MLflow raises many kinds; each means the same here
+            raise StoreError(_unusable(uri, error)) from None
+        if existing is None:
+            # Checked before the experiment keeps it: a location is never changed later.
+            _check_writable(artifact_location, f"mlflow.artifact_location={artifact_location}")
+            experiment_id = ensure_experiment(client, experiment_name, artifact_location)
+        else:
+            experiment_id = ensure_experiment(client, experiment_name)
+            _check_writable(
+                existing.artifact_location,
+                f"experiment {experiment_name!r} keeps its artifacts in "
+                f"{existing.artifact_location}, which",
+                "an experiment's artifact location cannot be changed: make it writable, or "
+                "use another mlflow.experiment_name",
+            )
+        return client, experiment_id
+
+
+def check_sqlite_store(uri: str) -> None:
+    """A SQLite store that exists must be a sound database in a folder that can be written
+    (SQLite writes a journal beside the file); one that does not exist yet, a folder where
+    it can be created.
+
+    Raises:
+        StoreError: naming the store and what to do.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    database = Path(uri.removeprefix("sqlite:///"))
+    elsewhere = "or point mlflow.tracking_uri (MLFLOW_TRACKING_URI) at another store"
+    if database.exists():
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+                verdict = db.execute("PRAGMA quick_check").fetchone()[0]
+        except sqlite3.DatabaseError as error:
+            verdict = str(error)
+        if verdict != "ok":
+            raise StoreError(
+                f"MLflow store {database} is damaged ({verdict}): restore it from a copy, "
+                f"{elsewhere}"
+            )
+    _check_writable(
+        str(database.parent),
+        f"the MLflow store's folder {database.parent}",
+        f"fix that, {elsewhere}",
+    )
+
+
+def _check_writable(location: str | None, what: str, advice: str | None = None) -> None:
+    """Refuse a local folder (a path or file URI) in which no file can be created."""
+    if not location or location.startswith(("http://", "https://", "mlflow-artifacts:")):
+        return  # a server's: it checks its own
+    if "://" in location and not location.startswith("file:"):
+        return  # s3://, gs://, ...: their credentials are checked where they are used
+    folder = (
+        Path(urllib.parse.unquote(urllib.parse.urlparse(location).path))
+        if location.startswith("file:")
+        else Path(location)
+    )
+    probe_in = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    try:
+        if probe_in is None or not probe_in.is_dir():
+            raise OSError("not a folder")
+        with tempfile.TemporaryFile(dir=probe_in):
+            pass
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise StoreError(
+            f"{what} cannot be written ({reason}); "
+            + (
+                advice
+                or "choose a writable folder, or leave it null to keep artifacts beside the store"
+            )
+        ) from None
+
+
+def _unusable(uri: str, error: Exception) -> str:
+    """One line for a store that failed its first request."""
+    text = str(error).strip() or type(error).__name__
+    if uri.startswith(("http://", "https://")):
+        silent = ("Max retries exceeded", "Connection refused", "timed out", "Failed to resolve")
+        if any(sign in text for sign in silent):
+            retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLflow's default")
+            return (
+                f"MLflow tracking server {redact(uri)} does not answer ({retries} retries): "
+                "start it (make tracking-server), or point mlflow.tracking_uri "
+                "(MLFLOW_TRACKING_URI) at one that runs"
+            )
+    return f"MLflow store {redact(uri)}: {text.splitlines()[0][:300]}"
+
+
+def artifact_root(uri: str) -> str | None:
+    """Where a store's artifacts belong when none is configured: ``artifacts/`` beside a
+    SQLite file; None (the store's own default) for any other store."""
+    if uri.startswith("sqlite:///"):
+        return str(Path(uri.removeprefix("sqlite:///")).parent / "artifacts")
+    return None
 
 
 def ensure_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:

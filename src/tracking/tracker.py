@@ -91,6 +91,10 @@ class MLflowTracker(TrialObserver):
         self.role = cfg.distributed.role
         self.search_id = cfg.distributed.search_id
         self.tracking_uri = str(cfg.mlflow.tracking_uri)
+        if self.tracking_uri.startswith(("http://", "https://")):
+            # Before the first request: a server that does not answer fails in seconds.
+            for name, value in _HTTP_RETRY_DEFAULTS.items():
+                os.environ.setdefault(name, value)
         self.client, self.experiment_id = open_store(
             self.tracking_uri, cfg.mlflow.experiment_name, cfg.mlflow.artifact_location
         )
@@ -101,9 +105,6 @@ class MLflowTracker(TrialObserver):
         if redact(self.tracking_uri) != self.tracking_uri:
             # MLflow prints each run's URL, credentials included, straight to stdout.
             os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-        if self.tracking_uri.startswith(("http://", "https://")):
-            for name, value in _HTTP_RETRY_DEFAULTS.items():
-                os.environ.setdefault(name, value)
 
     # -- the search ------------------------------------------------------------------------
     def on_search_begin(self, tuner: keras_tuner.Tuner) -> None:
