@@ -276,9 +276,22 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43])
     parser.add_argument("--set", nargs="*", default=[], help="more overrides of the tuned run")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/anytime"))
+    parser.add_argument(
+        "--report",
+        nargs="+",
+        type=Path,
+        help="measure nothing: write the table and figure of these anytime.json files' rows "
+        "(runs made in parts, e.g. one seed at a time)",
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    rows = measure(args)
+    if args.report:
+        records = [json.loads(path.read_text()) for path in args.report]
+        args.data = records[0]["data"]
+        rows = [row for record in records for row in record["rows"]]
+        rows.sort(key=lambda row: (row["budget_s"], row["seed"]))
+    else:
+        rows = measure(args)
     write_report(rows, args, " ".join(["bench/anytime.py", *sys.argv[1:]]))
 
 

@@ -84,15 +84,20 @@ def run_pipeline(
 
 
 def _check_batch_size(cfg: DictConfig, dataset: Dataset) -> None:
-    """A batch larger than the training digits would make every epoch one step (and record
-    a batch size that was never used): refused once the data's size is known, before any
-    run is opened."""
+    """A batch larger than the training digits is what one batch of all of them does (one
+    step per epoch): trained and recorded as that, with a warning, so that MLflow and
+    ``results.json`` never show a batch size that was not used."""
     batch, digits = cfg.training.batch_size, len(dataset.train)
     if batch > digits:
-        raise ConfigError(
-            f"training.batch_size={batch}: larger than the {digits} training digits of "
-            f"{dataset.name} (each epoch would be a single step); use at most {digits}"
+        log.warning(
+            "training.batch_size=%d is larger than the %d training digits of %s: batches "
+            "of %d (one step per epoch) are trained and recorded",
+            batch,
+            digits,
+            dataset.name,
+            digits,
         )
+        cfg.training.batch_size = digits
 
 
 def _recorded(cfg: DictConfig, listeners: Sequence[TrialObserver]) -> SearchResult:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +12,6 @@ from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
 from src.data.dataset import load_dataset
-from src.errors import ConfigError
 from src.final.evaluation import evaluate
 from src.pipeline import run_pipeline
 from src.registry.versions import load_version
@@ -121,11 +119,20 @@ def test_a_resumed_final_stage_decides_on_its_earlier_version_not_a_copy(tiny_co
     assert str(champion.version) == first.model_version
 
 
-def test_a_batch_larger_than_the_training_digits_is_refused_before_any_run(tiny_config):
-    cfg = tiny_config("training.batch_size=100000000")
-    with pytest.raises(ConfigError, match=r"training.batch_size=100000000: larger than the \d+"):
+def test_a_batch_larger_than_the_training_digits_is_what_is_used_and_recorded(tiny_config, caplog):
+    cfg = tiny_config("training.batch_size=100000000", "tuner.max_trials=1", "final.enabled=false")
+    with caplog.at_level("WARNING"):
         run_pipeline(cfg)
-    assert not list(Path(cfg.paths.output_dir).glob("*.db"))  # no store, no run opened
+    assert "training.batch_size=100000000 is larger than the 300 training digits" in caplog.text
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    experiment = client.get_experiment_by_name(cfg.mlflow.experiment_name)
+    (parent,) = [
+        r
+        for r in client.search_runs([experiment.experiment_id])
+        if "mlflow.parentRunId" not in r.data.tags
+    ]
+    recorded = {k: v for k, v in parent.data.params.items() if k.endswith("batch_size")}
+    assert recorded and set(recorded.values()) == {"300"}, recorded
 
 
 def test_a_space_smaller_than_max_trials_says_so_at_the_start(tiny_config, caplog):

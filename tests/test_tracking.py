@@ -219,4 +219,6 @@ def test_each_stores_artifacts_live_beside_it(tmp_path, monkeypatch):
     shutil.rmtree(stores["first"][0])
     mlflow.set_tracking_uri(stores["second"][1])
     model = mlflow.pyfunc.load_model(champion_uri("mnist-cnn"))
-    assert np.asarray(model.predict(np.zeros((2, 28, 28, 1), np.float32))).shape == (2, 10)
+    drawn = np.zeros((2, 28, 28, 1), np.float32)
+    drawn[:, 8:20, 14] = 1.0  # a stroke: a blank image would be refused
+    assert np.asarray(model.predict(drawn)).shape == (2, 10)
