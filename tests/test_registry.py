@@ -213,6 +213,18 @@ def test_serving_answers_invocations_on_loopback(registry):
 
 
 @pytest.mark.slow
+def _predict(folder, *args, cwd=None, timeout=180):
+    """`python -m src.predict ARGS` against the registry fixture's store."""
+    return subprocess.run(
+        [sys.executable, "-m", "src.predict", *map(str, args)],
+        env=_subprocess_env(folder),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
 def test_predict_cli_classifies_png_and_npz(registry, tmp_path):
     folder, _ = registry
     images, _ = _test_digits(3)
@@ -265,14 +277,7 @@ def test_predict_cli_answers_a_folder_flags_blank_images_and_lists_bad_files(reg
     frames[0].save(scans / "d_animated.gif", save_all=True, append_images=frames[1:])
     (scans / "e_broken.png").write_text("not an image")
     (scans / "notes.txt").write_text("not read: not an image suffix")
-    result = subprocess.run(
-        [sys.executable, "-m", "src.predict", str(scans)],
-        env=_subprocess_env(folder),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        cwd=tmp_path,
-    )
+    result = _predict(folder, scans, cwd=tmp_path)
     assert result.returncode == 1, result.stderr[-2000:]
     lines = {
         name: (label, p)
@@ -291,13 +296,7 @@ def test_predict_cli_answers_a_folder_flags_blank_images_and_lists_bad_files(reg
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    nothing = subprocess.run(
-        [sys.executable, "-m", "src.predict", str(empty)],
-        env=_subprocess_env(folder),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    nothing = _predict(folder, empty, timeout=60)
     assert nothing.returncode == 2
     assert nothing.stderr.strip() == f"error: {empty}: a folder with no image or .npz file"
 

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import keras
 from omegaconf import DictConfig, OmegaConf
@@ -191,16 +192,14 @@ def run_search(
 def _retrain_known_best(
     cfg: DictConfig,
     dataset: Dataset,
-    known: list,
+    known: list[tuple[float, dict[str, Any]]],
     why: str,
     observers: Sequence[TrialObserver],
     budget: RunBudget,
 ) -> SearchResult:
     """No search (`search_adds_nothing`): the warm start's best goes to the final stage."""
     log.info("%s", why)
-    result = known_best(
-        known, cfg.tuner.objective, cfg.training.epochs, why, {**dataset.describe()}
-    )
+    result = known_best(known, cfg.tuner.objective, cfg.training.epochs, why, dataset.describe())
     budget.search_s = 0.0
     budget.search_stopped_because = why
     result.budget = budget.to_dict()
