@@ -401,6 +401,35 @@ def test_two_final_stages_promoting_at_once_leave_the_better_one_champion(
     assert names == [MODEL]  # the lock is gone
 
 
+def test_the_promotion_lock_excludes_and_survives_release_races(tmp_path):
+    """Four threads take and release the lock in quick turns on one SQLite store. A lock
+    released between MLflow's failed insert and its lookup of the taken name reads as
+    "does not exist"; that must mean "try again", never an error, and no two threads may
+    ever hold the lock at once."""
+    import threading
+
+    from src.registry.lock import promotion_lock
+
+    uri = sqlite_uri(tmp_path)
+    MlflowClient(uri).search_registered_models()  # create the store once, before the threads
+    holders, most_at_once, guard = [0], [0], threading.Lock()
+
+    def take_turns(_: int) -> None:
+        client = MlflowClient(uri)
+        for _turn in range(60):
+            with promotion_lock(client, MODEL, timeout_s=60, poll_s=0.001):
+                with guard:
+                    holders[0] += 1
+                    most_at_once[0] = max(most_at_once[0], holders[0])
+                with guard:
+                    holders[0] -= 1
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(take_turns, range(4)))  # re-raises any thread's error
+    assert most_at_once[0] == 1
+    assert MlflowClient(uri).search_registered_models() == []
+
+
 def test_only_a_missing_alias_counts_as_no_champion(tmp_path, monkeypatch):
     """A store that cannot answer is an error, never "no champion, promote without
     comparing"."""

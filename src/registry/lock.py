@@ -45,6 +45,10 @@ def promotion_lock(
             )
             break
         except MlflowException as error:
+            # MLflow's SQL store answers a taken name by looking the model up, so a lock
+            # released between its insert and that lookup reads as "does not exist".
+            if error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+                continue
             if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
                 raise
         try:
