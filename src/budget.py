@@ -5,9 +5,12 @@ the run starts; the search starts trials only while the time left exceeds what t
 stage is expected to need (`RunBudget.final_reserve_s`, re-estimated from every epoch the
 search trains), a trial still running at the search's deadline is stopped as Keras Tuner
 stops any trial (``src.model.backend.StopAtDeadline``), and the final stage fits its
-epochs and seeds into what is left (`fit_final_stage`). A final model still training at the
-run's deadline stops at the end of its epoch, so a run overruns its budget by at most one
-epoch of the final model.
+epochs and seeds into what is left (`fit_final_stage`). Each final model's epoch count is
+then refitted from its own first epochs' measured time
+(``src.model.backend.EpochsFittedToTime``), and a model stops after an epoch when the next
+would end past the time kept for testing and registering: a run overruns its budget only
+where those take longer than `FINAL_OVERHEAD_S`, and by less than one epoch of the final
+model unless the machine slows down mid-epoch.
 
 A budget makes what a run does depend on the machine's speed: every budgeted run records
 the trials and epochs it spent (``results.json``'s ``budget``, ``final.json``), so that the
@@ -195,6 +198,9 @@ class FinalPlan:
     seeds: list[int]
     ensemble: bool
     note: str | None = None
+    # The most epochs a model may train once its measured epochs say the time allows more
+    # (`src.model.backend.EpochsFittedToTime`); None: exactly ``epochs``.
+    most_epochs: int | None = None
 
 
 def fit_final_stage(
@@ -205,6 +211,8 @@ def fit_final_stage(
     examples: int,
     fill_up_to: int | None = None,
     trial_id: str | None = None,
+    ensemble_epochs: int | None = None,
+    max_members: int = 1,
 ) -> FinalPlan:
     """The most of ``epochs`` x ``seeds`` that fits the time left, seeds given up first.
 
@@ -212,18 +220,31 @@ def fit_final_stage(
     short the extra seeds go first, then epochs, down to one epoch of one seed. With
     ``fill_up_to``, time left over after ``epochs`` lengthens every seed's schedule, up to
     that many epochs. ``trial_id``: the retrained trial, whose own epochs were measured.
+    With ``ensemble_epochs`` and one seed given: where the time pays two or more models
+    (at most ``max_members``) that many epochs each, it trains that many seeds (the given
+    one and the next ones) and their ensemble instead of one longer schedule.
     """
     if budget is None or budget.rate(trial_id) is None:
         return FinalPlan(epochs, seeds, ensemble)
+    most = max(fill_up_to or epochs, epochs)
     per_epoch = COST_MARGIN * budget.rate(trial_id) * examples
     affordable = int((budget.left() - FINAL_OVERHEAD_S) // per_epoch) if per_epoch > 0 else 0
     left = f"the budget left {max(budget.left(), 0):.0f} s, epochs of about {per_epoch:.1f} s"
+    members = min(max_members, affordable // ensemble_epochs) if ensemble_epochs else 0
+    if len(seeds) == 1 and members >= 2:
+        each = max(ensemble_epochs, min(most, affordable // members))
+        note = (
+            f"{left}: an ensemble of {members} seeds x {each} epochs "
+            f"(final.ensemble_epochs={ensemble_epochs})"
+        )
+        member_seeds = [seeds[0] + offset for offset in range(members)]
+        return FinalPlan(each, member_seeds, True, note, max(most, each))
     if affordable >= epochs * len(seeds):
         filled = min(fill_up_to or epochs, affordable // len(seeds))
         if filled > epochs:
             note = f"{left}: {filled} epochs instead of {epochs} (final.fill_budget)"
-            return FinalPlan(filled, seeds, ensemble, note)
-        return FinalPlan(epochs, seeds, ensemble)
+            return FinalPlan(filled, seeds, ensemble, note, most)
+        return FinalPlan(epochs, seeds, ensemble, None, most)
     kept_seeds = seeds[: max(1, min(len(seeds), affordable // max(epochs, 1)))]
     fitted_epochs = max(1, min(epochs, affordable // len(kept_seeds)))
     keeps_ensemble = ensemble and len(kept_seeds) > 1
@@ -234,4 +255,4 @@ def fit_final_stage(
             f"{left}: {fitted_epochs} epoch(s) x {len(kept_seeds)} seed(s) instead of "
             f"{epochs} x {len(seeds)}"
         )
-    return FinalPlan(fitted_epochs, kept_seeds, keeps_ensemble, note)
+    return FinalPlan(fitted_epochs, kept_seeds, keeps_ensemble, note, most)

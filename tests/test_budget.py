@@ -23,7 +23,7 @@ from src.budget import (
 from src.config.rules import validate_config
 from src.data.dataset import Split
 from src.errors import ConfigError
-from src.model.backend import StopAtDeadline
+from src.model.backend import EpochsFittedToTime, StopAtDeadline
 from src.pipeline import run_pipeline
 from src.search.budgeting import plan_budget, search_adds_nothing, search_subset
 
@@ -134,6 +134,54 @@ def test_a_trial_past_its_deadline_stops_after_a_batch_but_never_in_its_first_ep
     assert len(epochs_seen) == 8 + 1  # the first epoch's eight batches, one of the second
 
 
+def _cosine_fit(fitted: EpochsFittedToTime, most: int, slow_s: float = 0.0) -> dict:
+    """A tiny model trained through the hypermodel's cosine schedule, read from ``fitted``."""
+    from src.model.hypermodel import CNNHyperModel, fixed_hyperparameters
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "sparse_categorical_crossentropy")
+    x, y = np.zeros((64, 4), "float32"), np.zeros(64, "int32")
+
+    class Slow(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            time.sleep(slow_s)
+
+    hp = fixed_hyperparameters({"learning_rate": 0.01, "lr_schedule": "cosine"})
+    return CNNHyperModel.fit(
+        None,
+        hp,
+        model,
+        x,
+        y,
+        epochs=most,
+        batch_size=8,
+        verbose=0,
+        callbacks=[Slow(), fitted],
+        schedule_epochs=lambda: fitted.epochs,
+    ).history
+
+
+def test_a_final_model_trains_the_epochs_its_measured_time_pays():
+    """Planned from an estimate, a final model's epoch count is refitted after its first
+    epochs from their measured time: up to its cap where time is plentiful, with the cosine
+    schedule decaying over the epochs that really run; down to the epochs done where the
+    next would end past the deadline."""
+    plenty = EpochsFittedToTime(lambda: 1e6, planned=2, most=6)
+    history = _cosine_fit(plenty, most=6)
+    assert len(history["loss"]) == 6 and plenty.epochs == 6
+    expected = [0.01 * 0.5 * (1 + np.cos(np.pi * epoch / 6)) for epoch in range(6)]
+    np.testing.assert_allclose(history["learning_rate"], expected, rtol=1e-5)
+
+    none_left = EpochsFittedToTime(lambda: 0.0, planned=5, most=5)
+    assert len(_cosine_fit(none_left, most=5)["loss"]) == 1  # the first epoch, then stop
+
+    # Epochs of at least 0.2 s, 1.5 s left after each, shared with one more model of the
+    # same count: at most (1.5 / 0.2 + 2) // 2 = 4 epochs, where alone it would train 9.
+    shared = EpochsFittedToTime(lambda: 1.5, planned=10, most=10, models_after=1)
+    trained = len(_cosine_fit(shared, most=10, slow_s=0.2)["loss"])
+    assert 2 <= trained <= 4, trained
+
+
 def test_search_examples_is_a_stratified_subset():
     split = _digits(1000)
     subset = search_subset(split, 200, seed=0)
@@ -188,6 +236,21 @@ def test_time_left_over_lengthens_the_final_schedule_up_to_its_cap(exact_costs):
     assert (filled.epochs, filled.seeds) == (9, [1, 2]) and "final.fill_budget" in filled.note
     assert fit_final_stage(budget, 4, [1], False, 10_000, fill_up_to=12).epochs == 12
     assert fit_final_stage(budget, 4, [1], False, 10_000).epochs == 4  # no fill asked
+
+
+def test_a_long_budget_buys_an_ensemble_of_seeds_once_each_gets_its_epochs(exact_costs):
+    """final.ensemble_epochs: 18 affordable epochs of 10 s make three seeds of 6 epochs,
+    or with 10 per member a single 18-epoch model; seeds a user gave are kept as given."""
+    budget = RunBudget(200.0, seconds_per_example=0.001)  # (200 - 12) // 10 = 18 epochs
+    three = fit_final_stage(budget, 4, [42], False, 10_000, 30, ensemble_epochs=6, max_members=3)
+    assert (three.epochs, three.seeds, three.ensemble) == (6, [42, 43, 44], True)
+    assert "an ensemble of 3 seeds x 6 epochs" in three.note
+    two = fit_final_stage(budget, 4, [42], False, 10_000, 30, ensemble_epochs=6, max_members=2)
+    assert (two.epochs, two.seeds, two.ensemble) == (9, [42, 43], True)
+    one = fit_final_stage(budget, 4, [42], False, 10_000, 30, ensemble_epochs=10, max_members=3)
+    assert (one.epochs, one.seeds, one.ensemble) == (18, [42], False)
+    given = fit_final_stage(budget, 4, [1, 2], False, 10_000, 30, ensemble_epochs=6)
+    assert (given.seeds, given.ensemble) == ([1, 2], False)
 
 
 def test_the_search_keeps_the_final_stages_share_of_the_budget():

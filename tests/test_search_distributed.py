@@ -556,3 +556,32 @@ def test_a_tpe_search_over_two_workers_prunes_on_the_chief(tmp_path, postgres_tr
     pruned = [r for r in active if r.data.tags["trial_status"] == "PRUNED"]
     assert pruned and {r.data.params["learning_rate"] for r in pruned} == {"1e-05"}
     assert {r.data.tags["worker"] for r in active} == {"worker-0", "worker-1"}
+
+
+@pytest.mark.slow
+def test_a_budgeted_search_over_two_workers_ends_on_the_chiefs_clock(
+    tmp_path, postgres_tracking_server
+):
+    """`budget=` with a chief and two workers: no trial cap, the chief owns the clock, so
+    the search ends when its budget says (the workers get no more trials), and the chief's
+    final stage fits the rest and registers."""
+    overrides = [*CLUSTER_OVERRIDES, "budget=100s", "tuner.max_trials=null"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    command = _cluster_command("budgeted", postgres_tracking_server, overrides=overrides)
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    chief = tmp_path / "outputs/distributed/budgeted/chief"
+    results = json.loads((chief / "results.json").read_text())
+    assert results["budget"]["search_stopped_because"].startswith("budget:"), results["budget"]
+    assert len(results["trials"]) >= 1
+    final = json.loads((chief / "final/final.json").read_text())
+    # The chief's clock, start-up included: within the budget, or past it by less than an
+    # epoch of the tiny final model and its registration.
+    assert final["budget"]["spent_s"] <= 100 + 15, final["budget"]
+    parent, trials, finals = _search_runs(postgres_tracking_server, "budgeted")
+    assert parent.info.status == "FINISHED"
+    assert len(finals) == 1 and finals[0].data.metrics["test_accuracy"] > 0.3
+    active = [r for r in trials if r.info.lifecycle_stage == "active"]
+    assert len(active) == len(results["trials"])

@@ -102,6 +102,8 @@ class FinalSchema:
     budget_share: float = field(default=0.5, metadata={"between": (0, 1)})
     fill_budget: bool = True
     max_epochs: int = _at_least(1, default=30)
+    ensemble_epochs: int | None = _at_least(1, default=None)
+    max_members: int = _at_least(1, default=3)
 
 
 @dataclass

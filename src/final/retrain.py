@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -24,8 +24,13 @@ def train_and_test(
     training: dict[str, Any],
     epochs: int,
     callbacks: Sequence[keras.callbacks.Callback] = (),
+    schedule_epochs: Callable[[], int] | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]], Evaluation]:
-    """Train one model from scratch on train + validation with ``training["seed"]``, test it."""
+    """Train one model from scratch on train + validation with ``training["seed"]``, test it.
+
+    ``epochs``: the most it trains (a callback may stop it sooner); ``schedule_epochs``:
+    what the learning-rate schedule decays over where that changes as it trains.
+    """
     configure_backend(training)
     hp = fixed_hyperparameters(values)
     model = hypermodel.build(hp)
@@ -47,6 +52,7 @@ def train_and_test(
         batch_size=training["batch_size"],
         verbose=keras_verbosity(training["verbose"]),
         callbacks=[StopWhenAsked(), *callbacks],
+        schedule_epochs=schedule_epochs,
     ).history
     return model, history, evaluate(model, dataset.test, dataset.num_classes)
 

@@ -30,7 +30,7 @@ from src.final.evaluation import Evaluation, evaluate
 from src.final.register import register_final_model
 from src.final.result import FinalResult
 from src.final.retrain import ensemble_of, train_and_test
-from src.model.backend import StopAtDeadline
+from src.model.backend import EpochsFittedToTime
 from src.model.hypermodel import CNNHyperModel
 from src.search.results import SearchResult
 from src.tracking.final_run import close_final_run, log_final_run
@@ -72,21 +72,51 @@ def run_final_stage(
     examples = len(dataset.train) + len(dataset.val)
     fill = cfg.final.max_epochs if cfg.final.fill_budget and not cfg.final.epochs else None
     plan = fit_final_stage(
-        budget, epochs, seeds, bool(cfg.final.ensemble), examples, fill, chosen.trial_id
+        budget,
+        epochs,
+        seeds,
+        bool(cfg.final.ensemble),
+        examples,
+        fill,
+        chosen.trial_id,
+        # Only where the seeds are the budget's to choose.
+        ensemble_epochs=None if cfg.final.seeds else cfg.final.ensemble_epochs,
+        max_members=cfg.final.max_members,
     )
     if plan.note:
         log.info("final stage: %s", plan.note)
-    epochs, seeds = plan.epochs, plan.seeds
-    # Once the time left is what testing, logging and registering need, the model stops
-    # after its epoch: the run overruns by at most that epoch.
-    deadline = []
-    if budget is not None:
-        deadline = [StopAtDeadline(lambda: budget.left() - FINAL_OVERHEAD_S, per_batch=False)]
-    trained = [
-        train_and_test(hypermodel, values, dataset, {**training, "seed": seed}, epochs, deadline)
-        for seed in seeds
-    ]
+    seeds = plan.seeds
+    trained = []
+    for index, seed in enumerate(seeds):
+        seed_training = {**training, "seed": seed}
+        if plan.most_epochs is None:
+            trained.append(train_and_test(hypermodel, values, dataset, seed_training, plan.epochs))
+            continue
+        # Testing, logging and registering keep their time; the epochs fit the rest.
+        fitted = EpochsFittedToTime(
+            lambda: budget.left() - FINAL_OVERHEAD_S,
+            plan.epochs,
+            plan.most_epochs,
+            models_after=len(seeds) - 1 - index,
+        )
+        trained.append(
+            train_and_test(
+                hypermodel,
+                values,
+                dataset,
+                seed_training,
+                plan.most_epochs,
+                [fitted],
+                schedule_epochs=lambda fitted=fitted: fitted.epochs,
+            )
+        )
     model, history, evaluation = trained[0]  # the first seed's model is the one registered
+    epochs = len(history["loss"])
+    note = plan.note
+    if plan.most_epochs is not None and epochs != plan.epochs:
+        fitted_note = f"{epochs} epochs, not the planned {plan.epochs}, fitted to their time"
+        log.info("final stage: %s", fitted_note)
+        note = f"{note}; {fitted_note}" if note else fitted_note
     if plan.ensemble:
         model = ensemble_of([member for member, _, _ in trained], seeds, hypermodel.name)
         evaluation = evaluate(model, dataset.test, dataset.num_classes)
@@ -104,7 +134,7 @@ def run_final_stage(
         seeds=seeds,
         seed_test_accuracies=[result.accuracy for _, _, result in trained],
         ensemble=plan.ensemble,
-        budget_note=plan.note,
+        budget_note=note,
         trial_id=chosen.trial_id,
         chosen_by=chosen_by,
     )

@@ -195,12 +195,17 @@ class CNNHyperModel(keras_tuner.HyperModel):
 
         The schedule decays per epoch from the trial's learning rate to zero over the
         epochs this fit runs, so the tuner and the final stage train the same way.
+        ``schedule_epochs`` (a keyword, never passed on to Keras): returns the epoch count
+        the schedule decays over, read at every epoch's start, where a callback fits the
+        count to the time left (`src.model.backend.EpochsFittedToTime`); default: ``epochs``.
         """
+        schedule_epochs = kwargs.pop("schedule_epochs", None)
         if hp.values.get("lr_schedule") == "cosine":
-            initial, epochs = hp.get("learning_rate"), kwargs.get("epochs", 1)
+            initial, planned = hp.get("learning_rate"), kwargs.get("epochs", 1)
             first = kwargs.get("initial_epoch", 0)
 
             def cosine(epoch: int) -> float:
+                epochs = schedule_epochs() if schedule_epochs else planned
                 progress = (epoch - first) / max(epochs - first, 1)
                 return initial * 0.5 * (1 + math.cos(math.pi * progress))
 
