@@ -14,11 +14,11 @@ import logging
 import os
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from src.folders import unwritable_reason
 from src.scaleout.mlflow_server import (
     DEFAULT_ARTIFACTS,
     DEFAULT_SERVER_PORT,
@@ -53,14 +53,9 @@ def check_arguments(args: argparse.Namespace) -> None:
                 "choose another port, or stop what uses it"
             ) from None
     for flag, folder in (("--data-dir", args.data_dir), ("--artifacts", args.artifacts)):
-        existing = next((p for p in (folder, *folder.resolve().parents) if p.exists()), None)
-        try:
-            if existing is None or not existing.is_dir():
-                raise OSError(0, "not a folder")
-            with tempfile.TemporaryFile(dir=existing):
-                pass
-        except OSError as error:
-            raise ServiceError(f"{flag}={folder}: cannot be written ({error.strerror})") from None
+        reason = unwritable_reason(folder)
+        if reason is not None:
+            raise ServiceError(f"{flag}={folder}: cannot be written ({reason})")
 
 
 def _tracking_server(args: argparse.Namespace) -> int:

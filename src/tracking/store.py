@@ -10,7 +10,6 @@ import contextlib
 import fcntl
 import os
 import sqlite3
-import tempfile
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +19,7 @@ from mlflow import MlflowClient
 
 from src.config.secrets import redact
 from src.errors import StoreError
+from src.folders import unwritable_reason
 
 # Without it MLflow 3's UI opens the experiment on its GenAI overview, which hides the runs.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -103,21 +103,15 @@ def _check_writable(location: str | None, what: str, advice: str | None = None) 
         if location.startswith("file:")
         else Path(location)
     )
-    probe_in = next((p for p in (folder, *folder.parents) if p.exists()), None)
-    try:
-        if probe_in is None or not probe_in.is_dir():
-            raise OSError("not a folder")
-        with tempfile.TemporaryFile(dir=probe_in):
-            pass
-    except OSError as error:
-        reason = error.strerror or str(error)
+    reason = unwritable_reason(folder)
+    if reason is not None:
         raise StoreError(
             f"{what} cannot be written ({reason}); "
             + (
                 advice
                 or "choose a writable folder, or leave it null to keep artifacts beside the store"
             )
-        ) from None
+        )
 
 
 def _unusable(uri: str, error: Exception) -> str:
