@@ -146,8 +146,10 @@ def known_best(
 ) -> SearchResult:
     """A search result holding the best warm-start configuration and its recorded score, as
     the final stage retrains it (``epochs``: the protocol it was scored with)."""
-    score, values = ranked[0]
-    trial = TrialSummary("warm_start", TrialStatus.COMPLETED, abs(score), epochs - 1, dict(values))
+    ranking_score, values = ranked[0]
+    # The warm start ranks higher-is-better, a loss negated; the trial keeps the objective's own.
+    score = -ranking_score if "loss" in objective else ranking_score
+    trial = TrialSummary("warm_start", TrialStatus.COMPLETED, score, epochs - 1, dict(values))
     return SearchResult(
         trials=[trial],
         objective=objective,
