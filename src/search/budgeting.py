@@ -7,26 +7,63 @@ and says why a budgeted search ended.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import keras
 import keras_tuner
 from keras_tuner.engine.trial import TrialStatus
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from src.budget import FINAL_OVERHEAD_S, RunBudget
+from src.budget import FINAL_OVERHEAD_S, VALIDATION_WEIGHT, RunBudget
 from src.data.dataset import Dataset, Split, stratified_subset
 from src.errors import ConfigError
 from src.model.hypermodel import CNNHyperModel, fixed_hyperparameters
 from src.search.results import SearchResult, TrialSummary
+from src.search.warm_start import ranked_for
+
+log = logging.getLogger(__name__)
 
 # The fewest digits a trial trains on when the budget narrows them: 50 of each class.
 MIN_TRIAL_EXAMPLES = 500
 # Batches timed to measure a model's cost before any trial (about a second here).
 CALIBRATION_STEPS = 8
+
+
+@dataclass
+class BudgetedStart:
+    """What a budget decides before the first trial."""
+
+    train: Split  # the digits trials train on
+    known: list[tuple[float, dict[str, Any]]]  # the warm start's configurations, best first
+    no_search_because: str | None  # set where the final stage retrains the best known one
+
+
+def start_within_budget(
+    budget: RunBudget, cfg: DictConfig, dataset: Dataset, hypermodel: CNNHyperModel, train: Split
+) -> BudgetedStart:
+    """Measure a model's cost (`plan_budget`), narrow the trials' digits where the budget
+    asks, and say whether a search could add anything to the warm start's configurations
+    (`search_adds_nothing`; a distributed chief's workers wait for trials, so it searches).
+
+    Raises:
+        ConfigError: `plan_budget`'s refusal of a budget too small for one epoch of each.
+    """
+    tuner_cfg = OmegaConf.to_container(cfg.tuner, resolve=True)
+    space = OmegaConf.to_container(cfg.search_space, resolve=True)
+    known = ranked_for(tuner_cfg.get("warm_start"), space, tuner_cfg["_target_"])
+    train = plan_budget(budget, cfg, dataset, hypermodel, train, known[0][1] if known else None)
+    if budget.trial_examples_note:
+        log.info("budget: %s", budget.trial_examples_note)
+    why = None
+    if cfg.distributed.role is None:
+        examples_per_epoch = len(train) + VALIDATION_WEIGHT * len(dataset.val)
+        why = search_adds_nothing(budget, examples_per_epoch, cfg.training.epochs, len(known))
+    return BudgetedStart(train, known, why)
 
 
 def search_subset(split: Split, examples: int | None, seed: int) -> Split:

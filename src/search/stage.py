@@ -23,9 +23,8 @@ from src.model.hypermodel import CNNHyperModel
 from src.model.search_space import distinct_configurations
 from src.search.budgeting import (
     known_best,
-    plan_budget,
-    search_adds_nothing,
     search_subset,
+    start_within_budget,
     why_the_search_ended,
 )
 from src.search.distributed import tuner_id
@@ -33,7 +32,6 @@ from src.search.observers import TooManyFailedTrials, TrialObserver
 from src.search.progress import ProgressReporter, format_duration
 from src.search.results import SearchResult, format_trials, format_values, summarize
 from src.search.tuner_factory import build_tuner
-from src.search.warm_start import ranked_for
 
 log = logging.getLogger(__name__)
 
@@ -70,31 +68,17 @@ def run_search(
     configure_backend(training)
 
     hypermodel = CNNHyperModel.from_config(search_space, training, dataset)
-    distinct = distinct_configurations(search_space)
-    if distinct is not None and tuner_cfg.get("max_trials") and distinct < tuner_cfg["max_trials"]:
-        log.warning(
-            "search_space %s holds %d distinct configuration(s): at most %d of "
-            "tuner.max_trials=%d trials can run",
-            search_space.get("name"),
-            distinct,
-            distinct,
-            tuner_cfg["max_trials"],
-        )
+    _warn_if_the_space_is_smaller_than_the_search(search_space, tuner_cfg.get("max_trials"))
     train = search_subset(dataset.train, tuner_cfg.get("search_examples"), cfg.data.split_seed)
-    examples_per_epoch = len(train) + VALIDATION_WEIGHT * len(dataset.val)
     role = cfg.distributed.role
     if budget is not None:
-        known = ranked_for(tuner_cfg.get("warm_start"), search_space, tuner_cfg["_target_"])
-        first = known[0][1] if known else None
-        train = plan_budget(budget, cfg, dataset, hypermodel, train, first)
-        examples_per_epoch = len(train) + VALIDATION_WEIGHT * len(dataset.val)
-        if budget.trial_examples_note:
-            log.info("budget: %s", budget.trial_examples_note)
-        why = None
-        if role is None:  # a chief's workers wait for trials: they are always searched
-            why = search_adds_nothing(budget, examples_per_epoch, training["epochs"], len(known))
-        if why:
-            return _retrain_known_best(cfg, dataset, known, why, observers, budget)
+        start = start_within_budget(budget, cfg, dataset, hypermodel, train)
+        train = start.train
+        if start.no_search_because:
+            return _retrain_known_best(
+                cfg, dataset, start.known, start.no_search_because, observers, budget
+            )
+    examples_per_epoch = len(train) + VALIDATION_WEIGHT * len(dataset.val)
     progress = ProgressReporter(budget)
     tuner = build_tuner(
         tuner_cfg,
@@ -187,6 +171,21 @@ def run_search(
         format_values(best.hyperparameters),
     )
     return result
+
+
+def _warn_if_the_space_is_smaller_than_the_search(
+    search_space: dict[str, Any], max_trials: int | None
+) -> None:
+    distinct = distinct_configurations(search_space)
+    if distinct is not None and max_trials and distinct < max_trials:
+        log.warning(
+            "search_space %s holds %d distinct configuration(s): at most %d of "
+            "tuner.max_trials=%d trials can run",
+            search_space.get("name"),
+            distinct,
+            distinct,
+            max_trials,
+        )
 
 
 def _retrain_known_best(
