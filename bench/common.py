@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import time
@@ -68,3 +69,13 @@ def fixed_model(cfg: Any, values: Mapping[str, Any], dataset: Any) -> tuple[Any,
     hypermodel = CNNHyperModel.from_config(cfg.search_space, cfg.training, dataset)
     hp = fixed_hyperparameters(dict(values))
     return hypermodel, hp, hypermodel.build(hp)
+
+
+def fisher_interval(rho: float, n: int) -> tuple[float, float]:
+    """95 % interval of a Spearman correlation from n pairs (Fisher z, Bonett-Wright's
+    standard error for ranks)."""
+    if n < 4 or abs(rho) >= 1:
+        return (rho, rho)
+    half = 1.96 * math.sqrt(1 + rho**2 / 2) / math.sqrt(n - 3)
+    z = math.atanh(rho)
+    return (math.tanh(z - half), math.tanh(z + half))

@@ -30,14 +30,13 @@ sampler then proposes other trials.
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 from collections import defaultdict
 
 import optuna
 import yaml
-from common import add_json_option, write_json
+from common import add_json_option, fisher_interval, write_json
 from mlflow import MlflowClient
 from scipy.stats import spearmanr
 
@@ -88,16 +87,6 @@ def _collect(client: MlflowClient, metric: str, parents: dict, groups: dict) -> 
         configuration = tuple(sorted(trial.data.params.items()))
         curve = [history[step] for step in range(epochs)]
         groups[key][parent_id].append((int(trial.data.tags["trial_id"]), configuration, curve))
-
-
-def fisher_interval(rho: float, n: int) -> tuple[float, float]:
-    """95 % interval of a Spearman correlation from n pairs (Fisher z, Bonett-Wright's
-    standard error for ranks)."""
-    if n < 4 or abs(rho) >= 1:
-        return (rho, rho)
-    half = 1.96 * math.sqrt(1 + rho**2 / 2) / math.sqrt(n - 3)
-    z = math.atanh(rho)
-    return (math.tanh(z - half), math.tanh(z + half))
 
 
 def report(groups: dict[tuple[str, int], dict[str, list]], metric: str) -> str:

@@ -1,8 +1,9 @@
-"""bench/curve_predictiveness.py: its pruner replay and its median-cut survival count."""
+"""bench/: curve_predictiveness.py's pruner replay, subset_ranking.py's draws."""
 
 import importlib.util
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "curve_predictiveness.py"
@@ -59,3 +60,38 @@ def test_a_tie_for_the_best_survives_if_either_trial_does(bench):
     assert bench._best_survives_median([ahead, behind, low], 0)
     assert bench._best_survives_median([behind, ahead, low], 0)
     assert not bench._best_survives_median([behind, [0.97, 0.985], low], 0)
+
+
+def _bench_module(name: str):
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_subset_ranking_draws_distinct_points_of_the_space_with_their_layers_filters(
+    monkeypatch,
+):
+    """bench/subset_ranking.py's configurations: distinct, each a point of the default
+    space, with a filter count for every conv layer it has and none for one it lacks."""
+    from helpers import compose_config
+    from omegaconf import OmegaConf
+
+    from src.data.dataset import Dataset, Split
+    from src.model.hypermodel import CNNHyperModel
+    from src.search.warm_start import configuration_misfit
+
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    ranking = _bench_module("subset_ranking")
+    cfg = compose_config(["search_space=default"])
+    split = Split(np.zeros((10, 28, 28, 1), np.float32), np.arange(10))
+    hypermodel = CNNHyperModel.from_config(
+        cfg.search_space, cfg.training, Dataset("tiny", "test", "digest", split, split, split)
+    )
+    drawn = ranking.draw_configurations(hypermodel, 6, seed=3)
+    assert len(drawn) == 6 and all(a != b for i, a in enumerate(drawn) for b in drawn[i + 1 :])
+    space = OmegaConf.to_container(cfg.search_space, resolve=True)
+    for values in drawn:
+        assert configuration_misfit(values, space) is None, values
+        layers = {int(k.split("_")[1]) for k in values if k.startswith("filters_")}
+        assert layers == set(range(values["conv_layers"])), values
