@@ -37,8 +37,9 @@ def train_and_test(
     images = np.concatenate([dataset.train.images, dataset.val.images])
     labels = np.concatenate([dataset.train.labels, dataset.val.labels])
     log.info(
-        "final stage: training on %d examples for %d epochs, seed %d",
+        "final stage: training on %d examples for %s%d epochs, seed %d",
         len(labels),
+        "as many as the time left pays, at most " if schedule_epochs else "",
         epochs,
         training["seed"],
     )
