@@ -18,7 +18,11 @@ It then times what tracking adds to each epoch with a server: one ``log_batch`` 
 epoch's four metrics, as the tracker sends it, repeated, against the server and against a
 SQLite file, and prints both next to the epoch time measured in the searches.
 
-    .venv/bin/python bench/scaling.py [--trials 8] [--epochs 2]
+    .venv/bin/python bench/scaling.py [--trials 8] [--epochs 2] [--space default] [--cores]
+
+``--cores`` adds one worker on two threads (one trial at a time on both cores, as a
+one-process run trains), with ``training.deterministic`` true and false: whether two
+single-threaded trials at once beat one trial on two threads, and what determinism costs.
 """
 
 from __future__ import annotations
@@ -42,9 +46,16 @@ from src.scaleout.mlflow_server import scratch_tracking_server
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_search(workers: int, tracking_uri: str, args: argparse.Namespace, cwd: Path) -> dict:
+def run_search(
+    workers: int,
+    tracking_uri: str,
+    args: argparse.Namespace,
+    cwd: Path,
+    threads: int = 1,
+    extra: tuple[str, ...] = (),
+) -> dict:
     """One distributed search; its trial rate, wall time and mean epoch time."""
-    search_id = f"scaling-{workers}w-{secrets.token_hex(3)}"
+    search_id = f"scaling-{workers}w{threads}t-{secrets.token_hex(3)}"
     command = [
         sys.executable,
         "-m",
@@ -52,7 +63,7 @@ def run_search(workers: int, tracking_uri: str, args: argparse.Namespace, cwd: P
         "--workers",
         str(workers),
         "--threads",
-        "1",
+        str(threads),
         "--search-id",
         search_id,
         "--tracking-uri",
@@ -60,12 +71,15 @@ def run_search(workers: int, tracking_uri: str, args: argparse.Namespace, cwd: P
         "--",
         "data=mnist_10k",
         "tuner=random",
-        "search_space=cnn",
+        f"search_space={args.space}",
         f"tuner.max_trials={args.trials}",
         f"training.epochs={args.epochs}",
         f"training.early_stopping_patience={args.epochs}",
         "training.verbose=0",
         "final.enabled=false",
+        "tuner.warm_start=null",
+        "budget=null",  # trial counts, not a clock, so that every arm runs the same trials
+        *extra,
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     start = time.perf_counter()
@@ -94,6 +108,8 @@ def run_search(workers: int, tracking_uri: str, args: argparse.Namespace, cwd: P
     )
     return {
         "workers": workers,
+        "threads": threads,
+        "overrides": list(extra),
         "trials": len(trials),
         "span_s": span_s,
         "wall_s": wall,
@@ -129,26 +145,48 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=200, help="log_batch calls timed")
+    parser.add_argument("--space", default="cnn", help="a conf/search_space/ option")
+    parser.add_argument(
+        "--cores",
+        action="store_true",
+        help="also one worker on two threads, with and without training.deterministic: "
+        "two single-threaded trials at once against one trial on both cores",
+    )
     add_json_option(parser)
     args = parser.parse_args()
 
     with scratch_tracking_server() as url:
         with tempfile.TemporaryDirectory() as folder:
             runs = [run_search(workers, url, args, Path(folder)) for workers in (1, 2)]
+            if args.cores:
+                runs += [
+                    run_search(1, url, args, Path(folder), threads=2),
+                    run_search(1, url, args, Path(folder), 2, ("training.deterministic=false",)),
+                ]
             sqlite_ms = log_latency_ms(f"sqlite:///{Path(folder) / 'latency.db'}", args.repeats)
         server_ms = log_latency_ms(url, args.repeats)
 
     print(
-        f"\nsearch: random, seed space, {args.trials} trials x {args.epochs} epochs, "
-        "8,100 digits, single-threaded workers, tracking server on PostgreSQL"
+        f"\nsearch: random, {args.space} space, {args.trials} trials x {args.epochs} epochs, "
+        "the bundled sample, tracking server on PostgreSQL"
     )
     for run in runs:
         print(
-            f"  {run['workers']} worker(s): {run['trials']} trials in {run['span_s']:.1f} s "
+            f"  {run['workers']} worker(s) x {run['threads']} thread(s)"
+            f"{' ' + ' '.join(run['overrides']) if run['overrides'] else ''}: "
+            f"{run['trials']} trials in {run['span_s']:.1f} s "
             f"of trials ({run['per_minute']:.2f} trials/min), {run['wall_s']:.1f} s wall with "
             f"start-up; mean epoch {run['epoch_s']:.1f} s; workers {', '.join(run['by_worker'])}"
         )
-    one, two = runs
+    one, two = runs[:2]
+    if args.cores:
+        both_cores, nondeterministic = runs[2:]
+        print(
+            "  2 single-threaded workers vs 1 worker on 2 threads: "
+            f"{two['per_minute'] / both_cores['per_minute']:.2f}x trials/min; "
+            "training.deterministic=false vs true on 2 threads: "
+            f"{nondeterministic['per_minute'] / both_cores['per_minute']:.2f}x trials/min"
+        )
     print(
         f"  speed-up 2 workers vs 1: {two['per_minute'] / one['per_minute']:.2f}x trials/min, "
         f"{one['wall_s'] / two['wall_s']:.2f}x wall time"
