@@ -182,6 +182,59 @@ def test_a_final_model_trains_the_epochs_its_measured_time_pays():
     assert 2 <= trained <= 4, trained
 
 
+class _Clock:
+    """Seconds that move only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _train_epochs(fitted: EpochsFittedToTime, clock: _Clock, seconds: list[float]) -> int:
+    """Drive the callback through epochs of the given lengths, as `fit` would; the count
+    trained before it stops the model."""
+    model = keras.Sequential([keras.Input((1,))])
+    model.stop_training = False  # as fit sets it
+    fitted.set_model(model)
+    for epoch, took in enumerate(seconds):
+        fitted.on_epoch_begin(epoch)
+        clock.now += took
+        fitted.on_epoch_end(epoch)
+        if model.stop_training:
+            return epoch + 1
+    return len(seconds)
+
+
+def test_one_slow_epoch_does_not_cut_the_final_models_schedule():
+    """Epochs of 10 s (the first 14: tracing) and 100 s to the deadline when training
+    starts: 9 or 10 epochs fit. One epoch of 25 s on a shared machine costs the schedule
+    the 15 s it lost, not the two epochs that timing by the last epoch would cut."""
+    clock = _Clock()
+    deadline = 100.0
+    fitted = EpochsFittedToTime(lambda: deadline - clock.now, planned=4, most=30, clock=clock)
+    trained = _train_epochs(fitted, clock, [14, 10, 25, 10, 10, 10, 10, 10, 10, 10])
+    assert trained == 8 and clock.now <= deadline  # 14 + 10 + 25 + 5 x 10 = 99 s
+    # Timed by the last epoch alone, the 25-s epoch would have left (100 - 49) / 25 = 2
+    # more: 5 epochs in all.
+
+
+def test_the_count_grows_early_in_the_schedule_and_only_shrinks_late():
+    """A machine that speeds up late: the count set while the rate is still high holds
+    (the schedule is not stretched back up), and one that slows down late still stops in
+    time."""
+    clock = _Clock()
+    fitted = EpochsFittedToTime(lambda: 300.0 - clock.now, planned=3, most=30, clock=clock)
+    # 30-s epochs at first: (300 - 60) / 30 + 2 = 10 epochs; then 10-s epochs, too late.
+    trained = _train_epochs(fitted, clock, [30, 30, 30, 30, 10, 10, 10, 10, 10, 10, 10])
+    assert trained == 10 and fitted.epochs == 10
+    clock = _Clock()
+    slowing = EpochsFittedToTime(lambda: 120.0 - clock.now, planned=10, most=10, clock=clock)
+    trained = _train_epochs(slowing, clock, [10, 10, 10, 10, 40, 40, 40, 40, 40, 40])
+    assert clock.now <= 120.0 + 40 and trained < 10
+
+
 def test_search_examples_is_a_stratified_subset():
     split = _digits(1000)
     subset = search_subset(split, 200, seed=0)

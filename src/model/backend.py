@@ -6,6 +6,7 @@ same config trains the same way wherever it runs.
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -90,20 +91,22 @@ class EpochsFittedToTime(keras.callbacks.Callback):
 
     A plan made before training rests on an estimate (the calibration's few batches, or a
     trial's epochs on other digits) that was off by 40 % either way on a shared 2-core
-    machine: runs ended minutes early, or overran. After each of the first
-    `replanned_epochs` epochs (the first carries tracing), the count becomes what the time
-    left pays at the last epoch's measured cost, shared evenly with the ``models_after``
-    still to train, between the epochs done and ``most``; `epochs` is what a learning-rate
-    schedule reads (``CNNHyperModel.fit(schedule_epochs=...)``), so it decays over the
-    epochs that really run. Later the count only shrinks: the model stops after an epoch
-    when the next would end past the deadline, so training never runs past it.
+    machine: runs ended minutes early, or overran. After every epoch the count becomes what
+    the time left pays at the epochs' measured cost (the first, which carries tracing, set
+    aside once others are timed), shared
+    evenly with the ``models_after`` still to train, between the epochs done and ``most``.
+    `epochs` is what a learning-rate schedule reads (``CNNHyperModel.fit(schedule_epochs=
+    ...)``), so it decays over the epochs that really run. The count may grow only in the
+    first third of the schedule, while the rate is still near its start, so that a late
+    change does not jump the rate back up; it shrinks whenever the time asks, and the model
+    stops after an epoch when the next would end past the deadline.
 
     Args:
         seconds_left: Seconds left for training, this model's and the later ones'.
         planned: The epoch count planned before training.
         most: The most epochs this model may train (``fit``'s ``epochs``).
         models_after: Models of the same cost still to train after this one.
-        replanned_epochs: How many first epochs the count is re-planned after.
+        clock: Seconds, for timing epochs (``time.perf_counter``).
     """
 
     def __init__(
@@ -112,30 +115,33 @@ class EpochsFittedToTime(keras.callbacks.Callback):
         planned: int,
         most: int,
         models_after: int = 0,
-        replanned_epochs: int = 2,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         super().__init__()
         self.seconds_left = seconds_left
+        self.clock = clock
         self.epochs = max(1, min(planned, most))
         self.most = most
         self.models_after = models_after
-        self.replanned_epochs = replanned_epochs
-        self.stopped_early = False
+        self.epoch_seconds: list[float] = []
         self._started = 0.0
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
-        self._started = time.perf_counter()
+        self._started = self.clock()
 
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-        took = time.perf_counter() - self._started
+        self.epoch_seconds.append(self.clock() - self._started)
         done = epoch + 1
+        # The lower median of the last three epochs after the first: one slow epoch on a
+        # shared machine is passed over, two in a row are believed.
+        took = statistics.median_low(self.epoch_seconds[1:][-3:] or self.epoch_seconds)
         # Time left pays this model's remaining epochs and every later model's whole count:
         # left = (n - done) * took + models_after * n * took, solved for n.
         affordable = int((self.seconds_left() / took + done) // (1 + self.models_after))
-        if done <= self.replanned_epochs:
-            self.epochs = max(done, min(affordable, self.most))
+        may_grow = done <= max(2, self.epochs // 3)
+        if affordable > self.epochs and may_grow:
+            self.epochs = min(affordable, self.most)
         elif affordable < self.epochs:
             self.epochs = max(done, affordable)
-            self.stopped_early = True
         if done >= self.epochs:
             self.model.stop_training = True
