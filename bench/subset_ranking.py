@@ -26,12 +26,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import keras_tuner
-from common import add_json_option, composed_dataset, fisher_interval, write_json
+from common import add_json_option, composed_dataset, fisher_interval, fixed_model, write_json
 from omegaconf import OmegaConf
 from scipy.stats import spearmanr
 
 from src.model.backend import configure_backend
-from src.model.hypermodel import CNNHyperModel, fixed_hyperparameters
+from src.model.hypermodel import CNNHyperModel
 from src.search.budgeting import search_subset
 from src.stats import accuracy_with_interval, indistinguishable
 
@@ -64,9 +64,7 @@ def trial_score(cfg, dataset, values: dict, train) -> tuple[float, float]:
     """A trial's score (its best epoch's validation accuracy) and seconds, as a trial trains."""
     training = OmegaConf.to_container(cfg.training, resolve=True)
     configure_backend(training)
-    hypermodel = CNNHyperModel.from_config(cfg.search_space, cfg.training, dataset)
-    hp = fixed_hyperparameters(values)
-    model = hypermodel.build(hp)
+    hypermodel, hp, model = fixed_model(cfg, values, dataset)
     start = time.perf_counter()
     history = hypermodel.fit(
         hp,

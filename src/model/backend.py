@@ -90,11 +90,11 @@ class EpochsFittedToTime(keras.callbacks.Callback):
     """Fits a final model's epoch count to the time it has, once its epochs are timed.
 
     A plan made before training rests on an estimate (the calibration's few batches, or a
-    trial's epochs on other digits) that was off by 40 % either way on a shared 2-core
-    machine: runs ended minutes early, or overran. After every epoch the count becomes what
-    the time left pays at the epochs' measured cost (the first, which carries tracing, set
-    aside once others are timed), shared
-    evenly with the ``models_after`` still to train, between the epochs done and ``most``.
+    trial's epochs on other digits) that was off by a third or more on a shared 2-core
+    machine (docs/benchmarks.md): runs ended minutes early, or overran. After every epoch
+    the count becomes what the time left pays at the epochs' measured cost (the first,
+    which carries tracing, set aside once others are timed), shared evenly with the
+    ``models_after`` still to train, between the epochs done and ``most``.
     `epochs` is what a learning-rate schedule reads (``CNNHyperModel.fit(schedule_epochs=
     ...)``), so it decays over the epochs that really run. The count may grow only in the
     first third of the schedule, while the rate is still near its start, so that a late
