@@ -112,3 +112,51 @@ def test_a_missing_trial_folder_is_named_before_anything_trains(searched, tmp_pa
     shutil.rmtree(state / "trial_1")
     with pytest.raises(ConfigError, match=r"names trial 1, but .*trial_1/trial.json is missing"):
         check_run_folder(cfg)
+
+
+def test_a_resume_reruns_the_named_trials_with_their_hyperparameters(searched, tmp_path):
+    """`rerun_trials=[0]`: Keras Tuner's retry queue runs trial 0 again, with the same
+    hyperparameters, before anything new; its earlier score is gone and the search ends
+    with both trials scored once."""
+    import json
+
+    from src.pipeline import run_pipeline
+
+    cfg, state = _resume(searched, tmp_path)
+    before = json.loads((state / "trial_0" / "trial.json").read_text())
+    cfg.rerun_trials = [0]
+    result = run_pipeline(cfg)
+    oracle = json.loads((state / "oracle.json").read_text())
+    after = json.loads((state / "trial_0" / "trial.json").read_text())
+    assert after["hyperparameters"]["values"] == before["hyperparameters"]["values"]
+    assert after["status"] == "COMPLETED" and after["score"] is not None
+    assert sorted(oracle["end_order"]) == ["0", "1"] and oracle["retry_queue"] == []
+    assert len(result.search.trials) == 2  # no new trial: the rerun took trial 0's place
+    # It ran again: a second attempt in MLflow, the first one in the trash.
+    from helpers import all_runs
+
+    _, runs = all_runs(str(cfg.mlflow.tracking_uri))
+    trial_0 = [r for r in runs if r.data.tags.get("trial_id") == "0"]
+    assert [r.data.tags["attempt"] for r in trial_0] == ["2"]
+
+
+def test_rerun_trials_refuses_an_unknown_trial_before_anything_trains(searched, tmp_path):
+    cfg, state = _resume(searched, tmp_path)
+    oracle = (state / "oracle.json").read_text()
+    cfg.rerun_trials = [7]
+    with pytest.raises(ConfigError, match=r"rerun_trials: the saved search in .* has no trial '7'"):
+        check_run_folder(cfg)
+    assert (state / "oracle.json").read_text() == oracle  # nothing changed
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["rerun_trials=[1]"], "rerun_trials: needs resume=true"),
+        (["resume=true", "rerun_trials=[x]"], r"rerun_trials=\['x'\]: expected a list"),
+        (["resume=true", "rerun_trials=[1]", "tuner=hyperband"], "rerun_trials: Hyperband"),
+    ],
+)
+def test_rerun_trials_is_checked_with_the_config(tmp_path, overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        _config(tmp_path, *overrides)

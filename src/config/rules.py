@@ -256,6 +256,16 @@ def _check_mlflow(reader: _Reader) -> None:
     resume, overwrite = reader.boolean("resume"), reader.boolean("overwrite")
     if resume and overwrite:
         raise ConfigError("resume=true with overwrite=true: continue a search or restart it")
+    rerun = reader.get("rerun_trials", None)
+    if rerun is not None and rerun != []:
+        rerun = list(rerun) if isinstance(rerun, ListConfig) else rerun
+        if not isinstance(rerun, list) or not all(
+            is_int(t) or (isinstance(t, str) and t.isdigit()) for t in rerun
+        ):
+            raise ConfigError(f"rerun_trials={rerun!r}: expected a list of trial ids, e.g. [3]")
+        if not resume:
+            raise ConfigError("rerun_trials: needs resume=true (it reruns trials of a saved search)")
+        _refuse_if(reader, "rerun_trials", "rerun_trials")
     check_node(reader.cfg.mlflow, MlflowSchema, "mlflow")
 
 

@@ -20,6 +20,8 @@ REFUSED_OPTIONS: dict[str, dict[str, str]] = {
         "member's folder); use tuner=random or tuner=bayesian",
         "warm_start": "Hyperband schedules its own brackets of trials; use tuner=tpe, random "
         "or bayesian to begin from earlier configurations",
+        "rerun_trials": "Hyperband's trials continue each other's checkpoints within a "
+        "bracket, so one cannot run again alone",
     },
     "GridSearch": {
         "warm_start": "a grid search walks its grid in order; use tuner=tpe, random or "

@@ -5,7 +5,9 @@ folder and, with ``overwrite=True``, deletes it at the start of the next search 
 new run into a folder holding a search is therefore refused unless ``resume=true``
 (continue it) or ``overwrite=true`` (start afresh); ``resume=true`` needs saved state; and
 a resume must run the configuration the search started with, or the trials before and
-after the interruption would answer different questions.
+after the interruption would answer different questions. A resume may also run chosen
+trials again (``rerun_trials``), through Keras Tuner's own retry queue: the queue that
+reruns a failed trial with the same hyperparameters.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from src.errors import ConfigError
 # The configuration a search started with, beside its state.
 CONFIG_SNAPSHOT = "search_config.yaml"
 # Keys a resume may change: they say how to run, not what the search is.
-RESUMABLE_KEYS = ("resume", "overwrite")
+RESUMABLE_KEYS = ("resume", "overwrite", "rerun_trials")
 
 
 def state_folder(cfg: DictConfig) -> Path:
@@ -58,6 +60,10 @@ def check_run_folder(cfg: DictConfig) -> None:
                     f"resume=true: {key} differs from the saved search's configuration "
                     f"({snapshot}); resume with the same settings, or start a new run"
                 )
+        rerun = [str(trial_id) for trial_id in cfg.get("rerun_trials") or []]
+        if rerun:
+            queue_for_rerun(state, rerun)
+        if snapshot.is_file():
             return
     elif has_state and not cfg.overwrite:
         raise ConfigError(
@@ -85,7 +91,8 @@ def check_saved_state(state: Path) -> None:
     ways_out = "restore it from a copy, or run with overwrite=true to start the search afresh"
     oracle = _json_file(state / "oracle.json", ways_out)
     for path in sorted(state.glob("tuner*.json")):
-        _json_file(path, ways_out)
+        # Keras Tuner's Tuner.get_state() is empty for every tuner here: nothing is lost.
+        _json_file(path, f"write {{}} into it (these tuners keep no state there), {ways_out}")
     recorded = {
         path.parent.name.removeprefix("trial_") for path in state.glob("trial_*/trial.json")
     }
@@ -97,11 +104,66 @@ def check_saved_state(state: Path) -> None:
     if missing:
         raise ConfigError(
             f"resume=true: {state / 'oracle.json'} names trial {missing[0]}, but "
-            f"{state / f'trial_{missing[0]}' / 'trial.json'} is missing; {ways_out}"
+            f"{state / f'trial_{missing[0]}' / 'trial.json'} is missing (and with it the "
+            f"trial's hyperparameters, so it cannot be rerun); {ways_out}"
         )
     journal = state / "optuna.journal"
     if journal.is_file():
         _journal(journal, ways_out)
+
+
+def queue_for_rerun(state: Path, trial_ids: list[str]) -> None:
+    """Put saved trials back on Keras Tuner's retry queue, so that the resumed search runs
+    each again, with its recorded hyperparameters, before any new trial.
+
+    The queue is Keras Tuner's own (``Oracle.create_trial`` takes it first, the way it
+    reruns a failed trial); a queued trial leaves the oracle's ``end_order`` and loses its
+    score and metrics, so that the rerun's are the only ones. Its earlier MLflow run goes
+    to the trash when it starts again (``src.tracking.tracker``). Written atomically.
+
+    Args:
+        state: The tuner's state folder (checked by `check_saved_state`).
+        trial_ids: Trial ids as Keras Tuner writes them ("03") or as numbers ("3").
+
+    Raises:
+        ConfigError: an id the saved search does not hold.
+    """
+    oracle_path = state / "oracle.json"
+    oracle = json.loads(oracle_path.read_text())
+    known = {path.parent.name.removeprefix("trial_") for path in state.glob("trial_*/trial.json")}
+    queue = list(oracle.get("retry_queue") or [])
+    for wanted in trial_ids:
+        trial_id = next((k for k in sorted(known) if _same_id(k, wanted)), None)
+        if trial_id is None:
+            raise ConfigError(
+                f"rerun_trials: the saved search in {state} has no trial {wanted!r} "
+                f"(it has {', '.join(sorted(known)) or 'none'})"
+            )
+        if trial_id in queue or trial_id in (oracle.get("ongoing_trials") or {}).values():
+            continue  # already to be run again
+        trial_path = state / f"trial_{trial_id}" / "trial.json"
+        trial = json.loads(trial_path.read_text())
+        trial.update(status="RUNNING", score=None, best_step=0, message=None)
+        trial["metrics"] = {"metrics": {}}
+        _write_json(trial_path, trial)
+        oracle["end_order"] = [t for t in oracle.get("end_order", []) if t != trial_id]
+        # Keras Tuner pops the queue from its end: what it already holds runs first, then
+        # these trials in the order named.
+        queue.insert(0, trial_id)
+    oracle["retry_queue"] = queue
+    _write_json(oracle_path, oracle)
+
+
+def _same_id(saved: str, wanted: str) -> bool:
+    if saved == wanted:
+        return True
+    return saved.isdigit() and wanted.isdigit() and int(saved) == int(wanted)
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(record))
+    temporary.replace(path)
 
 
 def _json_file(path: Path, ways_out: str) -> dict[str, Any]:
