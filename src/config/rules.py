@@ -264,7 +264,7 @@ def _check_mlflow(reader: _Reader) -> None:
         ):
             raise ConfigError(f"rerun_trials={rerun!r}: expected a list of trial ids, e.g. [3]")
         if not resume:
-            raise ConfigError("rerun_trials: needs resume=true (it reruns trials of a saved search)")
+            raise ConfigError("rerun_trials: needs resume=true (it reruns a saved search's trials)")
         _refuse_if(reader, "rerun_trials", "rerun_trials")
     check_node(reader.cfg.mlflow, MlflowSchema, "mlflow")
 
