@@ -585,3 +585,42 @@ def test_a_budgeted_search_over_two_workers_ends_on_the_chiefs_clock(
     assert len(finals) == 1 and finals[0].data.metrics["test_accuracy"] > 0.3
     active = [r for r in trials if r.info.lifecycle_stage == "active"]
     assert len(active) == len(results["trials"])
+
+
+@pytest.mark.slow
+def test_four_workers_load_the_postgres_backed_server_and_every_run_finishes(
+    tmp_path, postgres_tracking_server
+):
+    """Load: a chief and four workers (five processes logging every epoch, plus the final
+    stage's registration) against one tracking server on PostgreSQL: every trial runs once
+    and FINISHED, each worker ran trials, nothing surfaced a database error, and the final
+    model is registered and champion of its own name (the first version of a name is)."""
+    overrides = [
+        *CLUSTER_OVERRIDES,
+        "tuner.max_trials=8",
+        "training.epochs=1",
+        "final.model_name=load-four-workers",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    command = _cluster_command("four", postgres_tracking_server, overrides=overrides)
+    command[command.index("--workers") + 1] = "4"
+    started = time.monotonic()
+    done = subprocess.run(
+        command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    elapsed = time.monotonic() - started
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output[-3000:]
+    for trouble in ("database is locked", "OperationalError", "deadlock", "Traceback"):
+        assert trouble not in output, trouble
+    parent, trials, finals = _search_runs(postgres_tracking_server, "four")
+    assert parent.info.status == "FINISHED"
+    assert sorted(r.data.tags["trial_id"] for r in trials) == [str(i) for i in range(8)]
+    assert {r.info.status for r in trials} == {"FINISHED"}
+    assert all("val_accuracy" in r.data.metrics for r in trials)
+    assert {r.data.tags["worker"] for r in trials} == {f"worker-{i}" for i in range(4)}
+    assert len(finals) == 1 and finals[0].info.status == "FINISHED"
+    client = MlflowClient(postgres_tracking_server)
+    champion = client.get_model_version_by_alias("load-four-workers", "champion")
+    assert champion.run_id == finals[0].info.run_id
+    print(f"chief + 4 workers, 8 trials and the final stage into PostgreSQL: {elapsed:.0f} s")
