@@ -71,12 +71,9 @@ ui: $(STAMP) ## Open the MLflow UI on the runs' store (http://127.0.0.1:5000; UI
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri "$(STORE)" \
 		--host 127.0.0.1 --port $(UI_PORT) --workers 1
 
-# mlflow starts uvicorn by name, so the environment's bin/ goes first on PATH.
 serve: $(STAMP) ## Serve the champion model at http://127.0.0.1:5001/invocations (MODEL=... SERVE_PORT=...)
 	@echo "Serving $(MODEL) at http://127.0.0.1:$(SERVE_PORT)/invocations; Ctrl-C stops it"
-	PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_TRACKING_URI="$(STORE)" \
-		$(VENV)/bin/mlflow models serve -m "$(MODEL)" \
-		--env-manager local --host 127.0.0.1 --port $(SERVE_PORT) --workers 1
+	MLFLOW_TRACKING_URI="$(STORE)" $(PYTHON) -m src.registry.server -m "$(MODEL)" --host 127.0.0.1 --port $(SERVE_PORT)
 
 # Two xdist workers, one test module each at a time (module fixtures are built once).
 PYTEST := $(PYTHON) -m pytest -n 2 --dist loadscope

@@ -155,31 +155,27 @@ def _test_digits(count):
 
 @pytest.mark.slow
 def test_serving_answers_invocations_on_loopback(registry):
+    """`make serve` (`src.registry.server`: MLflow's scoring app) answers on loopback, and
+    every refusal names what was wrong and nothing else."""
     folder, _ = registry
     images, _ = _test_digits(4)
     command = [
         sys.executable,
         "-m",
-        "mlflow",
-        "models",
-        "serve",
+        "src.registry.server",
         "-m",
         "models:/mnist-cnn@champion",
-        "--env-manager",
-        "local",
         "--host",
         "127.0.0.1",
         "--port",
         "{port}",
-        "--workers",
-        "1",
     ]
 
-    def invoke(url, pixels):
+    def invoke(url, pixels, body=None, content_type="application/json"):
         request = urllib.request.Request(
             f"{url}/invocations",
-            data=json.dumps({"inputs": pixels.tolist()}).encode(),
-            headers={"Content-Type": "application/json"},
+            data=body or json.dumps({"inputs": pixels.tolist()}).encode(),
+            headers={"Content-Type": content_type},
         )
         try:
             with loopback.open(request, timeout=60) as response:
@@ -195,6 +191,17 @@ def test_serving_answers_invocations_on_loopback(registry):
         bad_status, bad = invoke(url, images * 300)
         # A blank image (all black) gets a 400 too: any label would be a guess.
         blank_status, blank = invoke(url, np.concatenate([images[:1], np.zeros_like(images[:1])]))
+        # MLflow's own refusals, before the model's code runs: another shape than the
+        # signature's, and a body that is no CSV. MLflow echoed the request (and a trace).
+        shape_status, shape = invoke(url, images.squeeze(-1))
+        csv_status, csv = invoke(url, None, b'a,b\n1,2,3,4\n"', "text/csv")
+    for reply in (shape, csv):
+        assert "stack_trace" not in reply and len(json.dumps(reply)) < 400, reply
+    assert shape_status == 400 and shape["message"] == (
+        "the request does not fit the model's input signature: Shape of input (4, 28, 28) "
+        "does not match expected shape (-1, 28, 28, 1)."
+    )
+    assert csv_status == 400 and csv["message"].startswith("Failed to parse input")
     champion = MlflowClient(sqlite_uri(folder)).get_model_version_by_alias(MODEL, "champion")
     model = load_version(sqlite_uri(folder), MODEL, champion.version)
     local = model.predict(images, verbose=0)
@@ -445,3 +452,26 @@ def test_only_a_missing_alias_counts_as_no_champion(tmp_path, monkeypatch):
     unreachable = MlflowClient(f"http://127.0.0.1:{free_port()}")
     with pytest.raises(MlflowException):
         current_champion(unreachable, MODEL)
+
+
+def test_a_refusal_keeps_what_was_wrong_and_drops_the_echoed_request():
+    """MLflow's replies as its scoring server writes them, made plain (`make serve`)."""
+    from src.registry.server import MAX_MESSAGE, plain_refusal
+
+    pixels = "[[[0.0, 0.1], [0.2, 0.3]]]" * 500
+    echoed = {
+        "error_code": "INVALID_PARAMETER_VALUE",
+        "message": f"Failed to predict data '{pixels}'. \nError: Failed to enforce schema of "
+        f"data '{pixels}' with schema '['float32' (-1, 28, 28, 1)]'. Error: Shape of input "
+        "(4, 28, 28) does not match expected shape (-1, 28, 28, 1).",
+        "stack_trace": "Traceback (most recent call last): ...",
+    }
+    assert plain_refusal(echoed) == {
+        "error_code": "INVALID_PARAMETER_VALUE",
+        "message": "the request does not fit the model's input signature: Shape of input "
+        "(4, 28, 28) does not match expected shape (-1, 28, 28, 1).",
+    }
+    ours = {"error_code": "INVALID_PARAMETER_VALUE", "message": "image 1 is blank"}
+    assert plain_refusal(ours) == ours
+    long = plain_refusal({"error_code": "BAD_REQUEST", "message": "x" * 5000})
+    assert len(long["message"]) == MAX_MESSAGE and long["message"].endswith("...")
