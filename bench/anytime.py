@@ -14,6 +14,9 @@ untuned ...``), so both pay the same start-up, and their wall times are measured
 outside. For each budget and seed: wall time, test accuracy with its 95 % Wilson interval,
 errors, and an exact McNemar test of the run's registered model against the baseline on
 the same digits. Writes ``anytime.json``, ``anytime.md`` and ``anytime.png`` to ``--out``.
+``--variant NAME OVERRIDE...`` adds a third arm, the tuned run with those overrides (e.g.
+``--variant cold tuner.warm_start=null``: what the warm start buys), interleaved with the
+other two and tested against the tuned arm on the same digits.
 
     .venv/bin/python bench/anytime.py --budgets 1m 3m 10m --seeds 42 43 --out outputs/bench/anytime
     MNIST_IDX_FOLDER=../shared/datasets/mnist .venv/bin/python bench/anytime.py --data mnist \\
@@ -132,11 +135,38 @@ def tuned_right(run_dir: Path, store: str) -> tuple[np.ndarray, dict[str, Any]]:
     return right, final
 
 
+def _with_folder(command: list[str], folder: Path, place: Path) -> list[str]:
+    """The tuned arm's command with its store, artifacts and run folder moved to ``place``."""
+    return [part.replace(str(folder), str(place)) for part in command]
+
+
+def tuned_arm(folder: Path, wall_s: float) -> tuple[np.ndarray, dict[str, Any]]:
+    """A tuned arm's per-digit rights and its row: accuracy, trials, epochs, wall time."""
+    from src.stats import accuracy_with_interval
+
+    right, final = tuned_right(folder / "run", f"sqlite:///{folder / 'mlflow.db'}")
+    ours = accuracy_with_interval(int(right.sum()), len(right))
+    search = json.loads((folder / "run" / "results.json").read_text())
+    return right, {
+        "wall_s": round(wall_s, 1),
+        "accuracy": ours.value,
+        "interval": [ours.ci_low, ours.ci_high],
+        "errors": ours.errors,
+        # 0: the budget afforded no new trial; the warm start's best was retrained.
+        "trials": 0 if search["data"].get("search_skipped") else len(search["trials"]),
+        "search_examples": search["data"].get("search_examples"),
+        "final_epochs": final["epochs"],
+        "final_seeds": final["seeds"],
+        "stopped": (search.get("budget") or {}).get("search_stopped_because"),
+    }
+
+
 def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Both arms at every budget and seed, the order alternating; one row each."""
     from src.budget import parse_duration
     from src.stats import accuracy_with_interval, mcnemar
 
+    variant = args.variant[0] if args.variant else None
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     rows = []
     for index, (budget, seed) in enumerate((b, s) for b in args.budgets for s in args.seeds):
@@ -155,6 +185,10 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             "--budget", budget, "--seed", str(seed), "--out", str(folder),
         ]  # fmt: skip
         arms = [("tuned", tuned), ("untuned", untuned)]
+        if variant:
+            place = folder / variant
+            place.mkdir(exist_ok=True)
+            arms.insert(1, (variant, [*_with_folder(tuned, folder, place), *args.variant[1:]]))
         walls, errors = {}, {}
         for name, command in arms if index % 2 == 0 else arms[::-1]:
             print(f"{budget} seed {seed}: {name} ...", flush=True)
@@ -163,30 +197,24 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             rows.append({"budget": budget, "budget_s": seconds, "seed": seed, "errors": errors})
             print(f"{budget} seed {seed}: {errors}", flush=True)
             continue
-        right, final = tuned_right(folder / "run", store)
+        right, tuned_record = tuned_arm(folder, walls["tuned"])
         baseline = np.load(folder / "right.npy")
         untuned_record = json.loads((folder / "untuned.json").read_text())
-        ours = accuracy_with_interval(int(right.sum()), len(right))
         theirs = accuracy_with_interval(int(baseline.sum()), len(baseline))
         test = mcnemar(right, baseline)
-        search = json.loads((folder / "run" / "results.json").read_text())
+        extra_arm = {}
+        if variant:
+            variant_right, variant_record = tuned_arm(folder / variant, walls[variant])
+            variant_record["name"] = variant
+            variant_record["mcnemar_against_tuned"] = mcnemar(variant_right, right).to_dict()
+            extra_arm = {"variant": variant_record}
         rows.append(
             {
                 "budget": budget,
                 "budget_s": seconds,
                 "seed": seed,
-                "tuned": {
-                    "wall_s": round(walls["tuned"], 1),
-                    "accuracy": ours.value,
-                    "interval": [ours.ci_low, ours.ci_high],
-                    "errors": ours.errors,
-                    # 0: the budget afforded no new trial; the warm start's best was retrained.
-                    "trials": 0 if search["data"].get("search_skipped") else len(search["trials"]),
-                    "search_examples": search["data"].get("search_examples"),
-                    "final_epochs": final["epochs"],
-                    "final_seeds": final["seeds"],
-                    "stopped": (search.get("budget") or {}).get("search_stopped_because"),
-                },
+                "tuned": tuned_record,
+                **extra_arm,
                 "untuned": {
                     "wall_s": round(walls["untuned"], 1),
                     "accuracy": theirs.value,
@@ -215,6 +243,17 @@ def _row(row: dict[str, Any]) -> str:
     )
 
 
+def _variant_row(row: dict[str, Any]) -> str:
+    ours, theirs = row["tuned"], row["variant"]
+    return (
+        f"| {row['budget']} | {row['seed']} | {100 * ours['accuracy']:.2f} % ({ours['errors']}) "
+        f"| {100 * theirs['accuracy']:.2f} % [{100 * theirs['interval'][0]:.2f}, "
+        f"{100 * theirs['interval'][1]:.2f}] ({theirs['errors']}) | {theirs['wall_s']:.0f} s "
+        f"| {theirs['trials'] or 'no'} trials, final {theirs['final_epochs']} epochs "
+        f"| {row['variant']['mcnemar_against_tuned']['p_value']:.2g} |"
+    )
+
+
 def write_report(rows: list[dict[str, Any]], args: argparse.Namespace, command: str) -> None:
     """The table (Markdown) and the accuracy-against-wall-time figure."""
     import matplotlib
@@ -235,6 +274,16 @@ def write_report(rows: list[dict[str, Any]], args: argparse.Namespace, command: 
         if "errors" in row
     ]
     table = "\n".join([header, *(_row(row) for row in measured), "", *refused])
+    with_variant = [row for row in measured if "variant" in row]
+    if with_variant:
+        table += "\n" + "\n".join(
+            [
+                f"\n| budget | seed | tuned | {with_variant[0]['variant']['name']}: "
+                "test accuracy [95 %] (errors) | wall | spent on | McNemar p against tuned |",
+                "| --- | ---: | ---: | ---: | ---: | --- | ---: |",
+                *(_variant_row(row) for row in with_variant),
+            ]
+        )
     scope = machine()
     text = (
         f"`{command}`\n\n{scope['cores']} cores ({scope['cpu']}), data `{args.data}`, official "
@@ -276,6 +325,13 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[42, 43])
     parser.add_argument("--set", nargs="*", default=[], help="more overrides of the tuned run")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench/anytime"))
+    parser.add_argument(
+        "--variant",
+        nargs="+",
+        metavar="NAME_THEN_OVERRIDES",
+        help="a third arm: a name, then the tuned run's extra overrides "
+        "(e.g. cold tuner.warm_start=null)",
+    )
     parser.add_argument(
         "--report",
         nargs="+",
