@@ -111,3 +111,14 @@ def test_the_served_models_refusals_keep_their_own_message():
     assert error.message == "image 2 is blank (every pixel 0): nothing to classify"
     assert "Failed to predict" not in error.serialize_as_json()
     assert error.get_http_status_code() == 400
+
+
+def test_serving_from_a_store_that_does_not_exist_creates_none(tmp_path, monkeypatch, capsys):
+    """`make serve` against a store path that does not exist: one line, exit 2, no store."""
+    from src.registry.server import main
+
+    database = tmp_path / "nowhere" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{database}")
+    assert main(["-m", "models:/mnist-cnn@champion"]) == 2
+    assert f"error: no MLflow store at {database}" in capsys.readouterr().err
+    assert not database.exists() and not database.parent.exists()

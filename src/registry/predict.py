@@ -179,18 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     import mlflow
 
+    from src.tracking.store import missing_sqlite_store
+
     keras.config.disable_interactive_logging()  # no progress bar in the middle of the output
 
     store = str(defaults.mlflow.tracking_uri)
-    database = Path(store.removeprefix("sqlite:///"))
-    from_store = args.model.startswith(("models:/", "runs:/"))
-    if from_store and store.startswith("sqlite:///") and not database.is_file():
-        # MLflow would create an empty store there, as a side effect of a failed command.
-        print(
-            f"error: no MLflow store at {database} (nothing registered there): point "
-            "MLFLOW_TRACKING_URI at the store that holds the model",
-            file=sys.stderr,
-        )
+    missing = missing_sqlite_store(store, args.model)
+    if missing:
+        print(f"error: {missing}", file=sys.stderr)
         return 2
     mlflow.set_tracking_uri(store)  # a command line, not a library
     try:

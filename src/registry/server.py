@@ -47,12 +47,11 @@ def plain_refusal(reply: dict[str, Any]) -> dict[str, Any]:
 
 def create_app(model_uri: str) -> Any:
     """MLflow's scoring app for ``model_uri``, its 4xx JSON replies made plain."""
-    import mlflow.pyfunc
     from fastapi import Request
     from fastapi.responses import JSONResponse, Response
     from mlflow.pyfunc import scoring_server
 
-    app = scoring_server.init(mlflow.pyfunc.load_model(model_uri))
+    app = scoring_server.init(scoring_server.load_model_with_mlflow_config(model_uri))
 
     @app.middleware("http")
     async def plain_refusals(request: Request, call_next: Any) -> Response:
@@ -79,9 +78,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.port <= 65535:
         parser.error(f"--port={args.port}: expected a port from 1 to 65535")
+    import mlflow
     import uvicorn
     from mlflow.exceptions import MlflowException
 
+    from src.tracking.store import missing_sqlite_store
+
+    missing = missing_sqlite_store(mlflow.get_tracking_uri(), args.model)
+    if missing:
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
     try:
         app = create_app(args.model)
     except (MlflowException, OSError) as error:

@@ -129,6 +129,20 @@ def _unusable(uri: str, error: Exception) -> str:
     return f"MLflow store {redact(uri)}: {text.splitlines()[0][:300]}"
 
 
+def missing_sqlite_store(uri: str, model_uri: str) -> str | None:
+    """Why loading ``model_uri`` from the store ``uri`` cannot work without creating it: a
+    registry or run URI against a SQLite file that does not exist (MLflow would create an
+    empty store there, as a side effect of a command that then fails). None otherwise."""
+    database = Path(uri.removeprefix("sqlite:///"))
+    from_store = model_uri.startswith(("models:/", "runs:/"))
+    if from_store and uri.startswith("sqlite:///") and not database.is_file():
+        return (
+            f"no MLflow store at {database} (nothing registered there): point "
+            "MLFLOW_TRACKING_URI at the store that holds the model"
+        )
+    return None
+
+
 def artifact_root(uri: str) -> str | None:
     """Where a store's artifacts belong when none is configured: ``artifacts/`` beside a
     SQLite file; None (the store's own default) for any other store."""
