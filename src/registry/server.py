@@ -9,7 +9,7 @@ with a Python ``stack_trace``. One middleware rewrites such a 4xx reply to its e
 and what was wrong, nothing else. (The model's own refusals, out-of-range or blank
 images, already come without the echo: `src.registry.serving.InputRefused`.)
 
-    python -m src.registry.server -m models:/mnist-cnn@champion [--host 127.0.0.1] [--port 5001]
+    python -m src.registry.server [-m models:/mnist-cnn@champion] [--host 127.0.0.1] [--port 5001]
 """
 
 from __future__ import annotations
@@ -70,9 +70,15 @@ def create_app(model_uri: str) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m src.registry.server -m MODEL_URI [--host H] [--port P]``."""
+    """``python -m src.registry.server [-m MODEL_URI] [--host H] [--port P]``: the store is
+    the project's (``mlflow.tracking_uri``, which ``MLFLOW_TRACKING_URI`` overrides)."""
+    from src.config.compose import compose_config
+    from src.registry.versions import champion_uri
+
+    defaults = compose_config()
+    default_model = champion_uri(defaults.final.model_name)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("-m", "--model", required=True, help="a model URI (models:/name@alias)")
+    parser.add_argument("-m", "--model", default=default_model, help=f"({default_model})")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5001)
     args = parser.parse_args(argv)
@@ -84,10 +90,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from src.tracking.store import missing_sqlite_store
 
-    missing = missing_sqlite_store(mlflow.get_tracking_uri(), args.model)
+    store = str(defaults.mlflow.tracking_uri)
+    missing = missing_sqlite_store(store, args.model)
     if missing:
         print(f"error: {missing}", file=sys.stderr)
         return 2
+    mlflow.set_tracking_uri(store)  # a command line, not a library
     try:
         app = create_app(args.model)
     except (MlflowException, OSError) as error:
