@@ -230,15 +230,18 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     return rows
 
 
+def _accuracy(arm: dict[str, Any]) -> str:
+    low, high = arm["interval"]
+    return f"{100 * arm['accuracy']:.2f} % [{100 * low:.2f}, {100 * high:.2f}] ({arm['errors']})"
+
+
 def _row(row: dict[str, Any]) -> str:
     ours, theirs = row["tuned"], row["untuned"]
     return (
-        f"| {row['budget']} | {row['seed']} | {100 * ours['accuracy']:.2f} % "
-        f"[{100 * ours['interval'][0]:.2f}, {100 * ours['interval'][1]:.2f}] ({ours['errors']}) "
+        f"| {row['budget']} | {row['seed']} | {_accuracy(ours)} "
         f"| {ours['wall_s']:.0f} s | {ours['trials'] or 'no'} trials, final {ours['final_epochs']} "
-        f"epochs x {len(ours['final_seeds'])} | {100 * theirs['accuracy']:.2f} % "
-        f"[{100 * theirs['interval'][0]:.2f}, {100 * theirs['interval'][1]:.2f}] "
-        f"({theirs['errors']}) | {theirs['wall_s']:.0f} s | {theirs['epochs']} "
+        f"epochs x {len(ours['final_seeds'])} | {_accuracy(theirs)} "
+        f"| {theirs['wall_s']:.0f} s | {theirs['epochs']} "
         f"| {row['mcnemar']['p_value']:.2g} |"
     )
 
@@ -247,8 +250,7 @@ def _variant_row(row: dict[str, Any]) -> str:
     ours, theirs = row["tuned"], row["variant"]
     return (
         f"| {row['budget']} | {row['seed']} | {100 * ours['accuracy']:.2f} % ({ours['errors']}) "
-        f"| {100 * theirs['accuracy']:.2f} % [{100 * theirs['interval'][0]:.2f}, "
-        f"{100 * theirs['interval'][1]:.2f}] ({theirs['errors']}) | {theirs['wall_s']:.0f} s "
+        f"| {_accuracy(theirs)} | {theirs['wall_s']:.0f} s "
         f"| {theirs['trials'] or 'no'} trials, final {theirs['final_epochs']} epochs "
         f"| {row['variant']['mcnemar_against_tuned']['p_value']:.2g} |"
     )

@@ -179,16 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     import mlflow
 
-    from src.tracking.store import missing_sqlite_store
+    from src.tracking.store import use_model_store
 
     keras.config.disable_interactive_logging()  # no progress bar in the middle of the output
 
-    store = str(defaults.mlflow.tracking_uri)
-    missing = missing_sqlite_store(store, args.model)
+    missing = use_model_store(str(defaults.mlflow.tracking_uri), args.model)
     if missing:
         print(f"error: {missing}", file=sys.stderr)
         return 2
-    mlflow.set_tracking_uri(store)  # a command line, not a library
     try:
         model = mlflow.pyfunc.load_model(args.model)
     except mlflow.exceptions.MlflowException as error:

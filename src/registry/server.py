@@ -84,18 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.port <= 65535:
         parser.error(f"--port={args.port}: expected a port from 1 to 65535")
-    import mlflow
     import uvicorn
     from mlflow.exceptions import MlflowException
 
-    from src.tracking.store import missing_sqlite_store
+    from src.tracking.store import use_model_store
 
-    store = str(defaults.mlflow.tracking_uri)
-    missing = missing_sqlite_store(store, args.model)
+    missing = use_model_store(str(defaults.mlflow.tracking_uri), args.model)
     if missing:
         print(f"error: {missing}", file=sys.stderr)
         return 2
-    mlflow.set_tracking_uri(store)  # a command line, not a library
     try:
         app = create_app(args.model)
     except (MlflowException, OSError) as error:

@@ -129,10 +129,13 @@ def _unusable(uri: str, error: Exception) -> str:
     return f"MLflow store {redact(uri)}: {text.splitlines()[0][:300]}"
 
 
-def missing_sqlite_store(uri: str, model_uri: str) -> str | None:
-    """Why loading ``model_uri`` from the store ``uri`` cannot work without creating it: a
-    registry or run URI against a SQLite file that does not exist (MLflow would create an
-    empty store there, as a side effect of a command that then fails). None otherwise."""
+def use_model_store(uri: str, model_uri: str) -> str | None:
+    """Point this process's MLflow at the store ``uri`` to load ``model_uri`` from it, for a
+    command line; or why that cannot work without creating the store: a registry or run URI
+    against a SQLite file that does not exist (MLflow would create an empty store there, as
+    a side effect of a command that then fails). None when MLflow was pointed there."""
+    import mlflow
+
     database = Path(uri.removeprefix("sqlite:///"))
     from_store = model_uri.startswith(("models:/", "runs:/"))
     if from_store and uri.startswith("sqlite:///") and not database.is_file():
@@ -140,6 +143,7 @@ def missing_sqlite_store(uri: str, model_uri: str) -> str | None:
             f"no MLflow store at {database} (nothing registered there): point "
             "MLFLOW_TRACKING_URI at the store that holds the model"
         )
+    mlflow.set_tracking_uri(uri)
     return None
 
 
