@@ -128,6 +128,16 @@ class RunBudget:
         per_epoch = max(rates) * self.final_examples
         return self.final_overhead_s + per_epoch * self.final_epochs * self.final_seeds
 
+    def affordable_epochs(self, examples: int, trial_id: str | None = None) -> int | None:
+        """Epochs of one model on ``examples`` digits the time left pays beside the final
+        stage's fixed costs, at a trial's measured rate (``COST_MARGIN`` over it); None
+        before anything was measured."""
+        rate = self.rate(trial_id)
+        if rate is None:
+            return None
+        per_epoch = COST_MARGIN * rate * examples
+        return int((self.left() - FINAL_OVERHEAD_S) // per_epoch) if per_epoch > 0 else 0
+
     def search_left(self) -> float:
         """Seconds the search may still use: what is left after the final stage's reserve
         (what it is expected to need, or its share of the budget, whichever is more)."""
@@ -228,7 +238,7 @@ def fit_final_stage(
         return FinalPlan(epochs, seeds, ensemble)
     most = max(fill_up_to or epochs, epochs)
     per_epoch = COST_MARGIN * budget.rate(trial_id) * examples
-    affordable = int((budget.left() - FINAL_OVERHEAD_S) // per_epoch) if per_epoch > 0 else 0
+    affordable = budget.affordable_epochs(examples, trial_id)
     left = f"the budget left {max(budget.left(), 0):.0f} s, epochs of about {per_epoch:.1f} s"
     members = min(max_members, affordable // ensemble_epochs) if ensemble_epochs else 0
     if len(seeds) == 1 and members >= 2:

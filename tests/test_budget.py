@@ -345,6 +345,38 @@ def test_a_search_that_could_only_remeasure_the_known_configurations_is_skipped(
     assert search_adds_nothing(budget, 5000, epochs=4, known=0) is None  # nothing known
 
 
+def test_a_cold_search_that_cannot_pay_for_one_trial_is_skipped():
+    """Without a warm start, a search that cannot afford one trial of the measured model
+    would overrun with its one obligatory trial: it is skipped instead."""
+    budget = RunBudget(100.0, seconds_per_example=0.001, final_examples=1000)
+    why = search_adds_nothing(budget, 5000, epochs=20, known=0)  # trials of 100 s, 87 s left
+    assert "do not pay for one trial of about 100 s" in why and "default one" in why
+    assert search_adds_nothing(budget, 5000, epochs=17, known=0) is None  # 85 s: one trial
+
+
+def test_a_cold_budget_that_affords_no_trial_trains_the_default_configuration(tiny_config):
+    """No warm start and no time for a trial: the final stage trains the space's default
+    point for the whole budget, registers it, and the run says why it searched nothing."""
+    from src.data.dataset import load_dataset
+    from src.model.hypermodel import CNNHyperModel
+
+    cfg = tiny_config("budget=40s", "final.budget_share=0.95", "tuner.max_trials=null")
+    assert cfg.tuner.warm_start is None
+    dataset = load_dataset(cfg.data, cfg.training.val_fraction)
+    hp = keras_tuner.HyperParameters()
+    CNNHyperModel(dict(cfg.search_space), dataset.input_shape, dataset.num_classes).build(hp)
+
+    start = time.monotonic()
+    result = run_pipeline(cfg, started=start)
+    assert time.monotonic() - start <= 40 + 5
+    search = result.search
+    assert [(t.trial_id, t.score) for t in search.trials] == [("default", None)]
+    assert "no warm start" in search.data["search_skipped"]
+    assert search.budget["search_stopped_because"] == search.data["search_skipped"]
+    assert result.final.hyperparameters == hp.values
+    assert result.final.model_version is not None
+
+
 def test_a_budget_that_affords_no_new_trial_retrains_the_warm_starts_best(tiny_config, tmp_path):
     """The final stage gets the whole budget and retrains the best recorded configuration;
     the run records that it searched nothing, and why."""

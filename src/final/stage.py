@@ -25,7 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.budget import FINAL_OVERHEAD_S, RunBudget, fit_final_stage
 from src.data.dataset import Dataset
 from src.final import report
-from src.final.choose import choose_trial
+from src.final.choose import affordable_choice, choose_trial
 from src.final.evaluation import Evaluation, evaluate
 from src.final.register import register_final_model
 from src.final.result import FinalResult
@@ -62,14 +62,19 @@ def run_final_stage(
     start = time.perf_counter()
     training = OmegaConf.to_container(cfg.training, resolve=True)
     hypermodel = CNNHyperModel.from_config(cfg.search_space, cfg.training, dataset)
+    examples = len(dataset.train) + len(dataset.val)
     chosen, chosen_by = choose_trial(search, cfg.final.choose, hypermodel)
+    if not cfg.final.epochs:  # epochs the user fixed are kept, whatever the time
+        chosen, chosen_by = affordable_choice(chosen, hypermodel, budget, examples) or (
+            chosen,
+            chosen_by,
+        )
     log.info("final stage: retraining trial %s, %s", chosen.trial_id, chosen_by)
     values = {k: v for k, v in chosen.hyperparameters.items() if not k.startswith("tuner/")}
     epochs = cfg.final.epochs or (chosen.best_step + 1 if chosen.best_step is not None else None)
     epochs = epochs or training["epochs"]
 
     seeds = list(cfg.final.seeds or [training["seed"]])
-    examples = len(dataset.train) + len(dataset.val)
     fill = cfg.final.max_epochs if cfg.final.fill_budget and not cfg.final.epochs else None
     plan = fit_final_stage(
         budget,

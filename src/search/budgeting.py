@@ -39,7 +39,9 @@ class BudgetedStart:
     """What a budget decides before the first trial."""
 
     train: Split  # the digits trials train on
-    known: list[tuple[float, dict[str, Any]]]  # the warm start's configurations, best first
+    # The warm start's configurations, best first; where no search runs without one, the
+    # space's default configuration (no score).
+    known: list[tuple[float | None, dict[str, Any]]]
     no_search_because: str | None  # set where the final stage retrains the best known one
 
 
@@ -63,7 +65,18 @@ def start_within_budget(
     if cfg.distributed.role is None:
         examples_per_epoch = len(train) + VALIDATION_WEIGHT * len(dataset.val)
         why = search_adds_nothing(budget, examples_per_epoch, cfg.training.epochs, len(known))
+    if why and not known:
+        known = [(None, default_configuration(hypermodel))]
     return BudgetedStart(train, known, why)
+
+
+def default_configuration(hypermodel: CNNHyperModel) -> dict[str, Any]:
+    """The search space's default point (each knob's first choice or lower bound): the
+    model `plan_budget` measures where no warm start names one."""
+    hp = keras_tuner.HyperParameters()
+    hypermodel.build(hp)
+    keras.backend.clear_session()
+    return dict(hp.values)
 
 
 def search_subset(split: Split, examples: int | None, seed: int) -> Split:
@@ -162,14 +175,23 @@ def search_adds_nothing(
     A search first re-measures the known configurations, whose recorded scores already rank
     them; one that cannot afford another trial after them spends the final stage's time and
     changes nothing but noise. Then the final stage retrains the best known configuration
-    with all of the budget (`known_best`).
+    with all of the budget (`known_best`). With nothing known, a search that cannot pay for
+    one trial of the measured model is skipped too: its one trial (at least an epoch, of a
+    model the tuner may draw several times costlier) would overrun the budget, so the final
+    stage trains the space's default configuration instead (`default_configuration`).
     """
-    if not known or budget.seconds_per_example is None:
+    if budget.seconds_per_example is None:
         return None
     trial_s = budget.seconds_per_example * examples_per_epoch * epochs
     affordable = int(max(budget.search_left(), 0) // trial_s) if trial_s > 0 else known + 1
     if affordable > known:
         return None
+    if not known:
+        return (
+            f"budget: the {max(budget.search_left(), 0):.0f} s left beside the final stage do "
+            f"not pay for one trial of about {trial_s:.0f} s, and no warm start names a "
+            "configuration: no search, the final stage trains the search space's default one"
+        )
     return (
         f"budget: the {max(budget.search_left(), 0):.0f} s left beside the final stage pay "
         f"for {affordable} trial(s) of about {trial_s:.0f} s, no more than the {known} "
@@ -179,14 +201,23 @@ def search_adds_nothing(
 
 
 def known_best(
-    ranked: list[tuple[float, dict[str, Any]]], objective: str, epochs: int, why: str, data: dict
+    ranked: list[tuple[float | None, dict[str, Any]]],
+    objective: str,
+    epochs: int,
+    why: str,
+    data: dict,
 ) -> SearchResult:
     """A search result holding the best warm-start configuration and its recorded score, as
-    the final stage retrains it (``epochs``: the protocol it was scored with)."""
+    the final stage retrains it (``epochs``: the protocol it was scored with); a
+    configuration without a score is the space's default, trial ``default``."""
     ranking_score, values = ranked[0]
-    # The warm start ranks higher-is-better, a loss negated; the trial keeps the objective's own.
-    score = -ranking_score if "loss" in objective else ranking_score
-    trial = TrialSummary("warm_start", TrialStatus.COMPLETED, score, epochs - 1, dict(values))
+    if ranking_score is None:
+        trial = TrialSummary("default", TrialStatus.COMPLETED, None, epochs - 1, dict(values))
+    else:
+        # The warm start ranks higher-is-better, a loss negated; the trial keeps the
+        # objective's own.
+        score = -ranking_score if "loss" in objective else ranking_score
+        trial = TrialSummary("warm_start", TrialStatus.COMPLETED, score, epochs - 1, dict(values))
     return SearchResult(
         trials=[trial],
         objective=objective,

@@ -191,12 +191,13 @@ def _warn_if_the_space_is_smaller_than_the_search(
 def _retrain_known_best(
     cfg: DictConfig,
     dataset: Dataset,
-    known: list[tuple[float, dict[str, Any]]],
+    known: list[tuple[float | None, dict[str, Any]]],
     why: str,
     observers: Sequence[TrialObserver],
     budget: RunBudget,
 ) -> SearchResult:
-    """No search (`search_adds_nothing`): the warm start's best goes to the final stage."""
+    """No search (`search_adds_nothing`): the warm start's best (or the space's default
+    configuration) goes to the final stage."""
     log.info("%s", why)
     result = known_best(known, cfg.tuner.objective, cfg.training.epochs, why, dataset.describe())
     budget.search_s = 0.0
