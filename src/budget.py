@@ -138,10 +138,15 @@ class RunBudget:
         per_epoch = COST_MARGIN * rate * examples
         return int((self.left() - FINAL_OVERHEAD_S) // per_epoch) if per_epoch > 0 else 0
 
+    @property
+    def final_kept_s(self) -> float:
+        """Seconds the search leaves the final stage: what it is expected to need, or its
+        share of the budget, whichever is more."""
+        return max(self.final_reserve_s, self.final_share * self.total_s)
+
     def search_left(self) -> float:
-        """Seconds the search may still use: what is left after the final stage's reserve
-        (what it is expected to need, or its share of the budget, whichever is more)."""
-        return self.left() - max(self.final_reserve_s, self.final_share * self.total_s)
+        """Seconds the search may still use: what is left after the final stage's share."""
+        return self.left() - self.final_kept_s
 
     def observe_epoch(self, seconds: float, examples: float, trial_id: str | None = None) -> None:
         """Fold one trained epoch into the cost estimate (and the trial's own).
@@ -197,6 +202,7 @@ class RunBudget:
             **record,
             "spent_s": round(self.spent(), 2),
             "final_reserve_s": round(self.final_reserve_s, 2),
+            "final_kept_s": round(self.final_kept_s, 2),
         }
 
 

@@ -311,6 +311,9 @@ def test_the_search_keeps_the_final_stages_share_of_the_budget():
     assert budget.search_left() == pytest.approx(100 - FINAL_OVERHEAD_S - 0.1, abs=0.5)
     budget.final_share = 0.5
     assert budget.search_left() == pytest.approx(50, abs=0.5)
+    # What the progress line and results.json say is kept is what the search leaves.
+    assert budget.final_kept_s == pytest.approx(50)
+    assert budget.to_dict()["final_kept_s"] == pytest.approx(50)
 
 
 def test_a_tight_budget_narrows_the_trials_digits_rather_than_refusing(tiny_config):

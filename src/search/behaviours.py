@@ -111,7 +111,7 @@ class SpendsBudget:
         if budget.search_stopped_because is None:
             budget.search_stopped_because = (
                 f"budget: {max(budget.left(), 0):.0f} s left after {len(oracle.trials)} "
-                f"trials, {budget.final_reserve_s:.0f} s kept for the final stage"
+                f"trials, {budget.final_kept_s:.0f} s kept for the final stage"
             )
         oracle.max_trials = len(oracle.trials)  # create_trial now answers STOPPED
 
