@@ -348,13 +348,14 @@ def test_a_search_that_could_only_remeasure_the_known_configurations_is_skipped(
     assert search_adds_nothing(budget, 5000, epochs=4, known=0) is None  # nothing known
 
 
-def test_a_cold_search_that_cannot_pay_for_one_trial_is_skipped():
-    """Without a warm start, a search that cannot afford one trial of the measured model
-    would overrun with its one obligatory trial: it is skipped instead."""
+def test_a_cold_search_that_cannot_pay_for_two_trials_is_skipped():
+    """Without a warm start, the first trial is a random draw that may cost several times
+    the measured model: a search that cannot afford two trials of that model would overrun
+    with its one obligatory trial, so it is skipped instead."""
     budget = RunBudget(100.0, seconds_per_example=0.001, final_examples=1000)
-    why = search_adds_nothing(budget, 5000, epochs=20, known=0)  # trials of 100 s, 87 s left
-    assert "do not pay for one trial of about 100 s" in why and "default one" in why
-    assert search_adds_nothing(budget, 5000, epochs=17, known=0) is None  # 85 s: one trial
+    why = search_adds_nothing(budget, 5000, epochs=10, known=0)  # trials of 50 s, 87 s left
+    assert "do not pay for two trials of about 50 s" in why and "default one" in why
+    assert search_adds_nothing(budget, 5000, epochs=8, known=0) is None  # 40 s: two trials
 
 
 def test_a_cold_budget_that_affords_no_trial_trains_the_default_configuration(tiny_config):

@@ -176,20 +176,21 @@ def search_adds_nothing(
     them; one that cannot afford another trial after them spends the final stage's time and
     changes nothing but noise. Then the final stage retrains the best known configuration
     with all of the budget (`known_best`). With nothing known, a search that cannot pay for
-    one trial of the measured model is skipped too: its one trial (at least an epoch, of a
-    model the tuner may draw several times costlier) would overrun the budget, so the final
-    stage trains the space's default configuration instead (`default_configuration`).
+    two trials of the measured model (the space's default one) is skipped too: its first
+    trial is a random draw, which can cost several times that model (a 1-minute cold run
+    drew one three times as dear and ended 20 s late), so the final stage trains the
+    space's default configuration instead (`default_configuration`).
     """
     if budget.seconds_per_example is None:
         return None
     trial_s = budget.seconds_per_example * examples_per_epoch * epochs
-    affordable = int(max(budget.search_left(), 0) // trial_s) if trial_s > 0 else known + 1
-    if affordable > known:
+    affordable = int(max(budget.search_left(), 0) // trial_s) if trial_s > 0 else known + 2
+    if affordable > max(known, 1):
         return None
     if not known:
         return (
             f"budget: the {max(budget.search_left(), 0):.0f} s left beside the final stage do "
-            f"not pay for one trial of about {trial_s:.0f} s, and no warm start names a "
+            f"not pay for two trials of about {trial_s:.0f} s, and no warm start names a "
             "configuration: no search, the final stage trains the search space's default one"
         )
     return (
