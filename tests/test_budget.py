@@ -378,6 +378,7 @@ def test_a_cold_budget_that_affords_no_trial_trains_the_default_configuration(ti
     assert "no warm start" in search.data["search_skipped"]
     assert search.budget["search_stopped_because"] == search.data["search_skipped"]
     assert result.final.hyperparameters == hp.values
+    assert result.final.chosen_by == "the search space's default configuration"
     assert result.final.model_version is not None
 
 

@@ -22,6 +22,8 @@ def choose_trial(
     faster for the same expected accuracy.
     """
     best = search.best
+    if best.trial_id == "default":  # no search ran, and no warm start named a configuration
+        return best, "the search space's default configuration"
     tied = [t for t in search.completed if t.tied_with_best or t.trial_id == best.trial_id]
     if rule == "best" or len(tied) < 2:
         return best, "the best trial"
