@@ -178,7 +178,7 @@ def search_adds_nothing(
     with all of the budget (`known_best`). With nothing known, a search that cannot pay for
     two trials of the measured model (the space's default one) is skipped too: its first
     trial is a random draw, which can cost several times that model (a 1-minute cold run
-    drew one three times as dear and ended 20 s late), so the final stage trains the
+    drew one more than twice as dear and ended 20 s late), so the final stage trains the
     space's default configuration instead (`default_configuration`).
     """
     if budget.seconds_per_example is None:
