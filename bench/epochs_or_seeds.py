@@ -39,11 +39,16 @@ SHIPPED = Path("conf/warm_start/default.json")
 HELD_OUT = slice(50_000, 60_000)
 
 
+def official_training(arrays: dict, part: slice) -> tuple[np.ndarray, np.ndarray]:
+    """Official training digits ``part`` of `read_idx_folder`'s arrays, scaled as the
+    project's data are."""
+    images = np.divide(arrays["train_images"][part], 255.0, dtype=np.float32)[..., None]
+    return images, arrays["train_labels"][part].astype("int64")
+
+
 def held_out_digits(folder: Path) -> tuple[np.ndarray, np.ndarray]:
     """Official training digits 50,000-59,999, scaled as the project's data are."""
-    arrays = read_idx_folder(folder)
-    images = np.divide(arrays["train_images"][HELD_OUT], 255.0, dtype=np.float32)[..., None]
-    return images, arrays["train_labels"][HELD_OUT].astype("int64")
+    return official_training(read_idx_folder(folder), HELD_OUT)
 
 
 def train_member(cfg, values, dataset, seed: int, epochs: int):

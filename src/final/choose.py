@@ -6,7 +6,7 @@ from keras_tuner.engine.trial import TrialStatus
 
 from src.budget import RunBudget
 from src.model.hypermodel import CNNHyperModel, fixed_hyperparameters, forward_flops
-from src.search.budgeting import default_configuration
+from src.search.budgeting import DEFAULT_TRIAL_ID, default_configuration
 from src.search.results import SearchResult, TrialSummary
 
 
@@ -22,7 +22,7 @@ def choose_trial(
     faster for the same expected accuracy.
     """
     best = search.best
-    if best.trial_id == "default":  # no search ran, and no warm start named a configuration
+    if best.trial_id == DEFAULT_TRIAL_ID:  # no search ran, and no warm start named a configuration
         return best, "the search space's default configuration"
     tied = [t for t in search.completed if t.tied_with_best or t.trial_id == best.trial_id]
     if rule == "best" or len(tied) < 2:
@@ -63,7 +63,7 @@ def affordable_choice(
     A score says how good a configuration is after that many epochs, not after far fewer:
     in the time of two epochs, a smaller model trained for more is better.
     """
-    if budget is None or chosen.best_step is None or chosen.trial_id == "default":
+    if budget is None or chosen.best_step is None or chosen.trial_id == DEFAULT_TRIAL_ID:
         return None
     affordable = budget.affordable_epochs(examples, chosen.trial_id)
     scored_at = chosen.best_step + 1
@@ -72,7 +72,7 @@ def affordable_choice(
     values = default_configuration(hypermodel)
     if values == chosen.hyperparameters:
         return None
-    fallback = TrialSummary("default", TrialStatus.COMPLETED, None, None, values)
+    fallback = TrialSummary(DEFAULT_TRIAL_ID, TrialStatus.COMPLETED, None, None, values)
     reason = (
         f"the search space's default configuration: the time left pays trial "
         f"{chosen.trial_id} {max(affordable, 0)} of the {scored_at} epochs its score was "

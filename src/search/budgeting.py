@@ -70,6 +70,10 @@ def start_within_budget(
     return BudgetedStart(train, known, why)
 
 
+# The trial id of the space's default configuration where no search names one.
+DEFAULT_TRIAL_ID = "default"
+
+
 def default_configuration(hypermodel: CNNHyperModel) -> dict[str, Any]:
     """The search space's default point (each knob's first choice or lower bound): the
     model `plan_budget` measures where no warm start names one."""
@@ -184,7 +188,9 @@ def search_adds_nothing(
     if budget.seconds_per_example is None:
         return None
     trial_s = budget.seconds_per_example * examples_per_epoch * epochs
-    affordable = int(max(budget.search_left(), 0) // trial_s) if trial_s > 0 else known + 2
+    if trial_s <= 0:
+        return None
+    affordable = int(max(budget.search_left(), 0) // trial_s)
     if affordable > max(known, 1):
         return None
     if not known:
@@ -210,10 +216,12 @@ def known_best(
 ) -> SearchResult:
     """A search result holding the best warm-start configuration and its recorded score, as
     the final stage retrains it (``epochs``: the protocol it was scored with); a
-    configuration without a score is the space's default, trial ``default``."""
+    configuration without a score is the space's default, trial `DEFAULT_TRIAL_ID`."""
     ranking_score, values = ranked[0]
     if ranking_score is None:
-        trial = TrialSummary("default", TrialStatus.COMPLETED, None, epochs - 1, dict(values))
+        trial = TrialSummary(
+            DEFAULT_TRIAL_ID, TrialStatus.COMPLETED, None, epochs - 1, dict(values)
+        )
     else:
         # The warm start ranks higher-is-better, a loss negated; the trial keeps the
         # objective's own.
