@@ -1,22 +1,24 @@
-"""Under the smallest budgets: the shipped best for the few epochs it affords, or the
-search space's default (smallest) model for the more epochs it affords in the same time.
+"""Under small budgets: one configuration for the few epochs it affords, or another for the
+more it affords in the same time, as the final stage trains them, scored on held-out digits.
 
-A budgeted final stage whose time pays the chosen configuration under three quarters of the
-epochs its score was measured at (the shipped study's 4) trains the space's default point
-instead (`src.final.choose.affordable_choice`, `ENOUGH_OF_THE_SCORED_EPOCHS`). This script
-is what that rule rests on: it trains both configurations as the final stage trains them
-(all 10,000 bundled digits, each schedule decaying over its own epochs), for each epoch
-count given, and scores them on official training digits 50,000-59,999, which the bundle
-does not hold (`MNIST_IDX_FOLDER`), never on the test set. Compare rows of about the same
-training time; McNemar compares each default row with the shipped-best row closest to it
-in time, on the same 10,000 digits.
+A budgeted final stage whose time does not pay the chosen configuration the epochs its
+score was measured at trains a tied trial it pays in full, or, where it pays under three
+quarters of them, the space's default point (`src.final.choose.affordable_choice`). This
+script is what those rules rest on: it trains each arm as the final stage trains it (all
+10,000 bundled digits, each schedule decaying over its own epochs), for each epoch count
+given, and scores it on official training digits 50,000-59,999, which the bundle does not
+hold (`MNIST_IDX_FOLDER`), never on the test set. Compare rows of about the same training
+time; McNemar compares each row of a later arm with the first arm's row closest to it in
+time, on the same 10,000 digits.
 
-`--train-digits N` trains on official training digits 0 to N-1 instead of the bundle (at
-most 50,000: full MNIST's scale, short of its 60,000 so that the held-out digits stay out).
+An arm is ``CONFIGURATION:EPOCHS[,EPOCHS...]``, the configuration one of ``shipped`` (the
+shipped study's best, `conf/warm_start/default.json`), ``default`` (the search space's
+default point) or ``RESULTS#TRIAL`` (a trial of a run's ``results.json``). `--train-digits
+N` trains on official training digits 0 to N-1 instead of the bundle (at most 50,000: full
+MNIST's scale, short of its 60,000 so that the held-out digits stay out).
 
     MNIST_IDX_FOLDER=../shared/datasets/mnist .venv/bin/python bench/smallest_budgets.py
-        [--best-epochs 2 3 4] [--default-epochs 4 6 8] [--seed 42] [--train-digits N]
-        [--json FILE]
+        [--arms shipped:2,3,4 default:4,6,8] [--seed 42] [--train-digits N] [--json FILE]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import json
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -37,13 +40,50 @@ from src.data.dataset import Split
 from src.data.sources import read_idx_folder
 from src.model.hypermodel import CNNHyperModel
 from src.search.budgeting import default_configuration
+from src.search.results import recorded_search
 from src.stats import accuracy_with_interval, mcnemar
+
+
+def arm_configuration(name: str, hypermodel: CNNHyperModel) -> dict[str, Any]:
+    """The hyperparameters an arm's configuration names (see the module's docstring).
+
+    Raises:
+        ValueError: a name that is none of those, or a trial its results.json lacks.
+    """
+    if name == "shipped":
+        return json.loads(SHIPPED.read_text())["trials"][0]["hyperparameters"]
+    if name == "default":
+        return default_configuration(hypermodel)
+    path, _, trial_id = name.rpartition("#")
+    if not path:
+        raise ValueError(f"{name!r}: expected shipped, default or RESULTS#TRIAL")
+    trials = recorded_search(Path(path)).trials
+    trial = next((t for t in trials if t.trial_id == trial_id), None)
+    if trial is None:
+        raise ValueError(f"{path} has no trial {trial_id!r}")
+    return {k: v for k, v in trial.hyperparameters.items() if not k.startswith("tuner/")}
+
+
+def parse_arm(text: str) -> tuple[str, list[int]]:
+    """``CONFIGURATION:EPOCHS[,EPOCHS...]`` as its configuration and epoch counts."""
+    name, _, epochs = text.rpartition(":")
+    try:
+        counts = [int(e) for e in epochs.split(",")]
+    except ValueError:
+        counts = []
+    if not name or not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected CONFIGURATION:EPOCHS[,EPOCHS...]")
+    return name, counts
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--best-epochs", type=int, nargs="+", default=[2, 3, 4])
-    parser.add_argument("--default-epochs", type=int, nargs="+", default=[4, 6, 8])
+    parser.add_argument(
+        "--arms",
+        type=parse_arm,
+        nargs="+",
+        default=[("shipped", [2, 3, 4]), ("default", [4, 6, 8])],
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--train-digits", type=int, default=None, help="official, from 0")
     add_json_option(parser)
@@ -60,19 +100,20 @@ def main() -> None:
         train = Split(*official_training(arrays, slice(0, args.train_digits)))
         dataset = replace(dataset, train=train, val=Split(train.images[:0], train.labels[:0]))
     hypermodel = CNNHyperModel.from_config(cfg.search_space, cfg.training, dataset)
-    arms = {
-        "shipped best": (
-            json.loads(SHIPPED.read_text())["trials"][0]["hyperparameters"],
-            args.best_epochs,
-        ),
-        "default point": (default_configuration(hypermodel), args.default_epochs),
-    }
+    names = [name for name, _ in args.arms]
+    if len(set(names)) < len(names):
+        parser.error("each configuration may be one arm only: list its epochs together")
+    try:
+        arms = {name: (arm_configuration(name, hypermodel), counts) for name, counts in args.arms}
+    except (ValueError, OSError) as error:
+        parser.error(str(error))
     images, labels = official_training(arrays, HELD_OUT)
     for name, (values, _) in arms.items():
         print(f"{name}: {values}")
-    print("| configuration | epochs | train s | held-out accuracy [95 %] (errors) | p vs best |")
+    print("| configuration | epochs | train s | held-out accuracy [95 %] (errors) | p vs first |")
     print("| --- | ---: | ---: | ---: | ---: |")
-    rows, best_rows = [], []
+    first = next(iter(arms))
+    rows, first_rows = [], []
     for name, (values, epoch_counts) in arms.items():
         for epochs in epoch_counts:
             model, seconds = train_member(cfg, values, dataset, args.seed, epochs)
@@ -80,11 +121,11 @@ def main() -> None:
             keras.backend.clear_session()
             interval = accuracy_with_interval(int(right.sum()), len(right))
             p = None
-            if name == "default point" and best_rows:
-                nearest = min(best_rows, key=lambda row: abs(row[0] - seconds))
+            if name != first:
+                nearest = min(first_rows, key=lambda row: abs(row[0] - seconds))
                 p = mcnemar(right, nearest[1]).p_value
-            if name == "shipped best":
-                best_rows.append((seconds, right))
+            else:
+                first_rows.append((seconds, right))
             print(
                 f"| {name} | {epochs} | {seconds:.0f} | {interval} | "
                 f"{'-' if p is None else f'{p:.2g}'} |",
@@ -97,7 +138,7 @@ def main() -> None:
                     "train_s": round(seconds, 1),
                     "accuracy": interval.value,
                     "errors": interval.errors,
-                    "mcnemar_p_vs_nearest_best": p,
+                    "mcnemar_p_vs_nearest_first": p,
                 }
             )
     configurations = {name: values for name, (values, _) in arms.items()}

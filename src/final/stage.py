@@ -65,10 +65,8 @@ def run_final_stage(
     examples = len(dataset.train) + len(dataset.val)
     chosen, chosen_by = choose_trial(search, cfg.final.choose, hypermodel)
     if not cfg.final.epochs:  # epochs the user fixed are kept, whatever the time
-        chosen, chosen_by = affordable_choice(chosen, hypermodel, budget, examples) or (
-            chosen,
-            chosen_by,
-        )
+        replacement = affordable_choice(chosen, search, hypermodel, budget, examples)
+        chosen, chosen_by = replacement or (chosen, chosen_by)
     log.info("final stage: retraining trial %s, %s", chosen.trial_id, chosen_by)
     values = {k: v for k, v in chosen.hyperparameters.items() if not k.startswith("tuner/")}
     epochs = cfg.final.epochs or (chosen.best_step + 1 if chosen.best_step is not None else None)
