@@ -40,7 +40,6 @@ from src.data.dataset import Split
 from src.data.sources import read_idx_folder
 from src.model.hypermodel import CNNHyperModel
 from src.search.budgeting import default_configuration
-from src.search.results import recorded_search
 from src.stats import accuracy_with_interval, mcnemar
 
 
@@ -57,11 +56,12 @@ def arm_configuration(name: str, hypermodel: CNNHyperModel) -> dict[str, Any]:
     path, _, trial_id = name.rpartition("#")
     if not path:
         raise ValueError(f"{name!r}: expected shipped, default or RESULTS#TRIAL")
-    trials = recorded_search(Path(path)).trials
-    trial = next((t for t in trials if t.trial_id == trial_id), None)
+    trials = json.loads(Path(path).read_text()).get("trials", [])
+    trial = next((t for t in trials if str(t.get("trial_id")) == trial_id), None)
     if trial is None:
         raise ValueError(f"{path} has no trial {trial_id!r}")
-    return {k: v for k, v in trial.hyperparameters.items() if not k.startswith("tuner/")}
+    values = trial["hyperparameters"]
+    return {k: v for k, v in values.items() if not k.startswith("tuner/")}
 
 
 def parse_arm(text: str) -> tuple[str, list[int]]:
