@@ -103,8 +103,8 @@ def test_a_budget_short_of_the_chosen_trials_scored_epochs_trains_a_tied_trial_i
     chosen, why = affordable_choice(search.best, search, hypermodel, budget, 10_000)
     assert chosen.trial_id == "tied, dear"
     assert why == (
-        "trial tied, dear, tied with the best: the time left pays it the 4 epochs its score "
-        "was measured at, and trial best 3 of its 4"
+        "the best-scoring trial tied with the best that the time left pays the 4 epochs its "
+        "score was measured at (it pays trial best 3 of 4)"
     )
 
     budget.observe_epoch(9.0, 10_000, trial_id="tied, dear")  # dearer now: pays 3 of 4

@@ -78,9 +78,9 @@ def affordable_choice(
     paid = _tied_and_paid(search, chosen, budget, examples)
     if paid is not None:
         return paid, (
-            f"trial {paid.trial_id}, tied with the best: the time left pays it the "
-            f"{paid.best_step + 1} epochs its score was measured at, and trial "
-            f"{chosen.trial_id} {max(affordable, 0)} of its {scored_at}"
+            f"the best-scoring trial tied with the best that the time left pays the "
+            f"{paid.best_step + 1} epochs its score was measured at (it pays trial "
+            f"{chosen.trial_id} {max(affordable, 0)} of {scored_at})"
         )
     if affordable >= ENOUGH_OF_THE_SCORED_EPOCHS * scored_at:
         return None
