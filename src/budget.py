@@ -128,17 +128,14 @@ class RunBudget:
         per_epoch = max(rates) * self.final_examples
         return self.final_overhead_s + per_epoch * self.final_epochs * self.final_seeds
 
-    def affordable_epochs(
-        self, examples: int, trial_id: str | None = None, margin: float | None = None
-    ) -> int | None:
+    def affordable_epochs(self, examples: int, trial_id: str | None = None) -> int | None:
         """Epochs of one model on ``examples`` digits the time left pays beside the final
-        stage's fixed costs, at a trial's measured rate (``margin`` over it: by default
-        ``COST_MARGIN``, the plan's; 1 for the count expected); None before anything was
-        measured."""
+        stage's fixed costs, at a trial's measured rate (``COST_MARGIN`` over it); None
+        before anything was measured."""
         rate = self.rate(trial_id)
         if rate is None:
             return None
-        per_epoch = (COST_MARGIN if margin is None else margin) * rate * examples
+        per_epoch = COST_MARGIN * rate * examples
         return int((self.left() - FINAL_OVERHEAD_S) // per_epoch) if per_epoch > 0 else 0
 
     @property

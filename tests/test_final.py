@@ -7,7 +7,7 @@ import pytest
 from helpers import compose_config
 from omegaconf import OmegaConf
 
-from src.budget import FINAL_OVERHEAD_S, RunBudget
+from src.budget import COST_MARGIN, FINAL_OVERHEAD_S, RunBudget
 from src.final.choose import affordable_choice, choose_trial
 from src.model.hypermodel import CNNHyperModel, forward_flops
 from src.search.results import SearchResult, TrialSummary
@@ -77,7 +77,7 @@ def test_a_budget_too_short_for_the_chosen_trials_scored_epochs_trains_the_defau
     left pays under three quarters of them, the final stage trains the space's default
     (smallest) model instead."""
     epoch_s = 10.0  # an epoch of 10,000 digits, as measured for the best trial
-    budget = RunBudget(FINAL_OVERHEAD_S + 2.5 * epoch_s)  # pays 2 epochs
+    budget = RunBudget(FINAL_OVERHEAD_S + 2.5 * COST_MARGIN * epoch_s)  # pays 2 epochs
     budget.observe_epoch(epoch_s, 10_000, trial_id="best")
     chosen, why = affordable_choice(search.best, search, hypermodel, budget, 10_000)
     assert chosen.trial_id == "default" and chosen.score is None
@@ -85,7 +85,7 @@ def test_a_budget_too_short_for_the_chosen_trials_scored_epochs_trains_the_defau
     assert chosen.hyperparameters["filters_0"] == chosen.hyperparameters["filters_1"] == 16
     assert why.endswith("pays trial best 2 of the 4 epochs its score was measured at")
 
-    budget.total_s += epoch_s  # now 3 epochs fit: the best is kept
+    budget.total_s += COST_MARGIN * epoch_s  # now 3 epochs fit: the best is kept
     assert affordable_choice(search.best, search, hypermodel, budget, 10_000) is None
     assert affordable_choice(search.best, search, hypermodel, None, 10_000) is None
 
@@ -95,7 +95,7 @@ def test_a_budget_short_of_the_chosen_trials_scored_epochs_trains_a_tied_trial_i
 ):
     """Tied scores promise the same accuracy: where the time left pays the best trial 3 of
     its 4 scored epochs, the best-scoring tied trial it pays all 4 is trained instead."""
-    budget = RunBudget(FINAL_OVERHEAD_S + 3.5 * 10.0)  # 3 epochs of the best
+    budget = RunBudget(FINAL_OVERHEAD_S + 3.5 * COST_MARGIN * 10.0)  # 3 epochs of the best
     budget.observe_epoch(10.0, 10_000, trial_id="best")
     budget.observe_epoch(8.0, 10_000, trial_id="tied, dear")  # pays 4
     budget.observe_epoch(4.0, 10_000, trial_id="tied, cheap")  # pays 8
@@ -112,5 +112,5 @@ def test_a_budget_short_of_the_chosen_trials_scored_epochs_trains_a_tied_trial_i
         "tied, cheap"
     )
     # Paid its own scored epochs, the chosen trial is kept, however cheap a tied one.
-    budget.total_s += 10.0
+    budget.total_s += COST_MARGIN * 10.0
     assert affordable_choice(search.best, search, hypermodel, budget, 10_000) is None

@@ -42,14 +42,6 @@ def choose_trial(
     return chosen, reason
 
 
-# What the choice reads is the epoch count the final stage is expected to train, not its
-# plan: the plan keeps `src.budget.COST_MARGIN` for safety, and the final model's epochs are then
-# refitted to their measured time (`EpochsFittedToTime`). With the margin, a 3-minute
-# full-MNIST run read 2.98 epochs of the shipped best as 2 and traded it for the default
-# point; in a 10-minute one the final epochs took 36 s where the trial's rate, without the
-# margin, had predicted 35 s.
-EXPECTED = 1.0
-
 # The share of its scored epochs a configuration must be paid to be trained: measured on
 # held-out training digits, the shipped best trained for 2 of its 4 epochs lost to the
 # default point trained in the same time (on 10,000 digits and on 50,000), and for 3 of
@@ -79,7 +71,7 @@ def affordable_choice(
     """
     if budget is None or chosen.best_step is None or chosen.trial_id == DEFAULT_TRIAL_ID:
         return None
-    affordable = budget.affordable_epochs(examples, chosen.trial_id, EXPECTED)
+    affordable = budget.affordable_epochs(examples, chosen.trial_id)
     scored_at = chosen.best_step + 1
     if affordable is None or affordable >= scored_at:
         return None
@@ -112,7 +104,7 @@ def _tied_and_paid(
     measured rate; None where there is none."""
 
     def paid(trial: TrialSummary) -> bool:
-        affordable = budget.affordable_epochs(examples, trial.trial_id, EXPECTED)
+        affordable = budget.affordable_epochs(examples, trial.trial_id)
         return affordable is not None and affordable >= trial.best_step + 1
 
     candidates = [
