@@ -42,11 +42,6 @@ def choose_trial(
     return chosen, reason
 
 
-# The epochs read are the plan's (`src.budget.COST_MARGIN` over the measured rate), not the
-# count expected, on purpose: on held-out digits the shipped best for 2 of its 4 epochs was
-# 46 digits behind the default point for 6, and for all 4 only 22 ahead of it for 8, so on
-# a machine whose speed changes the doubt goes to the default point (tried without the margin:
-# docs/benchmarks.md, the slower machine's full-MNIST 3-minute rows).
 # The share of its scored epochs a configuration must be paid to be trained: measured on
 # held-out training digits, the shipped best trained for 2 of its 4 epochs lost to the
 # default point trained in the same time (on 10,000 digits and on 50,000), and for 3 of
@@ -76,6 +71,10 @@ def affordable_choice(
     """
     if budget is None or chosen.best_step is None or chosen.trial_id == DEFAULT_TRIAL_ID:
         return None
+    # The plan's epochs (`COST_MARGIN` over the measured rate), not the count expected, on
+    # purpose: on held-out digits the shipped best for 2 of its 4 epochs was 46 digits
+    # behind the default point for 6, and for all 4 only 22 ahead of it for 8, so where a
+    # machine's speed changes the doubt goes to the smaller model (docs/benchmarks.md).
     affordable = budget.affordable_epochs(examples, chosen.trial_id)
     scored_at = chosen.best_step + 1
     if affordable is None or affordable >= scored_at:

@@ -32,9 +32,9 @@ log = logging.getLogger(__name__)
 # The fewest digits a trial trains on when the budget narrows them: 50 of each class.
 MIN_TRIAL_EXAMPLES = 500
 # Batches timed to measure a model's cost before any trial (about a second here), and how
-# many times: the median of three passes over one slow stretch of a shared machine (one
-# pass measured the shipped best at twice what a run minutes earlier had, and its final
-# stage then trained at the earlier rate).
+# many times: on a shared 2-core machine passes seconds apart differed by up to 1.6x, and
+# the median passes over one slow pass (not over a machine slow for minutes:
+# docs/benchmarks.md, full MNIST at 3 minutes on the slower machine).
 CALIBRATION_STEPS = 8
 CALIBRATION_PASSES = 3
 
