@@ -419,7 +419,9 @@ def test_a_budget_that_affords_no_new_trial_retrains_the_warm_starts_best(tiny_c
 def test_every_tuner_runs_within_a_budget(tiny_config, tuner):
     """`budget=` with each tuner: the budget ends the search (or the tuner does, for one
     that runs out of trials first), the final stage registers, the times add up."""
-    overrides = [f"tuner={tuner}", "budget=40s", "tuner.search_examples=150"]
+    # 60 s: opening the MLflow store and loading the data took 31 s of a 40 s budget once,
+    # under the full suite on a slow shared machine, and the budget was refused.
+    overrides = [f"tuner={tuner}", "budget=60s", "tuner.search_examples=150"]
     if tuner == "hyperband":
         overrides += ["tuner.max_epochs=2"]
     else:
@@ -434,4 +436,4 @@ def test_every_tuner_runs_within_a_budget(tiny_config, tuner):
     assert result.final.budget["search_s"] + result.final.budget["final_s"] <= (
         result.final.budget["spent_s"] + 1
     )
-    assert elapsed <= 40 + 25, (elapsed, budget)
+    assert elapsed <= 60 + 25, (elapsed, budget)
