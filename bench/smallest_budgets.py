@@ -40,6 +40,7 @@ from src.data.dataset import Split
 from src.data.sources import read_idx_folder
 from src.model.hypermodel import CNNHyperModel
 from src.search.budgeting import default_configuration
+from src.search.warm_start import model_hyperparameters
 from src.stats import accuracy_with_interval, mcnemar
 
 
@@ -60,8 +61,7 @@ def arm_configuration(name: str, hypermodel: CNNHyperModel) -> dict[str, Any]:
     trial = next((t for t in trials if str(t.get("trial_id")) == trial_id), None)
     if trial is None:
         raise ValueError(f"{path} has no trial {trial_id!r}")
-    values = trial["hyperparameters"]
-    return {k: v for k, v in values.items() if not k.startswith("tuner/")}
+    return model_hyperparameters(trial["hyperparameters"])
 
 
 def parse_arm(text: str) -> tuple[str, list[int]]:

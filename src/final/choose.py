@@ -8,6 +8,7 @@ from src.budget import RunBudget
 from src.model.hypermodel import CNNHyperModel, fixed_hyperparameters, forward_flops
 from src.search.budgeting import DEFAULT_TRIAL_ID, default_configuration
 from src.search.results import SearchResult, TrialSummary
+from src.search.warm_start import model_hyperparameters, score_sign
 
 
 def choose_trial(
@@ -24,12 +25,12 @@ def choose_trial(
     best = search.best
     if best.trial_id == DEFAULT_TRIAL_ID:  # no search ran, and no warm start named a configuration
         return best, "the search space's default configuration"
-    tied = [t for t in search.completed if t.tied_with_best or t.trial_id == best.trial_id]
+    tied = search.trials_tied_with_best
     if rule == "best" or len(tied) < 2:
         return best, "the best trial"
 
     def cost(trial: TrialSummary) -> int:
-        values = {k: v for k, v in trial.hyperparameters.items() if not k.startswith("tuner/")}
+        values = model_hyperparameters(trial.hyperparameters)
         return forward_flops(hypermodel.build(fixed_hyperparameters(values)))
 
     costs = {t.trial_id: cost(t) for t in tied}
@@ -113,14 +114,13 @@ def _tied_and_paid(
 
     candidates = [
         t
-        for t in search.completed
+        for t in search.trials_tied_with_best
         if t.trial_id != chosen.trial_id
-        and (t.tied_with_best or t.trial_id == search.best_trial_id)
         and t.score is not None
         and t.best_step is not None
         and paid(t)
     ]
     if not candidates:
         return None
-    sign = -1.0 if "loss" in search.objective else 1.0
+    sign = score_sign(search.objective)
     return max(candidates, key=lambda t: sign * t.score)

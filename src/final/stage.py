@@ -33,6 +33,7 @@ from src.final.retrain import ensemble_of, train_and_test
 from src.model.backend import EpochsFittedToTime
 from src.model.hypermodel import CNNHyperModel
 from src.search.results import SearchResult
+from src.search.warm_start import model_hyperparameters
 from src.tracking.final_run import close_final_run, log_final_run
 from src.tracking.tracker import MLflowTracker
 
@@ -68,7 +69,7 @@ def run_final_stage(
         replacement = affordable_choice(chosen, search, hypermodel, budget, examples)
         chosen, chosen_by = replacement or (chosen, chosen_by)
     log.info("final stage: retraining trial %s, %s", chosen.trial_id, chosen_by)
-    values = {k: v for k, v in chosen.hyperparameters.items() if not k.startswith("tuner/")}
+    values = model_hyperparameters(chosen.hyperparameters)
     epochs = cfg.final.epochs or (chosen.best_step + 1 if chosen.best_step is not None else None)
     epochs = epochs or training["epochs"]
 

@@ -25,16 +25,16 @@ from src.data.dataset import Dataset, Split, stratified_subset
 from src.errors import ConfigError
 from src.model.hypermodel import CNNHyperModel, fixed_hyperparameters
 from src.search.results import SearchResult, TrialSummary
-from src.search.warm_start import ranked_for
+from src.search.warm_start import ranked_for, score_sign
 
 log = logging.getLogger(__name__)
 
 # The fewest digits a trial trains on when the budget narrows them: 50 of each class.
 MIN_TRIAL_EXAMPLES = 500
 # Batches timed to measure a model's cost before any trial (about a second here), and how
-# many times: on a shared 2-core machine passes seconds apart differed by up to 1.6x, and
-# the median passes over one slow pass (not over a machine slow for minutes:
-# docs/benchmarks.md, full MNIST at 3 minutes on the slower machine).
+# many times: a shared machine's speed changes within seconds, and the median passes over
+# one slow pass (not over a machine slow for minutes: docs/benchmarks.md, full MNIST at 3
+# minutes on the slower machine).
 CALIBRATION_STEPS = 8
 CALIBRATION_PASSES = 3
 
@@ -232,7 +232,7 @@ def known_best(
     else:
         # The warm start ranks higher-is-better, a loss negated; the trial keeps the
         # objective's own.
-        score = -ranking_score if "loss" in objective else ranking_score
+        score = score_sign(objective) * ranking_score
         trial = TrialSummary("warm_start", TrialStatus.COMPLETED, score, epochs - 1, dict(values))
     return SearchResult(
         trials=[trial],

@@ -61,6 +61,11 @@ class SearchResult:
         return [t for t in self.trials if t.status == TrialStatus.COMPLETED]
 
     @property
+    def trials_tied_with_best(self) -> list[TrialSummary]:
+        """The completed trials that cannot be told apart from the best, the best included."""
+        return [t for t in self.completed if t.tied_with_best or t.trial_id == self.best_trial_id]
+
+    @property
     def best(self) -> TrialSummary | None:
         """The best trial, as the oracle ranks them."""
         return next((t for t in self.trials if t.trial_id == self.best_trial_id), None)

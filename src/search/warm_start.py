@@ -135,15 +135,16 @@ def _recorded(file: Path) -> list[tuple[float, dict[str, Any]]]:
         raise ConfigError(f"tuner.warm_start={str(file)!r}: not JSON ({error})") from None
     if not isinstance(record, Mapping):
         raise ConfigError(f"tuner.warm_start={str(file)!r}: not a results.json or final.json")
-    sign = -1.0 if "loss" in str(record.get("objective", "")) else 1.0
+    sign = score_sign(str(record.get("objective", "")))
     if "trials" in record:  # results.json, or the shipped study (the same shape)
         found = [
-            (sign * float(trial["score"]), _values(trial["hyperparameters"]))
+            (sign * float(trial["score"]), model_hyperparameters(trial["hyperparameters"]))
             for trial in record["trials"]
             if trial.get("status") in ("COMPLETED", None) and trial.get("score") is not None
         ]
     elif "hyperparameters" in record:  # final.json: the configuration it retrained
-        found = [(float(record.get("test_accuracy") or 0.0), _values(record["hyperparameters"]))]
+        values = model_hyperparameters(record["hyperparameters"])
+        found = [(float(record.get("test_accuracy") or 0.0), values)]
     else:
         found = []
     if not found:
@@ -151,9 +152,16 @@ def _recorded(file: Path) -> list[tuple[float, dict[str, Any]]]:
     return found
 
 
-def _values(hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
-    # Keras Tuner's own bookkeeping (Hyperband's tuner/epochs, ...) is not a configuration.
+def model_hyperparameters(hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
+    """A trial's hyperparameters without Keras Tuner's own bookkeeping (Hyperband's
+    ``tuner/epochs``, ...), which is not a configuration."""
     return {k: v for k, v in hyperparameters.items() if not k.startswith("tuner/")}
+
+
+def score_sign(objective: str) -> float:
+    """1 where a higher score of ``objective`` is better, -1 for a loss: multiply a score by
+    it to rank higher-is-better."""
+    return -1.0 if "loss" in objective else 1.0
 
 
 def configuration_misfit(values: Mapping[str, Any], space: Mapping[str, Any]) -> str | None:
