@@ -10,10 +10,12 @@ hold (read from the IDX folder `MNIST_IDX_FOLDER` names), never on the test set.
 what `final.ensemble_epochs` in `conf/config.yaml` is chosen by.
 
     MNIST_IDX_FOLDER=../shared/datasets/mnist .venv/bin/python bench/epochs_or_seeds.py
-        [--epochs 12 30] [--members 1 2 3] [--seeds 42 43 44] [--json FILE]
+        [--epochs 12 30] [--members 1 2 3] [--seeds 42 43 44] [--member-epochs E] [--json FILE]
 
 Every arm with k members takes the first k seeds; McNemar compares each ensemble with the
-single model of the same total epochs, on the same 10,000 digits.
+single model of the same total epochs, on the same 10,000 digits. With ``--member-epochs
+E`` every member trains E epochs instead (k members: k times the time): what a budget that
+pays one model its ``final.max_epochs`` and more would buy by training more of them.
 """
 
 from __future__ import annotations
@@ -70,6 +72,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, nargs="+", default=[12, 30], help="total epochs")
     parser.add_argument("--members", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument(
+        "--member-epochs",
+        type=int,
+        help="every member trains this many epochs (the total grows with the members)",
+    )
     add_json_option(parser)
     args = parser.parse_args()
     folder = os.environ.get("MNIST_IDX_FOLDER")
@@ -84,10 +91,11 @@ def main() -> None:
     print("| total epochs | members x epochs | held-out accuracy [95 %] (errors) | train s | p |")
     print("| ---: | --- | ---: | ---: | ---: |")
     rows, outputs = [], {}  # (seed, epochs) -> softmax on the held-out digits
-    for total in args.epochs:
+    totals = [None] if args.member_epochs else args.epochs
+    for total in totals:
         single_right = None
         for members in args.members:
-            epochs = total // members
+            epochs = args.member_epochs or total // members
             if epochs < 1:
                 continue
             seconds = 0.0
@@ -102,13 +110,13 @@ def main() -> None:
             p = None if single_right is None else mcnemar(right, single_right).p_value
             single_right = right if members == 1 else single_right
             print(
-                f"| {total} | {members} x {epochs} | {interval} | {seconds:.0f} | "
+                f"| {members * epochs} | {members} x {epochs} | {interval} | {seconds:.0f} | "
                 f"{'-' if p is None else f'{p:.2g}'} |",
                 flush=True,
             )
             rows.append(
                 {
-                    "total_epochs": total,
+                    "total_epochs": members * epochs,
                     "members": members,
                     "epochs": epochs,
                     "accuracy": interval.value,

@@ -316,6 +316,25 @@ def test_the_search_keeps_the_final_stages_share_of_the_budget():
     assert budget.to_dict()["final_kept_s"] == pytest.approx(50)
 
 
+def test_the_search_leaves_the_final_model_its_reserve_epochs_where_they_cost_more(tiny_config):
+    """final.reserve_epochs: where epochs of every training digit are dear (full MNIST's
+    scale), the search leaves the final stage what pays it that many; where they are cheap,
+    budget_share still decides."""
+    train = _digits(3000)  # the final stage trains 6,000 digits
+
+    def kept(rate: float, *overrides: str) -> float:
+        budget = RunBudget(600.0, seconds_per_example=rate)
+        plan_budget(budget, tiny_config("budget=600s", *overrides), _dataset(train), None, train)
+        return budget.final_kept_s
+
+    # 48 s an epoch: 10 of them and the fixed cost, more than half of the 600 s.
+    assert kept(0.008, "final.reserve_epochs=10") == pytest.approx(10 * 48 + FINAL_OVERHEAD_S)
+    assert kept(0.008, "final.reserve_epochs=null") == pytest.approx(300)
+    # A final stage that trains only its planned epochs is kept nothing beyond them.
+    assert kept(0.008, "final.reserve_epochs=10", "final.fill_budget=false") == pytest.approx(300)
+    assert kept(0.001, "final.reserve_epochs=10") == pytest.approx(300)  # 6 s an epoch
+
+
 def test_a_tight_budget_narrows_the_trials_digits_rather_than_refusing(tiny_config):
     cfg = tiny_config("budget=100s")
     budget = RunBudget(100.0, seconds_per_example=0.01)

@@ -100,6 +100,7 @@ class FinalSchema:
     alpha: float = _between(0, 1)
     from_results: str | None = None
     budget_share: float = field(default=0.5, metadata={"between": (0, 1)})
+    reserve_epochs: int | None = _at_least(1, default=None)
     fill_budget: bool = True
     max_epochs: int = _at_least(1, default=30)
     ensemble_epochs: int | None = _at_least(1, default=None)

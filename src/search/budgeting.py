@@ -119,6 +119,11 @@ def plan_budget(
     final, training = cfg.final, cfg.training
     budget.final_examples = len(dataset.train) + len(dataset.val)
     budget.final_epochs = final.epochs or training.epochs
+    if final.fill_budget and final.reserve_epochs:
+        # Kept for a final model that trains as many epochs as the time allows: the epochs
+        # it needs to be at its best, which the search must not spend (docs/usage.md).
+        reserve = min(final.reserve_epochs, final.max_epochs)
+        budget.final_epochs = max(budget.final_epochs, reserve)
     budget.final_seeds = len(final.seeds or [training.seed]) if final.enabled else 0
     budget.final_overhead_s = FINAL_OVERHEAD_S if final.enabled else 0.0
     budget.final_share = final.budget_share if final.enabled else 0.0
