@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from src.budget import (
 from src.config.rules import validate_config
 from src.data.dataset import Split
 from src.errors import ConfigError
-from src.model.backend import EpochsFittedToTime, StopAtDeadline
+from src.model.backend import EpochsFittedToTime, StopAtDeadline, most_without_rising
 from src.pipeline import run_pipeline
 from src.search.budgeting import plan_budget, search_adds_nothing, search_subset
 
@@ -175,11 +176,14 @@ def test_a_final_model_trains_the_epochs_its_measured_time_pays():
     none_left = EpochsFittedToTime(lambda: 0.0, planned=5, most=5)
     assert len(_cosine_fit(none_left, most=5)["loss"]) == 1  # the first epoch, then stop
 
-    # Epochs of at least 0.2 s, 1.5 s left after each, shared with one more model of the
-    # same count: at most (1.5 / 0.2 + 2) // 2 = 4 epochs, where alone it would train 9.
-    shared = EpochsFittedToTime(lambda: 1.5, planned=10, most=10, models_after=1)
-    trained = len(_cosine_fit(shared, most=10, slow_s=0.2)["loss"])
-    assert 2 <= trained <= 4, trained
+    # Epochs of at least 0.2 s and 3 s to the deadline, shared with one more model of the
+    # same count: at most 3 / 0.2 // 2 = 7 epochs each, where alone it would train 15.
+    deadline = time.perf_counter() + 3.0
+    shared = EpochsFittedToTime(
+        lambda: deadline - time.perf_counter(), planned=20, most=20, models_after=1
+    )
+    trained = len(_cosine_fit(shared, most=20, slow_s=0.2)["loss"])
+    assert 2 <= trained <= 7, trained
 
 
 class _Clock:
@@ -192,13 +196,20 @@ class _Clock:
         return self.now
 
 
-def _train_epochs(fitted: EpochsFittedToTime, clock: _Clock, seconds: list[float]) -> int:
-    """Drive the callback through epochs of the given lengths, as `fit` would; the count
-    trained before it stops the model."""
+def _train_epochs(
+    fitted: EpochsFittedToTime,
+    clock: _Clock,
+    seconds: list[float],
+    before: keras.callbacks.Callback | None = None,
+) -> int:
+    """Drive the callback through epochs of the given lengths, as `fit` would (``before``
+    called at each epoch's start first); the count trained before it stops the model."""
     model = keras.Sequential([keras.Input((1,))])
     model.stop_training = False  # as fit sets it
     fitted.set_model(model)
     for epoch, took in enumerate(seconds):
+        if before is not None:
+            before.on_epoch_begin(epoch)
         fitted.on_epoch_begin(epoch)
         clock.now += took
         fitted.on_epoch_end(epoch)
@@ -220,19 +231,34 @@ def test_one_slow_epoch_does_not_cut_the_final_models_schedule():
     # more: 5 epochs in all.
 
 
-def test_the_count_grows_early_in_the_schedule_and_only_shrinks_late():
-    """A machine that speeds up late: the count set while the rate is still high holds
-    (the schedule is not stretched back up), and one that slows down late still stops in
-    time."""
+def test_the_count_grows_as_far_as_the_rate_never_rises_and_shrinks_in_time():
+    """A machine that speeds up late: the count grows into the time that frees (the
+    schedule's tail stretched, its cosine rate never rising), up to the deadline; one that
+    slows down late still stops in time."""
     clock = _Clock()
     fitted = EpochsFittedToTime(lambda: 300.0 - clock.now, planned=3, most=30, clock=clock)
-    # 30-s epochs at first: (300 - 60) / 30 + 2 = 10 epochs; then 10-s epochs, too late.
-    trained = _train_epochs(fitted, clock, [30, 30, 30, 30, 10, 10, 10, 10, 10, 10, 10])
-    assert trained == 10 and fitted.epochs == 10
+    rates = []
+
+    class Rate(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            rates.append(0.5 * (1 + np.cos(np.pi * epoch / fitted.epochs)))
+
+    # 30-s epochs at first: (300 - 60) / 30 + 2 = 10 epochs; then 10-s epochs pay 22 in all.
+    trained = _train_epochs(fitted, clock, [30] * 4 + [10] * 30, before=Rate())
+    assert trained == 22 and clock.now == pytest.approx(300.0)
+    assert (np.diff(rates) <= 1e-12).all()
+    assert rates[-1] < 0.01  # the schedule still decays to (about) zero
     clock = _Clock()
     slowing = EpochsFittedToTime(lambda: 120.0 - clock.now, planned=10, most=10, clock=clock)
     trained = _train_epochs(slowing, clock, [10, 10, 10, 10, 40, 40, 40, 40, 40, 40])
     assert clock.now <= 120.0 + 40 and trained < 10
+
+
+def test_the_count_never_grows_past_where_the_rate_would_rise():
+    assert most_without_rising(1, 4) == math.inf
+    # After 10 of 11 epochs (progress 9/11 last), 12 keep 10/12 >= 9/11; 13 would not.
+    assert most_without_rising(10, 11) == 12
+    assert most_without_rising(2, 5) == 10
 
 
 def test_search_examples_is_a_stratified_subset():
