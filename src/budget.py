@@ -96,6 +96,7 @@ class RunBudget:
     seconds_per_example: float | None = None
     trial_seconds_per_example: dict[str, float] = field(default_factory=dict)
     final_examples: int = 0
+    # Epochs of the final model its reserve pays: the planned ones, or final.reserve_epochs.
     final_epochs: int = 1
     final_seeds: int = 1
     final_overhead_s: float = FINAL_OVERHEAD_S  # 0 where the final stage is off
