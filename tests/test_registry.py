@@ -365,11 +365,15 @@ def test_promotion_rules_compare_on_the_same_digits_only(tmp_path):
 def test_two_final_stages_promoting_at_once_leave_the_better_one_champion(
     tmp_path, monkeypatch, stronger_first, locked
 ):
-    """Two challengers that both beat the champion decide at the same time, the weaker one's
-    comparison (re-evaluating the champion) slower: without the promotion lock both read
-    the old champion and the weaker sets the alias last, in either order of starting. With
-    it, the second to decide compares against the first's verdict and the stronger wins.
-    The unlocked cases show that the race is real, so the locked ones can fail."""
+    """Two challengers that both beat the champion decide at the same time. Without the
+    promotion lock both read the old champion and, when the weaker one's comparison ends
+    last, it sets the alias last, in either order of starting. Each comparison waits for the
+    other to have read the champion too (a short wait where the lock should keep it out),
+    and the weaker then ends only once the stronger is champion: that interleaving, certain
+    rather than left to timing, shows the race in the unlocked cases and would break the
+    locked ones if the lock failed. With the lock the second to decide compares against the
+    first's verdict and the stronger wins."""
+    import threading
     from contextlib import nullcontext
 
     import src.registry.promote as promote_module
@@ -384,15 +388,25 @@ def test_two_final_stages_promoting_at_once_leave_the_better_one_champion(
     _promote(client, _right(900), masks=masks)  # version 1: the champion
     strong, weak = _register_version(client, MODEL), _register_version(client, MODEL)
     masks.update({strong: _right(990), weak: _right(960)})
+    both_read_the_champion = threading.Barrier(2)
+
+    def strong_is_champion() -> bool:
+        return str(client.get_model_version_by_alias(MODEL, "champion").version) == strong
 
     def decide(version, start_after_s):
         time.sleep(start_after_s)
         right = masks[version]
         accuracy = accuracy_with_interval(int(right.sum()), len(right))
-        comparison_s = 1.0 if version == weak else 0.3  # the race's window
 
         def champion_right(champion_version):
-            time.sleep(comparison_s)
+            try:
+                both_read_the_champion.wait(timeout=60 if not locked else 3)
+            except threading.BrokenBarrierError:
+                return masks[champion_version]  # the lock kept the other out: no race
+            deadline = time.monotonic() + 60
+            while version == weak and not strong_is_champion():
+                assert time.monotonic() < deadline, "the stronger never became champion"
+                time.sleep(0.05)
             return masks[champion_version]
 
         return promote(
