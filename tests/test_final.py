@@ -114,3 +114,24 @@ def test_a_budget_short_of_the_chosen_trials_scored_epochs_trains_a_tied_trial_i
     # Paid its own scored epochs, the chosen trial is kept, however cheap a tied one.
     budget.total_s += COST_MARGIN * 10.0
     assert affordable_choice(search.best, search, hypermodel, budget, 10_000) is None
+
+
+def test_a_budget_that_pays_a_tied_trial_far_more_of_the_schedule_trains_it(search, hypermodel):
+    """Paid its scored epochs, the best is still left where a budget filling up to 30 epochs
+    pays a tied trial 1.5 times as many as the best: the same promise, more of the schedule
+    to keep it. A few more epochs are no reason, nor are epochs beyond the cap."""
+    budget = RunBudget(FINAL_OVERHEAD_S + 10.5 * COST_MARGIN * 10.0)  # 10 epochs of the best
+    budget.observe_epoch(10.0, 10_000, trial_id="best")
+    budget.observe_epoch(8.0, 10_000, trial_id="tied, dear")  # pays 13: not enough more
+    budget.observe_epoch(4.0, 10_000, trial_id="tied, cheap")  # pays 26
+    budget.observe_epoch(1.0, 10_000, trial_id="cheapest, worse")  # not tied: never chosen
+    chosen, why = affordable_choice(search.best, search, hypermodel, budget, 10_000, 30)
+    assert chosen.trial_id == "tied, cheap"
+    assert why == (
+        "the tied trial the time left pays the most of the 30 epochs a budget fills: 26, "
+        "where it pays trial best 10"
+    )
+    # Capped at 12 epochs, the cheap trial's 12 are not 1.5 times the best's 10.
+    assert affordable_choice(search.best, search, hypermodel, budget, 10_000, 12) is None
+    # Without a budget to fill (`final.fill_budget=false`), the scored epochs are all it trains.
+    assert affordable_choice(search.best, search, hypermodel, budget, 10_000) is None

@@ -65,8 +65,9 @@ def run_final_stage(
     hypermodel = CNNHyperModel.from_config(cfg.search_space, cfg.training, dataset)
     examples = len(dataset.train) + len(dataset.val)
     chosen, chosen_by = choose_trial(search, cfg.final.choose, hypermodel)
+    fill = cfg.final.max_epochs if cfg.final.fill_budget and not cfg.final.epochs else None
     if not cfg.final.epochs:  # epochs the user fixed are kept, whatever the time
-        replacement = affordable_choice(chosen, search, hypermodel, budget, examples)
+        replacement = affordable_choice(chosen, search, hypermodel, budget, examples, fill)
         chosen, chosen_by = replacement or (chosen, chosen_by)
     log.info("final stage: retraining trial %s, %s", chosen.trial_id, chosen_by)
     values = model_hyperparameters(chosen.hyperparameters)
@@ -74,7 +75,6 @@ def run_final_stage(
     epochs = epochs or training["epochs"]
 
     seeds = list(cfg.final.seeds or [training["seed"]])
-    fill = cfg.final.max_epochs if cfg.final.fill_budget and not cfg.final.epochs else None
     plan = fit_final_stage(
         budget,
         epochs,
