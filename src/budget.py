@@ -100,8 +100,11 @@ class RunBudget:
     final_epochs: int = 1
     final_seeds: int = 1
     final_overhead_s: float = FINAL_OVERHEAD_S  # 0 where the final stage is off
-    # The share of the budget kept for the final stage however little it is expected to need.
+    # The share of the budget kept for the final stage however little it is expected to need,
+    # and the most epochs its model may train (final.max_epochs with fill_budget): the share
+    # never keeps more than pays those, which the final stage could not use.
     final_share: float = 0.0
+    final_most_epochs: int | None = None
     # Filled in as the run goes: why the search stopped, and what each part took.
     search_stopped_because: str | None = None
     search_s: float | None = None
@@ -121,13 +124,17 @@ class RunBudget:
         """Seconds per example per epoch: a trial's own where measured, else the estimate."""
         return self.trial_seconds_per_example.get(str(trial_id), self.seconds_per_example)
 
+    def _final_s(self, epochs: int, margin: float = 1.0) -> float:
+        """The final stage's fixed costs and ``epochs`` of its seeds on every training digit,
+        at the costliest rate measured so far (it may retrain any trial), times ``margin``."""
+        rates = [self.seconds_per_example or 0.0, *self.trial_seconds_per_example.values()]
+        per_epoch = margin * max(rates) * self.final_examples
+        return self.final_overhead_s + per_epoch * epochs * self.final_seeds
+
     @property
     def final_reserve_s(self) -> float:
-        """What the final stage is expected to need: its epochs on every training digit, at
-        the costliest rate measured so far (the final stage may retrain any trial)."""
-        rates = [self.seconds_per_example or 0.0, *self.trial_seconds_per_example.values()]
-        per_epoch = max(rates) * self.final_examples
-        return self.final_overhead_s + per_epoch * self.final_epochs * self.final_seeds
+        """What the final stage is expected to need: its planned epochs (`_final_s`)."""
+        return self._final_s(self.final_epochs)
 
     def affordable_epochs(self, examples: int, trial_id: str | None = None) -> int | None:
         """Epochs of one model on ``examples`` digits the time left pays beside the final
@@ -142,8 +149,12 @@ class RunBudget:
     @property
     def final_kept_s(self) -> float:
         """Seconds the search leaves the final stage: what it is expected to need, or its
-        share of the budget, whichever is more."""
-        return max(self.final_reserve_s, self.final_share * self.total_s)
+        share of the budget, whichever is more; the share no more than pays its most epochs
+        (``final_most_epochs``, with the plan's `COST_MARGIN`), the rest being the search's."""
+        share = self.final_share * self.total_s
+        if self.final_most_epochs is not None:
+            share = min(share, self._final_s(self.final_most_epochs, COST_MARGIN))
+        return max(self.final_reserve_s, share)
 
     def search_left(self) -> float:
         """Seconds the search may still use: what is left after the final stage's share."""

@@ -346,7 +346,8 @@ def test_the_search_keeps_the_final_stages_share_of_the_budget():
 def test_the_search_leaves_the_final_model_its_reserve_epochs_where_they_cost_more(tiny_config):
     """final.reserve_epochs: where epochs of every training digit are dear (full MNIST's
     scale), the search leaves the final stage what pays it that many; where they are cheap,
-    budget_share still decides."""
+    budget_share decides, but keeps no more than pays the final model final.max_epochs (with
+    the plan's margin): those it could not use."""
     train = _digits(3000)  # the final stage trains 6,000 digits
 
     def kept(rate: float, *overrides: str) -> float:
@@ -359,7 +360,11 @@ def test_the_search_leaves_the_final_model_its_reserve_epochs_where_they_cost_mo
     assert kept(0.008, "final.reserve_epochs=null") == pytest.approx(300)
     # A final stage that trains only its planned epochs is kept nothing beyond them.
     assert kept(0.008, "final.reserve_epochs=10", "final.fill_budget=false") == pytest.approx(300)
-    assert kept(0.001, "final.reserve_epochs=10") == pytest.approx(300)  # 6 s an epoch
+    # 6 s an epoch: 30 of them, as the plan prices them, are less than half of the budget...
+    most = FINAL_OVERHEAD_S + 30 * COST_MARGIN * 6
+    assert kept(0.001, "final.reserve_epochs=10", "final.max_epochs=30") == pytest.approx(most)
+    # ...and 60 of them more.
+    assert kept(0.001, "final.reserve_epochs=10", "final.max_epochs=60") == pytest.approx(300)
 
 
 def test_a_tight_budget_narrows_the_trials_digits_rather_than_refusing(tiny_config):
@@ -410,7 +415,10 @@ def test_a_cold_budget_that_affords_no_trial_trains_the_default_configuration(ti
     from src.data.dataset import load_dataset
     from src.model.hypermodel import CNNHyperModel
 
-    cfg = tiny_config("budget=40s", "final.budget_share=0.95", "tuner.max_trials=null")
+    # A share that is not capped by the final model's most epochs: tiny data's 30 are cheap.
+    cfg = tiny_config(
+        "budget=40s", "final.budget_share=0.95", "final.max_epochs=1000", "tuner.max_trials=null"
+    )
     assert cfg.tuner.warm_start is None
     dataset = load_dataset(cfg.data, cfg.training.val_fraction)
     hp = keras_tuner.HyperParameters()
@@ -434,7 +442,10 @@ def test_a_budget_that_affords_no_new_trial_retrains_the_warm_starts_best(tiny_c
     from src.data.dataset import load_dataset
     from src.model.hypermodel import CNNHyperModel
 
-    cfg = tiny_config("budget=40s", "final.budget_share=0.95", "tuner.max_trials=null")
+    # A share that is not capped by the final model's most epochs: tiny data's 30 are cheap.
+    cfg = tiny_config(
+        "budget=40s", "final.budget_share=0.95", "final.max_epochs=1000", "tuner.max_trials=null"
+    )
     dataset = load_dataset(cfg.data, cfg.training.val_fraction)
     space = dict(cfg.search_space)
     hp = keras_tuner.HyperParameters()

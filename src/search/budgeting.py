@@ -127,6 +127,8 @@ def plan_budget(
     budget.final_seeds = len(final.seeds or [training.seed]) if final.enabled else 0
     budget.final_overhead_s = FINAL_OVERHEAD_S if final.enabled else 0.0
     budget.final_share = final.budget_share if final.enabled else 0.0
+    fills = final.enabled and final.fill_budget and not final.epochs
+    budget.final_most_epochs = max(final.max_epochs, budget.final_epochs) if fills else None
     if budget.seconds_per_example is None:
         budget.observe_epoch(*_calibrate(hypermodel, train, training.batch_size, first))
     per_example = budget.seconds_per_example
