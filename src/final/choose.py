@@ -66,8 +66,8 @@ def affordable_choice(
     fill_to: int | None = None,
 ) -> tuple[TrialSummary, str] | None:
     """What the final stage trains in place of ``chosen`` where the time left does not pay
-    it the epochs its score was measured at, and why; None where it pays them, or where
-    there is no budget or nothing to compare.
+    it the epochs its score was measured at, or pays a tied trial far more of its schedule,
+    and why; None where neither holds, or where there is no budget or nothing to compare.
 
     A score says how good a configuration is after that many epochs, not after fewer. So,
     in this order: the best-scoring trial tied with the best (`tied_with_best`) that the
