@@ -105,6 +105,9 @@ class RunBudget:
     # never keeps more than pays those, which the final stage could not use.
     final_share: float = 0.0
     final_most_epochs: int | None = None
+    # The trials the final stage may retrain (the best and those tied with it), as the search
+    # last ranked them: they price its reserve. None: any trial measured.
+    final_candidates: list[str] | None = None
     # Filled in as the run goes: why the search stopped, and what each part took.
     search_stopped_because: str | None = None
     search_s: float | None = None
@@ -126,8 +129,13 @@ class RunBudget:
 
     def _final_s(self, epochs: int, margin: float = 1.0) -> float:
         """The final stage's fixed costs and ``epochs`` of its seeds on every training digit,
-        at the costliest rate measured so far (it may retrain any trial), times ``margin``."""
-        rates = [self.seconds_per_example or 0.0, *self.trial_seconds_per_example.values()]
+        at the costliest rate measured of a trial it may retrain (``final_candidates``; any
+        trial, and the running estimate, where none of those was measured), times
+        ``margin``. A dear trial the search has left behind does not shrink the search."""
+        measured = self.trial_seconds_per_example
+        rates = [measured[t] for t in self.final_candidates or () if t in measured]
+        if not rates:
+            rates = [self.seconds_per_example or 0.0, *measured.values()]
         per_epoch = margin * max(rates) * self.final_examples
         return self.final_overhead_s + per_epoch * epochs * self.final_seeds
 

@@ -343,6 +343,36 @@ def test_the_search_keeps_the_final_stages_share_of_the_budget():
     assert budget.to_dict()["final_kept_s"] == pytest.approx(50)
 
 
+def test_the_final_stages_reserve_is_priced_at_the_trials_it_may_retrain(tmp_path):
+    """A dear trial that scored clearly worse than the best is not one the final stage will
+    retrain: once the search ranks the trials, the reserve is priced at the dearest of the
+    best and those tied with it, not at the dearest trial measured."""
+    from src.search.results import tied_with_best_ids
+
+    oracle = keras_tuner.oracles.RandomSearchOracle(
+        objective=keras_tuner.Objective("val_accuracy", "max"), max_trials=3, seed=1
+    )
+    oracle.hyperparameters.Float("learning_rate", 0.001, 0.01)
+    oracle._set_project_dir(str(tmp_path), "ranked")
+    for score in (0.99, 0.985, 0.80):  # the best, one tied with it on 1,000 digits, a loser
+        trial = oracle.create_trial("tuner0")
+        oracle.update_trial(trial.trial_id, {"val_accuracy": score})
+        trial.status = keras_tuner.engine.trial.TrialStatus.COMPLETED
+        oracle.end_trial(trial)
+    ids = sorted(oracle.trials)
+    assert sorted(tied_with_best_ids(oracle, 1000)) == ids[:2]
+    assert tied_with_best_ids(oracle, 100_000) == ids[:1]  # 0.5 points apart on 100,000 digits
+
+    budget = RunBudget(1000.0, final_examples=10_000, final_epochs=10, final_overhead_s=0.0)
+    for trial_id, rate in zip(ids, (0.001, 0.002, 0.004), strict=True):
+        budget.observe_epoch(rate * 10_000, 10_000, trial_id)
+    assert budget.final_reserve_s == pytest.approx(10 * 40)  # the loser's 40 s an epoch
+    budget.final_candidates = tied_with_best_ids(oracle, 1000)
+    assert budget.final_reserve_s == pytest.approx(10 * 20)  # the tied trial's 20
+    budget.final_candidates = ["never measured"]
+    assert budget.final_reserve_s == pytest.approx(10 * 40)  # nothing known: the dearest
+
+
 def test_the_search_leaves_the_final_model_its_reserve_epochs_where_they_cost_more(tiny_config):
     """final.reserve_epochs: where epochs of every training digit are dear (full MNIST's
     scale), the search leaves the final stage what pays it that many; where they are cheap,

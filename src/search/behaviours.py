@@ -34,6 +34,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from src.budget import RunBudget
 from src.search.distributed import serve_oracle, wait_for_chief
+from src.search.results import tied_with_best_ids
 
 
 class SpendsBudget:
@@ -52,10 +53,12 @@ class SpendsBudget:
         *args: Any,
         budget: RunBudget | None = None,
         examples_per_epoch: float = 0,
+        scored_digits: int | None = None,
         state_folder: Path | None = None,
         **kwargs: Any,
     ) -> None:
         self.budget = budget
+        self.scored_digits = scored_digits
         self.examples_per_epoch = examples_per_epoch
         self.state_folder = state_folder
         self._epoch_started = 0.0
@@ -97,6 +100,9 @@ class SpendsBudget:
             super().on_trial_end(trial)
         finally:
             if self.budget is not None:
+                if isinstance(self.oracle, keras_tuner.Oracle):  # a worker's is the chief's
+                    ranked = tied_with_best_ids(self.oracle, self.scored_digits)
+                    self.budget.final_candidates = ranked
                 self._stop_if_spent()
                 if self.state_folder is not None:
                     self.budget.save(self.state_folder)
