@@ -409,7 +409,8 @@ def test_a_tight_budget_narrows_the_trials_digits_rather_than_refusing(tiny_conf
 
 def test_the_final_stage_is_fitted_at_the_retrained_trials_own_cost(exact_costs):
     """Models differ several times in cost: the final stage's epochs are planned at what the
-    chosen trial's epochs cost, and the search's reserve at the costliest trial's."""
+    chosen trial's epochs cost, and the search's reserve, before the trials are ranked, at
+    the costliest trial's."""
     budget = RunBudget(200.0, final_examples=10_000)
     budget.observe_epoch(1.0, 1000, trial_id="0")  # 10 s an epoch of 10,000 digits
     budget.observe_epoch(3.0, 1000, trial_id="1")  # 30 s
