@@ -343,34 +343,54 @@ def test_the_search_keeps_the_final_stages_share_of_the_budget():
     assert budget.to_dict()["final_kept_s"] == pytest.approx(50)
 
 
-def test_the_final_stages_reserve_is_priced_at_the_trials_it_may_retrain(tmp_path):
-    """A dear trial that scored clearly worse than the best is not one the final stage will
-    retrain: once the search ranks the trials, the reserve is priced at the dearest of the
-    best and those tied with it, not at the dearest trial measured."""
-    from src.search.results import tied_with_best_ids
-
-    oracle = keras_tuner.oracles.RandomSearchOracle(
-        objective=keras_tuner.Objective("val_accuracy", "max"), max_trials=3, seed=1
-    )
-    oracle.hyperparameters.Float("learning_rate", 0.001, 0.01)
-    oracle._set_project_dir(str(tmp_path), "ranked")
-    for score in (0.99, 0.985, 0.80):  # the best, one tied with it on 1,000 digits, a loser
-        trial = oracle.create_trial("tuner0")
-        oracle.update_trial(trial.trial_id, {"val_accuracy": score})
-        trial.status = keras_tuner.engine.trial.TrialStatus.COMPLETED
-        oracle.end_trial(trial)
-    ids = sorted(oracle.trials)
-    assert sorted(tied_with_best_ids(oracle, 1000)) == ids[:2]
-    assert tied_with_best_ids(oracle, 100_000) == ids[:1]  # 0.5 points apart on 100,000 digits
-
+def test_the_final_stages_reserve_is_priced_at_the_best_trial_so_far():
+    """The final stage retrains the best trial (or, by its rules, a cheaper one): a dear
+    trial the search has left behind does not shrink the search. Before a trial is ranked,
+    or where the best was not measured, the dearest trial measured sets the price."""
     budget = RunBudget(1000.0, final_examples=10_000, final_epochs=10, final_overhead_s=0.0)
-    for trial_id, rate in zip(ids, (0.001, 0.002, 0.004), strict=True):
+    for trial_id, rate in (("0", 0.001), ("1", 0.004)):
         budget.observe_epoch(rate * 10_000, 10_000, trial_id)
-    assert budget.final_reserve_s == pytest.approx(10 * 40)  # the loser's 40 s an epoch
-    budget.final_candidates = tied_with_best_ids(oracle, 1000)
-    assert budget.final_reserve_s == pytest.approx(10 * 20)  # the tied trial's 20
-    budget.final_candidates = ["never measured"]
-    assert budget.final_reserve_s == pytest.approx(10 * 40)  # nothing known: the dearest
+    assert budget.final_reserve_s == pytest.approx(10 * 40)  # trial 1's 40 s an epoch
+    budget.final_trial = "0"
+    assert budget.final_reserve_s == pytest.approx(10 * 10)
+    budget.final_most_epochs, budget.final_share = 30, 0.5  # 30 epochs, with the margin
+    assert budget.final_kept_s == pytest.approx(30 * 10 * COST_MARGIN)
+    budget.final_trial = "never measured"
+    assert budget.final_reserve_s == pytest.approx(10 * 40)
+
+
+def test_an_epoch_the_searchs_deadline_cut_short_does_not_price_the_trial():
+    """A trial stopped mid-epoch at the search's deadline ran a fraction of its batches: read
+    as a whole epoch it would make the trial look cheap, and the final stage's reserve with
+    it."""
+    from types import SimpleNamespace
+
+    from src.search.behaviours import SpendsBudget
+
+    class Hooks:  # what Keras Tuner's Tuner gives SpendsBudget to extend
+        def on_epoch_begin(self, *args):
+            pass
+
+        def on_epoch_end(self, *args):
+            pass
+
+    class Measuring(SpendsBudget, Hooks):
+        pass
+
+    budget = RunBudget(100.0, final_examples=1000, final_overhead_s=0.0)
+    tuner = Measuring(budget=budget, examples_per_epoch=1000)
+    trial = SimpleNamespace(trial_id="0")
+
+    def measured(stop_training: bool, search_left_s: float) -> bool:
+        budget.total_s = budget.spent() + search_left_s
+        budget.trial_seconds_per_example.clear()
+        tuner.on_epoch_begin(trial, None, 1)
+        tuner.on_epoch_end(trial, SimpleNamespace(stop_training=stop_training), 1)
+        return "0" in budget.trial_seconds_per_example
+
+    assert measured(False, 50.0)  # a whole epoch
+    assert measured(True, 50.0)  # a whole one that EarlyStopping ended the trial after
+    assert not measured(True, -1.0)  # cut at the deadline
 
 
 def test_the_search_leaves_the_final_model_its_reserve_epochs_where_they_cost_more(tiny_config):

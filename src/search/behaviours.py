@@ -34,7 +34,6 @@ from sklearn.model_selection import StratifiedKFold
 
 from src.budget import RunBudget
 from src.search.distributed import serve_oracle, wait_for_chief
-from src.search.results import tied_with_best_ids
 
 
 class SpendsBudget:
@@ -53,12 +52,10 @@ class SpendsBudget:
         *args: Any,
         budget: RunBudget | None = None,
         examples_per_epoch: float = 0,
-        scored_digits: int | None = None,
         state_folder: Path | None = None,
         **kwargs: Any,
     ) -> None:
         self.budget = budget
-        self.scored_digits = scored_digits
         self.examples_per_epoch = examples_per_epoch
         self.state_folder = state_folder
         self._epoch_started = 0.0
@@ -91,7 +88,10 @@ class SpendsBudget:
         self, trial: Trial, model: keras.Model, epoch: int, logs: Mapping[str, float] | None = None
     ) -> None:
         super().on_epoch_end(trial, model, epoch, logs)
-        if self.budget is not None:
+        if self.budget is None:
+            return
+        # An epoch the search's deadline cut short (`StopAtDeadline`) would read as cheap.
+        if not (getattr(model, "stop_training", False) and self.budget.search_left() <= 0):
             seconds = time.monotonic() - self._epoch_started
             self.budget.observe_epoch(seconds, self.examples_per_epoch, trial.trial_id)
 
@@ -101,8 +101,9 @@ class SpendsBudget:
         finally:
             if self.budget is not None:
                 if isinstance(self.oracle, keras_tuner.Oracle):  # a worker's is the chief's
-                    ranked = tied_with_best_ids(self.oracle, self.scored_digits)
-                    self.budget.final_candidates = ranked
+                    best = self.oracle.get_best_trials(1)
+                    best = [t for t in best if t.status == TrialStatus.COMPLETED]
+                    self.budget.final_trial = best[0].trial_id if best else None
                 self._stop_if_spent()
                 if self.state_folder is not None:
                     self.budget.save(self.state_folder)

@@ -208,26 +208,6 @@ def _accuracy(score: float | None, objective: str, total: int | None) -> Accurac
     return accuracy_with_interval(round(score * total), total)
 
 
-def tied_with_best_ids(oracle: Any, scored_digits: int | None) -> list[str]:
-    """The completed trials of ``oracle`` whose score cannot be told apart from the best
-    one's (`_mark_ties`' rule), the best included: the trials a final stage may retrain.
-    Empty before a trial completes; only the best where scores are not accuracies."""
-    best = [t for t in oracle.get_best_trials(1) if t.status == TrialStatus.COMPLETED]
-    if not best:
-        return []
-    objective = oracle.objective.name
-    best_accuracy = _accuracy(best[0].score, objective, scored_digits)
-    if best_accuracy is None:
-        return [best[0].trial_id]
-    return [
-        trial_id
-        for trial_id, trial in oracle.trials.items()
-        if trial.status == TrialStatus.COMPLETED
-        and (accuracy := _accuracy(trial.score, objective, scored_digits)) is not None
-        and indistinguishable(accuracy, best_accuracy)
-    ]
-
-
 def _mark_ties(result: SearchResult, validation_digits: int | None) -> None:
     """Mark the completed trials whose score cannot be told apart from the best one's."""
     best = result.best

@@ -79,9 +79,6 @@ def run_search(
                 cfg, dataset, start.known, start.no_search_because, observers, budget
             )
     examples_per_epoch = len(train) + VALIDATION_WEIGHT * len(dataset.val)
-    # Under cross-validation every training and validation digit is scored once.
-    cross_validated = (tuner_cfg.get("cv_folds") or 1) > 1
-    scored_digits = len(dataset.train) + len(dataset.val) if cross_validated else len(dataset.val)
     progress = ProgressReporter(budget)
     tuner = build_tuner(
         tuner_cfg,
@@ -93,7 +90,6 @@ def run_search(
         chief_timeout_s=cfg.distributed.chief_timeout_s,
         budget=budget,
         examples_per_epoch=examples_per_epoch,
-        scored_digits=scored_digits,
         state_folder=Path(cfg.paths.output_dir),
     )
     callbacks = [
@@ -138,12 +134,14 @@ def run_search(
             format_duration(time.perf_counter() - start),
         )
         return None
+    cross_validated = tuner.cv_folds > 1
     result = summarize(
         tuner,
         time.perf_counter() - start,
         dataset.describe(),
         epochs_budget=training["epochs"],
-        scored_digits=scored_digits,
+        # Under cross-validation every training and validation digit is scored once.
+        scored_digits=len(dataset.train) + len(dataset.val) if cross_validated else None,
     )
     result.stopped_early = stopped_early
     result.data["search_examples"] = len(train)
