@@ -350,13 +350,13 @@ def test_the_final_stages_reserve_is_priced_at_the_best_trial_so_far():
     budget = RunBudget(1000.0, final_examples=10_000, final_epochs=10, final_overhead_s=0.0)
     for trial_id, rate in (("0", 0.001), ("1", 0.004)):
         budget.observe_epoch(rate * 10_000, 10_000, trial_id)
-    assert budget.final_reserve_s == pytest.approx(10 * 40)  # trial 1's 40 s an epoch
+    assert budget.final_reserve_s == pytest.approx(10 * 40 * COST_MARGIN)  # trial 1's 40 s
     budget.final_trial = "0"
-    assert budget.final_reserve_s == pytest.approx(10 * 10)
+    assert budget.final_reserve_s == pytest.approx(10 * 10 * COST_MARGIN)
     budget.final_most_epochs, budget.final_share = 30, 0.5  # 30 epochs, with the margin
     assert budget.final_kept_s == pytest.approx(30 * 10 * COST_MARGIN)
     budget.final_trial = "never measured"
-    assert budget.final_reserve_s == pytest.approx(10 * 40)
+    assert budget.final_reserve_s == pytest.approx(10 * 40 * COST_MARGIN)
 
 
 def test_an_epoch_the_searchs_deadline_cut_short_does_not_price_the_trial():
@@ -406,7 +406,8 @@ def test_the_search_leaves_the_final_model_its_reserve_epochs_where_they_cost_mo
         return budget.final_kept_s
 
     # 48 s an epoch: 10 of them and the fixed cost, more than half of the 600 s.
-    assert kept(0.008, "final.reserve_epochs=10") == pytest.approx(10 * 48 + FINAL_OVERHEAD_S)
+    reserve = 10 * 48 * COST_MARGIN + FINAL_OVERHEAD_S  # as the final stage's plan prices them
+    assert kept(0.008, "final.reserve_epochs=10") == pytest.approx(reserve)
     assert kept(0.008, "final.reserve_epochs=null") == pytest.approx(300)
     # A final stage that trains only its planned epochs is kept nothing beyond them.
     assert kept(0.008, "final.reserve_epochs=10", "final.fill_budget=false") == pytest.approx(300)
