@@ -128,9 +128,15 @@ def test_a_budget_that_pays_a_tied_trial_far_more_of_the_schedule_trains_it(sear
     chosen, why = affordable_choice(search.best, search, hypermodel, budget, 10_000, 30)
     assert chosen.trial_id == "tied, cheap"
     assert why == (
-        "the tied trial the time left pays the most of the 30 epochs a budget fills: 26, "
-        "where it pays trial best 10"
+        "the best-scoring tied trial the time left pays 1.5 times the epochs of trial best, "
+        "up to the 30 a budget fills: 26 against 10"
     )
+    # Among trials paid far more, the score ranks, not the epochs.
+    budget.observe_epoch(6.0, 10_000, trial_id="tied, dear")  # pays 17: enough now
+    assert affordable_choice(search.best, search, hypermodel, budget, 10_000, 30)[0].trial_id == (
+        "tied, dear"
+    )
+    budget.observe_epoch(8.0, 10_000, trial_id="tied, dear")  # 13 again
     # Capped at 12 epochs, the cheap trial's 12 are not 1.5 times the best's 10.
     assert affordable_choice(search.best, search, hypermodel, budget, 10_000, 12) is None
     # Without a budget to fill (`final.fill_budget=false`), the scored epochs are all it trains.

@@ -149,10 +149,12 @@ def _tied_and_paid_more(
     fill_to: int | None,
     affordable: int,
 ) -> tuple[TrialSummary, str] | None:
-    """The tied trial (`tied_with_best`, or the best) the time left pays the most epochs up
-    to ``fill_to``, its scored epochs at least, where that is `MORE_OF_THE_SCHEDULE` times
-    what it pays ``chosen`` (``affordable``); the better score breaks equal counts. With
-    the reason, in words; None where there is none."""
+    """The best-scoring tied trial (`tied_with_best`, or the best) the time left pays
+    `MORE_OF_THE_SCHEDULE` times the epochs it pays ``chosen`` (``affordable``), up to
+    ``fill_to``, and its own scored epochs at least. The epochs only qualify a trial: among
+    those paid far more, the score still ranks, as a smaller model tied at a trial's few
+    epochs need not stay level over a long schedule. With the reason, in words; None where
+    there is none."""
     if fill_to is None:
         return None
     chosen_epochs = min(affordable, fill_to)
@@ -171,9 +173,10 @@ def _tied_and_paid_more(
     if not candidates:
         return None
     sign = score_sign(search.objective)
-    paid = max(candidates, key=lambda t: (epochs(t), sign * t.score))
+    paid = max(candidates, key=lambda t: sign * t.score)
     reason = (
-        f"the tied trial the time left pays the most of the {fill_to} epochs a budget fills: "
-        f"{epochs(paid)}, where it pays trial {chosen.trial_id} {chosen_epochs}"
+        f"the best-scoring tied trial the time left pays {MORE_OF_THE_SCHEDULE:g} times the "
+        f"epochs of trial {chosen.trial_id}, up to the {fill_to} a budget fills: "
+        f"{epochs(paid)} against {chosen_epochs}"
     )
     return paid, reason
