@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from keras_tuner.engine.trial import TrialStatus
 
 from src.budget import RunBudget
@@ -127,13 +129,21 @@ def _tied_and_paid(
         affordable = budget.affordable_epochs(examples, trial.trial_id)
         return affordable is not None and affordable >= trial.best_step + 1
 
+    return _best_tied(search, chosen, paid)
+
+
+def _best_tied(
+    search: SearchResult, chosen: TrialSummary, qualifies: Callable[[TrialSummary], bool]
+) -> TrialSummary | None:
+    """The best-scoring scored trial tied with the best (or the best), other than
+    ``chosen``, that ``qualifies``; None where there is none."""
     candidates = [
         t
         for t in search.trials_tied_with_best
         if t.trial_id != chosen.trial_id
         and t.score is not None
         and t.best_step is not None
-        and paid(t)
+        and qualifies(t)
     ]
     if not candidates:
         return None
@@ -162,18 +172,12 @@ def _tied_and_paid_more(
     def epochs(trial: TrialSummary) -> int:
         return min(budget.affordable_epochs(examples, trial.trial_id) or 0, fill_to)
 
-    candidates = [
-        t
-        for t in search.trials_tied_with_best
-        if t.trial_id != chosen.trial_id
-        and t.score is not None
-        and t.best_step is not None
-        and epochs(t) >= max(t.best_step + 1, MORE_OF_THE_SCHEDULE * chosen_epochs)
-    ]
-    if not candidates:
+    def paid_far_more(trial: TrialSummary) -> bool:
+        return epochs(trial) >= max(trial.best_step + 1, MORE_OF_THE_SCHEDULE * chosen_epochs)
+
+    paid = _best_tied(search, chosen, paid_far_more)
+    if paid is None:
         return None
-    sign = score_sign(search.objective)
-    paid = max(candidates, key=lambda t: sign * t.score)
     reason = (
         f"the best-scoring tied trial the time left pays {MORE_OF_THE_SCHEDULE:g} times the "
         f"epochs of trial {chosen.trial_id}, up to the {fill_to} a budget fills: "
