@@ -133,11 +133,11 @@ class RunBudget:
         (``final_trial``), else at the dearest rate measured.
 
         Only the best is priced, not the trials tied with it: the final stage retrains the
-        best or, by its rules (`src.final.choose`), a cheaper one. A dearer trial that
-        becomes best later raises the price then and ends the search; the final stage
-        trains it for what is left, or a tied trial the time pays far more of
-        (`MORE_OF_THE_SCHEDULE`). Priced at the dearest trial measured, a 10-minute bundled
-        run kept 300 s for the 30 epochs it then trained in 146 s."""
+        best or, by its rules (`src.final.choose`), a cheaper one or the warm start's first
+        configuration tied with it. A dearer trial that becomes best later raises the price
+        then and ends the search; the final stage trains it (or the tied configuration its
+        rule prefers) for what is left. Priced at the dearest trial measured, a 10-minute
+        bundled run kept 300 s for the 30 epochs it then trained in 146 s."""
         measured = self.trial_seconds_per_example
         if self.final_trial in measured:
             rate = measured[self.final_trial]
@@ -233,6 +233,14 @@ class RunBudget:
             "final_reserve_s": round(self.final_reserve_s, 2),
             "final_kept_s": round(self.final_kept_s, 2),
         }
+
+
+def fill_epochs(final: Any) -> int | None:
+    """The most epochs a budgeted final model trains where the time allows
+    (``final.max_epochs``), or None where its epochs are not the budget's to lengthen:
+    ``final.fill_budget`` off, or ``final.epochs`` fixed by the user. ``final``: the
+    run's ``final`` config."""
+    return final.max_epochs if final.fill_budget and not final.epochs else None
 
 
 @dataclass

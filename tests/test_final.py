@@ -116,28 +116,32 @@ def test_a_budget_short_of_the_chosen_trials_scored_epochs_trains_a_tied_trial_i
     assert affordable_choice(search.best, search, hypermodel, budget, 10_000) is None
 
 
-def test_a_budget_that_pays_a_tied_trial_far_more_of_the_schedule_trains_it(search, hypermodel):
-    """Paid its scored epochs, the best is still left where a budget filling up to 30 epochs
-    pays a tied trial 1.5 times as many as the best: the same promise, more of the schedule
-    to keep it. A few more epochs are no reason, nor are epochs beyond the cap."""
-    budget = RunBudget(FINAL_OVERHEAD_S + 10.5 * COST_MARGIN * 10.0)  # 10 epochs of the best
-    budget.observe_epoch(10.0, 10_000, trial_id="best")
-    budget.observe_epoch(8.0, 10_000, trial_id="tied, dear")  # pays 13: not enough more
-    budget.observe_epoch(4.0, 10_000, trial_id="tied, cheap")  # pays 26
-    budget.observe_epoch(1.0, 10_000, trial_id="cheapest, worse")  # not tied: never chosen
-    chosen, why = affordable_choice(search.best, search, hypermodel, budget, 10_000, 30)
-    assert chosen.trial_id == "tied, cheap"
+def test_warm_start_tied_retrains_the_earlier_best_where_it_is_tied_with_the_best(
+    search, hypermodel
+):
+    """The warm start's first configuration, tied with the best, is retrained in its place;
+    not where it is clearly worse, absent from the search, or where no warm start ran."""
+    earlier = dict(search.trials[2].hyperparameters)  # "tied, dear"'s configuration
+    earlier["dropout"] = 0.25 + 1e-12  # as Optuna may store a float it was handed
+    chosen, why = choose_trial(search, "warm_start_tied", hypermodel, earlier)
+    assert chosen.trial_id == "tied, dear"
     assert why == (
-        "the best-scoring tied trial the time left pays 1.5 times the epochs of trial best, "
-        "up to the 30 a budget fills: 26 against 10"
+        "the warm start's first configuration (the best earlier searches found), tied with "
+        "the best trial best"
     )
-    # Among trials paid far more, the score ranks, not the epochs.
-    budget.observe_epoch(6.0, 10_000, trial_id="tied, dear")  # pays 17: enough now
-    assert affordable_choice(search.best, search, hypermodel, budget, 10_000, 30)[0].trial_id == (
-        "tied, dear"
+    # The best rule ignores it.
+    assert choose_trial(search, "best", hypermodel, earlier)[0] is search.best
+
+    worse = dict(search.trials[3].hyperparameters)  # "cheapest, worse": not tied
+    assert choose_trial(search, "warm_start_tied", hypermodel, worse) == (
+        search.best,
+        "the best trial",
     )
-    budget.observe_epoch(8.0, 10_000, trial_id="tied, dear")  # 13 again
-    # Capped at 12 epochs, the cheap trial's 12 are not 1.5 times the best's 10.
-    assert affordable_choice(search.best, search, hypermodel, budget, 10_000, 12) is None
-    # Without a budget to fill (`final.fill_budget=false`), the scored epochs are all it trains.
-    assert affordable_choice(search.best, search, hypermodel, budget, 10_000) is None
+    unseen = {**earlier, "filters_0": 8}
+    assert choose_trial(search, "warm_start_tied", hypermodel, unseen)[0] is search.best
+    assert choose_trial(search, "warm_start_tied", hypermodel, None)[0] is search.best
+    best_itself = dict(search.best.hyperparameters)
+    assert choose_trial(search, "warm_start_tied", hypermodel, best_itself) == (
+        search.best,
+        "the best trial",
+    )

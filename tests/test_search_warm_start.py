@@ -121,3 +121,28 @@ def test_the_oracle_proposes_the_warm_configurations_first(tmp_path, oracle_clas
         oracle.end_trial(trial)
     assert [{k: p[k] for k in BEST} for p in proposed[:2]] == [BEST, SECOND]
     assert {k: proposed[2][k] for k in BEST} not in (BEST, SECOND)  # then the tuner's own
+
+
+def test_the_final_stage_retrains_the_warm_starts_best_where_the_search_ties_it(
+    tiny_config, tmp_path
+):
+    """`final.choose=warm_start_tied` (the default): the search's best is another trial, but
+    on 1,000 validation digits the earlier best is tied with it, so it is retrained."""
+    from src.pipeline import run_pipeline
+
+    cfg = tiny_config("tuner.max_trials=3")
+    assert cfg.final.choose == "warm_start_tied"
+    earlier = {"learning_rate": 0.01, "conv_layers": 2, "filters_0": 16, "filters_1": 8}
+    earlier |= {"dropout": 0.0, "dense_units": 32, "kernel_size": 3}
+    second = {**earlier, "learning_rate": 0.009}
+    (tmp_path / "earlier").mkdir()  # not the run's own results.json, which the run rewrites
+    recorded = _results(tmp_path / "earlier", [_trial(earlier, 0.99), _trial(second, 0.98)])
+    cfg.tuner.warm_start = str(recorded)
+
+    result = run_pipeline(cfg)
+    search = result.search
+    warm = next(t for t in search.trials if t.hyperparameters == earlier)
+    assert search.best.trial_id != warm.trial_id and warm.tied_with_best
+    assert result.final.trial_id == warm.trial_id
+    assert result.final.chosen_by.startswith("the warm start's first configuration")
+    assert result.final.hyperparameters == earlier

@@ -38,6 +38,7 @@ class Choose(Enum):
     """Which trial the final stage retrains (``final.choose``)."""
 
     best = "best"
+    warm_start_tied = "warm_start_tied"
     cheapest_tied = "cheapest_tied"
 
 
@@ -92,7 +93,7 @@ class FinalSchema:
     enabled: bool = True
     register: bool = True
     model_name: str = field(default="mnist-cnn", metadata={"non_empty": True})
-    choose: Choose = Choose.best
+    choose: Choose = Choose.warm_start_tied
     epochs: int | None = _at_least(1, default=None)
     seeds: list[int] | None = None
     ensemble: bool = False

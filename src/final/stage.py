@@ -22,7 +22,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.budget import FINAL_OVERHEAD_S, RunBudget, fit_final_stage
+from src.budget import FINAL_OVERHEAD_S, RunBudget, fill_epochs, fit_final_stage
 from src.data.dataset import Dataset
 from src.final import report
 from src.final.choose import affordable_choice, choose_trial
@@ -33,7 +33,7 @@ from src.final.retrain import ensemble_of, train_and_test
 from src.model.backend import EpochsFittedToTime
 from src.model.hypermodel import CNNHyperModel
 from src.search.results import SearchResult
-from src.search.warm_start import model_hyperparameters
+from src.search.warm_start import model_hyperparameters, warm_start_configurations
 from src.tracking.final_run import close_final_run, log_final_run
 from src.tracking.tracker import MLflowTracker
 
@@ -64,10 +64,13 @@ def run_final_stage(
     training = OmegaConf.to_container(cfg.training, resolve=True)
     hypermodel = CNNHyperModel.from_config(cfg.search_space, cfg.training, dataset)
     examples = len(dataset.train) + len(dataset.val)
-    chosen, chosen_by = choose_trial(search, cfg.final.choose, hypermodel)
-    fill = cfg.final.max_epochs if cfg.final.fill_budget and not cfg.final.epochs else None
+    space = OmegaConf.to_container(cfg.search_space, resolve=True)
+    earlier = warm_start_configurations(cfg.tuner.get("warm_start"), space, limit=1)
+    chosen, chosen_by = choose_trial(
+        search, cfg.final.choose, hypermodel, earlier[0] if earlier else None
+    )
     if not cfg.final.epochs:  # epochs the user fixed are kept, whatever the time
-        replacement = affordable_choice(chosen, search, hypermodel, budget, examples, fill)
+        replacement = affordable_choice(chosen, search, hypermodel, budget, examples)
         chosen, chosen_by = replacement or (chosen, chosen_by)
     log.info("final stage: retraining trial %s, %s", chosen.trial_id, chosen_by)
     values = model_hyperparameters(chosen.hyperparameters)
@@ -81,7 +84,7 @@ def run_final_stage(
         seeds,
         bool(cfg.final.ensemble),
         examples,
-        fill,
+        fill_epochs(cfg.final),
         chosen.trial_id,
         # Only where the seeds are the budget's to choose.
         ensemble_epochs=None if cfg.final.seeds else cfg.final.ensemble_epochs,

@@ -20,7 +20,7 @@ import keras_tuner
 from keras_tuner.engine.trial import TrialStatus
 from omegaconf import DictConfig, OmegaConf
 
-from src.budget import FINAL_OVERHEAD_S, VALIDATION_WEIGHT, RunBudget
+from src.budget import FINAL_OVERHEAD_S, VALIDATION_WEIGHT, RunBudget, fill_epochs
 from src.data.dataset import Dataset, Split, stratified_subset
 from src.errors import ConfigError
 from src.model.hypermodel import CNNHyperModel, fixed_hyperparameters
@@ -127,8 +127,8 @@ def plan_budget(
     budget.final_seeds = len(final.seeds or [training.seed]) if final.enabled else 0
     budget.final_overhead_s = FINAL_OVERHEAD_S if final.enabled else 0.0
     budget.final_share = final.budget_share if final.enabled else 0.0
-    fills = final.enabled and final.fill_budget and not final.epochs
-    budget.final_most_epochs = max(final.max_epochs, budget.final_epochs) if fills else None
+    fill = fill_epochs(final) if final.enabled else None
+    budget.final_most_epochs = max(fill, budget.final_epochs) if fill else None
     if budget.seconds_per_example is None:
         budget.observe_epoch(*_calibrate(hypermodel, train, training.batch_size, first))
     per_example = budget.seconds_per_example
