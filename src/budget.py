@@ -105,6 +105,9 @@ class RunBudget:
     # never keeps more than pays those, which the final stage could not use.
     final_share: float = 0.0
     final_most_epochs: int | None = None
+    # The most models the final stage may train for those epochs each: final.max_members
+    # where final.ensemble_epochs lets the budget train an ensemble, else 1.
+    final_most_members: int = 1
     # The trial the final stage would retrain now, the search's best so far: its cost prices
     # the reserve. None: the dearest trial measured.
     final_trial: str | None = None
@@ -166,11 +169,22 @@ class RunBudget:
     @property
     def final_kept_s(self) -> float:
         """Seconds the search leaves the final stage: what it is expected to need, or its
-        share of the budget, whichever is more; the share no more than pays its most epochs
-        (``final_most_epochs``, with the plan's `COST_MARGIN`), the rest being the search's."""
+        share of the budget, whichever is more. The share keeps no more than pays its most
+        epochs (``final_most_epochs``, with the plan's `COST_MARGIN`) for as many whole
+        models as it pays, up to ``final_most_members``: the final stage could not use the
+        rest, which is the search's."""
         share = self.final_share * self.total_s
         if self.final_most_epochs is not None:
-            share = min(share, self._final_s(self.final_most_epochs, COST_MARGIN))
+            epoch = self._final_s(1, COST_MARGIN) - self.final_overhead_s
+            models = 1
+            if epoch > 0 and self.final_most_members > 1:
+                # An ensemble keeps one epoch more: the search's last trial ends a little past
+                # its deadline, and one epoch short of its members the plan trains one model.
+                room = share - self.final_overhead_s - epoch
+                whole = int(room // (epoch * self.final_most_epochs))
+                models = max(1, min(self.final_most_members, whole))
+            most = self.final_most_epochs * models + (1 if models > 1 else 0)
+            share = min(share, self._final_s(most, COST_MARGIN))
         return max(self.final_reserve_s, share)
 
     def search_left(self) -> float:

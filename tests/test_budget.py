@@ -416,6 +416,15 @@ def test_the_search_leaves_the_final_model_its_reserve_epochs_where_they_cost_mo
     assert kept(0.001, "final.reserve_epochs=10", "final.max_epochs=30") == pytest.approx(most)
     # ...and 60 of them more.
     assert kept(0.001, "final.reserve_epochs=10", "final.max_epochs=60") == pytest.approx(300)
+    # Where the final stage may train an ensemble of 30-epoch members (final.ensemble_epochs),
+    # the share keeps the whole members it pays, one epoch more, up to final.max_members.
+    members = ("final.max_epochs=30", "final.ensemble_epochs=30", "final.max_members=3")
+    assert kept(0.001, *members) == pytest.approx(most)  # 300 s pay one member of 225
+    assert kept(0.0005, *members) == pytest.approx(FINAL_OVERHEAD_S + 61 * COST_MARGIN * 3)
+    assert kept(0.0001, *members) == pytest.approx(FINAL_OVERHEAD_S + 91 * COST_MARGIN * 0.6)
+    # Seeds the user gives are trained as given: one model's epochs each.
+    given = kept(0.0005, *members, "final.seeds=[1,2]")
+    assert given == pytest.approx(FINAL_OVERHEAD_S + 2 * 30 * COST_MARGIN * 3)
 
 
 def test_a_tight_budget_narrows_the_trials_digits_rather_than_refusing(tiny_config):

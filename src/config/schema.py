@@ -104,7 +104,7 @@ class FinalSchema:
     reserve_epochs: int | None = _at_least(1, default=None)
     fill_budget: bool = True
     max_epochs: int = _at_least(1, default=30)
-    ensemble_epochs: int | None = _at_least(1, default=None)
+    ensemble_epochs: int | None = _at_least(1, default=30)
     max_members: int = _at_least(1, default=3)
 
 

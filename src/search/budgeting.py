@@ -129,6 +129,9 @@ def plan_budget(
     budget.final_share = final.budget_share if final.enabled else 0.0
     fill = fill_epochs(final) if final.enabled else None
     budget.final_most_epochs = max(fill, budget.final_epochs) if fill else None
+    if fill and final.ensemble_epochs and not final.seeds:  # seeds given are the user's
+        budget.final_most_epochs = max(budget.final_most_epochs, final.ensemble_epochs)
+        budget.final_most_members = final.max_members
     if budget.seconds_per_example is None:
         budget.observe_epoch(*_calibrate(hypermodel, train, training.batch_size, first))
     per_example = budget.seconds_per_example
