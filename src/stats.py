@@ -8,6 +8,7 @@ digits (only the digits exactly one of them gets right carry information).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -58,6 +59,13 @@ def indistinguishable(a: Accuracy, b: Accuracy, z: float = 1.96) -> bool:
     """
     variance = a.value * (1 - a.value) / a.total + b.value * (1 - b.value) / b.total
     return abs(a.value - b.value) <= z * variance**0.5
+
+
+def selection_z(comparisons: int, alpha: float = 0.05) -> float:
+    """The z of a two-sided test at ``alpha`` / ``comparisons`` (Bonferroni): what the best
+    of ``comparisons`` scores must clear against one fixed beforehand, as the best of many
+    noisy scores is ahead of its true value by chance (1.96 for one, 2.99 for 18)."""
+    return NormalDist().inv_cdf(1 - alpha / 2 / max(comparisons, 1))
 
 
 @dataclass(frozen=True)

@@ -393,6 +393,35 @@ def test_an_epoch_the_searchs_deadline_cut_short_does_not_price_the_trial():
     assert not measured(True, -1.0)  # cut at the deadline
 
 
+def test_the_reserve_is_priced_at_the_warm_starts_best_where_the_final_stage_keeps_it():
+    """With `final.choose=warm_start_tied` the final stage retrains the warm start's best
+    unless the search's best beats it once chosen (`earlier_best_trial`): that is the trial
+    whose cost prices the reserve after every trial."""
+    from types import SimpleNamespace
+
+    from src.search.behaviours import SpendsBudget
+
+    def trial(trial_id: str, score: float, filters: int) -> SimpleNamespace:
+        values = SimpleNamespace(values={"filters_0": filters})
+        return SimpleNamespace(
+            trial_id=trial_id, status="COMPLETED", score=score, hyperparameters=values
+        )
+
+    earlier, best = trial("0", 0.980, 32), trial("1", 0.994, 64)
+    oracle = SimpleNamespace(
+        trials={"0": earlier, "1": best},
+        get_best_trials=lambda n: [best],
+        objective=SimpleNamespace(name="val_accuracy"),
+    )
+    search = SpendsBudget(earlier_best={"filters_0": 32}, scored_digits=1000)
+    search.oracle = oracle
+    assert search._retrained_now() == "1"  # two trials: 0.994 beats 0.980
+    oracle.trials |= {str(i): trial(str(i), 0.9, 16) for i in range(2, 18)}
+    assert search._retrained_now() == "0"  # chosen from 18, it does not
+    search.earlier_best = None  # another rule, or no warm start
+    assert search._retrained_now() == "1"
+
+
 def test_the_search_leaves_the_final_model_its_reserve_epochs_where_they_cost_more(tiny_config):
     """final.reserve_epochs: where epochs of every training digit are dear (full MNIST's
     scale), the search leaves the final stage what pays it that many; where they are cheap,

@@ -127,7 +127,7 @@ def test_the_final_stage_retrains_the_warm_starts_best_where_the_search_ties_it(
     tiny_config, tmp_path
 ):
     """`final.choose=warm_start_tied` (the default): the search's best is another trial, but
-    on 1,000 validation digits the earlier best is tied with it, so it is retrained."""
+    on 1,000 validation digits it does not beat the earlier best, which is retrained."""
     from src.pipeline import run_pipeline
 
     cfg = tiny_config("tuner.max_trials=3")

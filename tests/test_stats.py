@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from src.stats import accuracy_with_interval, indistinguishable, mcnemar
+from src.stats import accuracy_with_interval, indistinguishable, mcnemar, selection_z
 
 
 def _wilson(correct: int, total: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -61,3 +61,10 @@ def test_two_accuracies_are_told_apart_only_beyond_their_noise():
     # By hand: the difference against 1.96 * sqrt(sum of p(1-p)/n).
     threshold = 1.96 * math.sqrt(0.991 * 0.009 / 1000 + 0.979 * 0.021 / 1000)
     assert 0.991 - 0.979 > threshold > 0.991 - 0.985
+
+
+def test_the_best_of_more_trials_must_clear_more_standard_errors():
+    assert selection_z(1) == pytest.approx(1.96, abs=0.005)
+    assert selection_z(2) == pytest.approx(2.24, abs=0.005)
+    assert selection_z(18) == pytest.approx(2.99, abs=0.005)
+    assert selection_z(0) == selection_z(1)

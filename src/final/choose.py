@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,7 +10,7 @@ from keras_tuner.engine.trial import TrialStatus
 from src.budget import RunBudget
 from src.model.hypermodel import CNNHyperModel, fixed_hyperparameters, forward_flops
 from src.search.budgeting import DEFAULT_TRIAL_ID, default_configuration
-from src.search.results import SearchResult, TrialSummary
+from src.search.results import SearchResult, TrialSummary, earlier_best_trial
 from src.search.warm_start import model_hyperparameters, score_sign
 
 
@@ -24,8 +23,9 @@ def choose_trial(
     """The trial the final stage retrains under ``final.choose``, and why, in words.
 
     ``best``: the search's best trial. ``warm_start_tied``: the trial of ``earlier_best``
-    (the warm start's first configuration: the best that earlier searches found) where it
-    is tied with the best (``tied_with_best``), else the best. ``cheapest_tied``: of the
+    (the warm start's first configuration: the best that earlier searches found) where the
+    best does not beat it once chosen from the trials scored (`earlier_best_trial`), else
+    the best. ``cheapest_tied``: of the
     completed trials that cannot be told apart from the best (the best itself included),
     the one whose model needs the fewest forward FLOPs per image; the better score breaks
     equal costs. Among scores that differ by noise, the cheaper model trains and serves
@@ -36,12 +36,16 @@ def choose_trial(
         return best, "the search space's default configuration"
     tied = search.trials_tied_with_best
     if rule == "warm_start_tied":
-        earlier = next((t for t in tied if _is_configuration(t, earlier_best)), None)
-        if earlier is None or earlier.trial_id == best.trial_id:
+        scored = [(t.trial_id, t.score, t.hyperparameters) for t in search.scored]
+        earlier_id = earlier_best_trial(
+            scored, best.trial_id, earlier_best, search.objective, search.scored_digits
+        )
+        if earlier_id is None:
             return best, "the best trial"
+        earlier = next(t for t in search.trials if t.trial_id == earlier_id)
         return earlier, (
-            f"the warm start's first configuration (the best earlier searches found), tied "
-            f"with the best trial {best.trial_id}"
+            f"the warm start's first configuration (the best earlier searches found): the "
+            f"best trial {best.trial_id} does not beat it once chosen from {len(scored)}"
         )
     if rule == "best" or len(tied) < 2:
         return best, "the best trial"
@@ -58,19 +62,6 @@ def choose_trial(
         f"{costs[best.trial_id] / 1e6:.1f})"
     )
     return chosen, reason
-
-
-def _is_configuration(trial: TrialSummary, values: Mapping[str, Any] | None) -> bool:
-    """Whether ``trial`` trained ``values`` (floats to rounding: Optuna stores them anew)."""
-    if not values:
-        return False
-
-    def same(a: Any, b: Any) -> bool:
-        if isinstance(a, float) or isinstance(b, float):
-            return isinstance(a, int | float) and isinstance(b, int | float) and math.isclose(a, b)
-        return a == b
-
-    return all(same(trial.hyperparameters.get(name), value) for name, value in values.items())
 
 
 # The share of its scored epochs a configuration must be paid to be trained: measured on

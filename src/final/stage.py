@@ -33,7 +33,7 @@ from src.final.retrain import ensemble_of, train_and_test
 from src.model.backend import EpochsFittedToTime
 from src.model.hypermodel import CNNHyperModel
 from src.search.results import SearchResult
-from src.search.warm_start import model_hyperparameters, warm_start_configurations
+from src.search.warm_start import model_hyperparameters, preferred_configuration
 from src.tracking.final_run import close_final_run, log_final_run
 from src.tracking.tracker import MLflowTracker
 
@@ -64,11 +64,8 @@ def run_final_stage(
     training = OmegaConf.to_container(cfg.training, resolve=True)
     hypermodel = CNNHyperModel.from_config(cfg.search_space, cfg.training, dataset)
     examples = len(dataset.train) + len(dataset.val)
-    space = OmegaConf.to_container(cfg.search_space, resolve=True)
-    earlier = warm_start_configurations(cfg.tuner.get("warm_start"), space, limit=1)
-    chosen, chosen_by = choose_trial(
-        search, cfg.final.choose, hypermodel, earlier[0] if earlier else None
-    )
+    preferred = preferred_configuration(cfg)
+    chosen, chosen_by = choose_trial(search, cfg.final.choose, hypermodel, preferred)
     if not cfg.final.epochs:  # epochs the user fixed are kept, whatever the time
         replacement = affordable_choice(chosen, search, hypermodel, budget, examples)
         chosen, chosen_by = replacement or (chosen, chosen_by)

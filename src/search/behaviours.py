@@ -34,6 +34,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from src.budget import RunBudget
 from src.search.distributed import serve_oracle, wait_for_chief
+from src.search.results import earlier_best_trial
 
 
 class SpendsBudget:
@@ -53,11 +54,17 @@ class SpendsBudget:
         budget: RunBudget | None = None,
         examples_per_epoch: float = 0,
         state_folder: Path | None = None,
+        earlier_best: Mapping[str, Any] | None = None,
+        scored_digits: int | None = None,
         **kwargs: Any,
     ) -> None:
         self.budget = budget
         self.examples_per_epoch = examples_per_epoch
         self.state_folder = state_folder
+        # The configuration `final.choose=warm_start_tied` prefers, and the digits a score
+        # is measured on: the reserve is priced at what the final stage will retrain.
+        self.earlier_best = earlier_best
+        self.scored_digits = scored_digits
         self._epoch_started = 0.0
         super().__init__(*args, **kwargs)
 
@@ -101,12 +108,28 @@ class SpendsBudget:
         finally:
             if self.budget is not None:
                 if isinstance(self.oracle, keras_tuner.Oracle):  # a worker's is the chief's
-                    best = self.oracle.get_best_trials(1)
-                    best = [t for t in best if t.status == TrialStatus.COMPLETED]
-                    self.budget.final_trial = best[0].trial_id if best else None
+                    self.budget.final_trial = self._retrained_now()
                 self._stop_if_spent()
                 if self.state_folder is not None:
                     self.budget.save(self.state_folder)
+
+    def _retrained_now(self) -> str | None:
+        """The trial the final stage would retrain if the search ended now: the best, or the
+        warm start's first configuration where ``earlier_best`` is given and the best does
+        not beat it (`earlier_best_trial`, as `src.final.choose` decides)."""
+        best = [t for t in self.oracle.get_best_trials(1) if t.status == TrialStatus.COMPLETED]
+        if not best:
+            return None
+        scored = [
+            (t.trial_id, t.score, t.hyperparameters.values)
+            for t in self.oracle.trials.values()
+            if t.status == TrialStatus.COMPLETED and t.score is not None
+        ]
+        objective = self.oracle.objective.name
+        earlier = earlier_best_trial(
+            scored, best[0].trial_id, self.earlier_best, objective, self.scored_digits
+        )
+        return earlier or best[0].trial_id
 
     def _stop_if_spent(self) -> None:
         budget = self.budget

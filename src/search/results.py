@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,7 +15,8 @@ from typing import Any
 import keras_tuner
 from keras_tuner.engine.trial import Trial, TrialStatus
 
-from src.stats import Accuracy, accuracy_with_interval, indistinguishable
+from src.search.warm_start import is_configuration
+from src.stats import Accuracy, accuracy_with_interval, indistinguishable, selection_z
 
 # How a pruned trial is shown (Keras Tuner stores it as STOPPED).
 PRUNED = "PRUNED"
@@ -55,10 +56,17 @@ class SearchResult:
     pruning: dict[str, int] | None = None
     # The run's time budget (``budget``): given, spent, why the search stopped.
     budget: dict[str, Any] | None = None
+    # How many digits each trial's score was measured on (validation, or cross-validation).
+    scored_digits: int | None = None
 
     @property
     def completed(self) -> list[TrialSummary]:
         return [t for t in self.trials if t.status == TrialStatus.COMPLETED]
+
+    @property
+    def scored(self) -> list[TrialSummary]:
+        """The completed trials with a score."""
+        return [t for t in self.completed if t.score is not None]
 
     @property
     def trials_tied_with_best(self) -> list[TrialSummary]:
@@ -171,6 +179,7 @@ def summarize(
         wall_time_s=wall_time_s,
         best_trial_id=best_trials[0].trial_id if best_trials else None,
         data=data,
+        scored_digits=validation_digits,
     )
     _mark_ties(result, validation_digits)
     pruned = [t for t in trials if t.status == PRUNED]
@@ -217,6 +226,40 @@ def _mark_ties(result: SearchResult, validation_digits: int | None) -> None:
     for trial in result.completed:
         accuracy = _accuracy(trial.score, result.objective, validation_digits)
         trial.tied_with_best = indistinguishable(accuracy, best_accuracy)
+
+
+def earlier_best_trial(
+    scored: Sequence[tuple[str, float, Mapping[str, Any]]],
+    best_id: str,
+    earlier: Mapping[str, Any] | None,
+    objective: str,
+    digits: int | None,
+) -> str | None:
+    """The trial that trained ``earlier`` (the warm start's first configuration, fixed before
+    the search) where the search's best does not beat it once the best's selection is
+    allowed for; None where no such trial is scored, it is the best, or the best beats it.
+
+    The best of n noisy scores is ahead of its true value by chance, so it is compared with
+    the earlier best at `selection_z` (n) standard errors, not 1.96 (`final.choose`'s
+    ``warm_start_tied``, docs/usage.md).
+
+    Args:
+        scored: (trial id, score, hyperparameters) of every completed, scored trial.
+        best_id: The best trial's id.
+        earlier: The earlier best's hyperparameters; None: there is no warm start.
+        objective: The objective's name (only accuracies are compared).
+        digits: How many digits a score was measured on.
+    """
+    earlier_id = next((i for i, _, values in scored if is_configuration(values, earlier)), None)
+    if earlier_id is None or earlier_id == best_id:
+        return None
+    scores = {trial_id: score for trial_id, score, _ in scored}
+    earlier_accuracy = _accuracy(scores[earlier_id], objective, digits)
+    best_accuracy = _accuracy(scores.get(best_id), objective, digits)
+    if earlier_accuracy is None or best_accuracy is None:
+        return None
+    z = selection_z(len(scored))
+    return earlier_id if indistinguishable(earlier_accuracy, best_accuracy, z) else None
 
 
 def error_line(message: str | None) -> str | None:

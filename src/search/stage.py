@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from src.search.observers import TooManyFailedTrials, TrialObserver
 from src.search.progress import ProgressReporter, format_duration
 from src.search.results import SearchResult, format_trials, format_values, summarize
 from src.search.tuner_factory import build_tuner
+from src.search.warm_start import preferred_configuration
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ def run_search(
         budget=budget,
         examples_per_epoch=examples_per_epoch,
         state_folder=Path(cfg.paths.output_dir),
+        earlier_best=preferred_configuration(cfg),
+        scored_digits=_scored_digits(dataset, tuner_cfg),
     )
     callbacks = [
         keras.callbacks.EarlyStopping(
@@ -134,14 +137,12 @@ def run_search(
             format_duration(time.perf_counter() - start),
         )
         return None
-    cross_validated = tuner.cv_folds > 1
     result = summarize(
         tuner,
         time.perf_counter() - start,
         dataset.describe(),
         epochs_budget=training["epochs"],
-        # Under cross-validation every training and validation digit is scored once.
-        scored_digits=len(dataset.train) + len(dataset.val) if cross_validated else None,
+        scored_digits=_scored_digits(dataset, tuner_cfg),
     )
     result.stopped_early = stopped_early
     result.data["search_examples"] = len(train)
@@ -210,3 +211,11 @@ def _retrain_known_best(
         observer.on_recorded_search(folder)
         observer.on_search_result(result)
     return result
+
+
+def _scored_digits(dataset: Dataset, tuner_cfg: Mapping[str, Any]) -> int:
+    """How many digits a trial's score is measured on: the validation split, or under
+    cross-validation every training and validation digit, each scored once."""
+    if (tuner_cfg.get("cv_folds") or 1) > 1:
+        return len(dataset.train) + len(dataset.val)
+    return len(dataset.val)

@@ -17,9 +17,12 @@ anything is trained. Checked without importing Keras Tuner, so config validation
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from omegaconf import OmegaConf
 
 from src.config.compose import CONFIG_DIR
 from src.errors import ConfigError
@@ -124,6 +127,17 @@ def ranked_for(
     return ranked_configurations(spec, space)
 
 
+def preferred_configuration(cfg: Any) -> dict[str, Any] | None:
+    """The configuration ``final.choose=warm_start_tied`` prefers: the warm start's first,
+    the best that earlier searches found; None under another rule, with the final stage
+    off, or without a warm start. ``cfg``: the run's config."""
+    if not cfg.final.enabled or cfg.final.choose != "warm_start_tied":
+        return None
+    space = OmegaConf.to_container(cfg.search_space, resolve=True)
+    first = warm_start_configurations(cfg.tuner.get("warm_start"), space, limit=1)
+    return first[0] if first else None
+
+
 def _recorded(file: Path) -> list[tuple[float, dict[str, Any]]]:
     """(score, hyperparameters) of each completed configuration a file records; a higher
     score is better (a loss objective is negated)."""
@@ -156,6 +170,20 @@ def model_hyperparameters(hyperparameters: Mapping[str, Any]) -> dict[str, Any]:
     """A trial's hyperparameters without Keras Tuner's own bookkeeping (Hyperband's
     ``tuner/epochs``, ...), which is not a configuration."""
     return {k: v for k, v in hyperparameters.items() if not k.startswith("tuner/")}
+
+
+def is_configuration(values: Mapping[str, Any], configuration: Mapping[str, Any] | None) -> bool:
+    """Whether a trial's ``values`` are ``configuration`` (each of its knobs; floats to
+    rounding, as Optuna stores a value it was handed anew)."""
+    if not configuration:
+        return False
+
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(a, float) or isinstance(b, float):
+            return isinstance(a, int | float) and isinstance(b, int | float) and math.isclose(a, b)
+        return a == b
+
+    return all(same(values.get(name), value) for name, value in configuration.items())
 
 
 def score_sign(objective: str) -> float:
