@@ -94,12 +94,14 @@ class SpendsBudget:
     def on_epoch_end(
         self, trial: Trial, model: keras.Model, epoch: int, logs: Mapping[str, float] | None = None
     ) -> None:
+        # Timed before the later hooks (the oracle's report, MLflow's logging), which the
+        # final stage, whose epochs this prices, does not run.
+        seconds = time.monotonic() - self._epoch_started
         super().on_epoch_end(trial, model, epoch, logs)
         if self.budget is None:
             return
         # An epoch the search's deadline cut short (`StopAtDeadline`) would read as cheap.
         if not (getattr(model, "stop_training", False) and self.budget.search_left() <= 0):
-            seconds = time.monotonic() - self._epoch_started
             self.budget.observe_epoch(seconds, self.examples_per_epoch, trial.trial_id)
 
     def on_trial_end(self, trial: Trial) -> None:
