@@ -25,11 +25,10 @@ def choose_trial(
     ``best``: the search's best trial. ``warm_start_tied``: the trial of ``earlier_best``
     (the warm start's first configuration: the best that earlier searches found) where the
     best does not beat it once chosen from the trials scored (`earlier_best_trial`), else
-    the best. ``cheapest_tied``: of the
-    completed trials that cannot be told apart from the best (the best itself included),
-    the one whose model needs the fewest forward FLOPs per image; the better score breaks
-    equal costs. Among scores that differ by noise, the cheaper model trains and serves
-    faster for the same expected accuracy.
+    the best. ``cheapest_tied``: of the completed trials that cannot be told apart from the
+    best (the best itself included), the one whose model needs the fewest forward FLOPs per
+    image; the better score breaks equal costs. Among scores that differ by noise, the
+    cheaper model trains and serves faster for the same expected accuracy.
     """
     best = search.best
     if best.trial_id == DEFAULT_TRIAL_ID:  # no search ran, and no warm start named a configuration
