@@ -449,21 +449,21 @@ def test_the_search_leaves_the_final_model_its_reserve_epochs_where_they_cost_mo
         plan_budget(budget, tiny_config("budget=600s", *overrides), _dataset(train), None, train)
         return budget.final_kept_s
 
-    # 48 s an epoch: 10 of them and the fixed cost, more than budget_share keeps (0.6 x 600).
+    # 48 s an epoch: 10 of them and the fixed cost, more than budget_share keeps (0.75 x 600).
     reserve = 10 * 48 * COST_MARGIN + FINAL_OVERHEAD_S  # as the final stage's plan prices them
     assert kept(0.008, "final.reserve_epochs=10") == pytest.approx(reserve)
-    assert kept(0.008, "final.reserve_epochs=null") == pytest.approx(360)
+    assert kept(0.008, "final.reserve_epochs=null") == pytest.approx(450)
     # A final stage that trains only its planned epochs is kept nothing beyond them.
-    assert kept(0.008, "final.reserve_epochs=10", "final.fill_budget=false") == pytest.approx(360)
+    assert kept(0.008, "final.reserve_epochs=10", "final.fill_budget=false") == pytest.approx(450)
     # 6 s an epoch: 30 of them, as the plan prices them, are less than budget_share keeps...
     most = FINAL_OVERHEAD_S + 30 * COST_MARGIN * 6
     assert kept(0.001, "final.reserve_epochs=10", "final.max_epochs=30") == pytest.approx(most)
     # ...and 60 of them more.
-    assert kept(0.001, "final.reserve_epochs=10", "final.max_epochs=60") == pytest.approx(360)
+    assert kept(0.001, "final.reserve_epochs=10", "final.max_epochs=60") == pytest.approx(450)
     # Where the final stage may train an ensemble of 30-epoch members (final.ensemble_epochs),
     # the share keeps the whole members it pays, one epoch more, up to final.max_members.
     members = ("final.max_epochs=30", "final.ensemble_epochs=30", "final.max_members=3")
-    assert kept(0.001, *members) == pytest.approx(most)  # 360 s pay one member of 225
+    assert kept(0.001, *members) == pytest.approx(most)  # 450 s pay one member of 225
     two = kept(0.0005, *members[:2], "final.max_members=2")
     assert two == pytest.approx(FINAL_OVERHEAD_S + 61 * COST_MARGIN * 3)
     assert kept(0.0001, *members) == pytest.approx(FINAL_OVERHEAD_S + 91 * COST_MARGIN * 0.6)

@@ -100,7 +100,7 @@ class FinalSchema:
     promotion: Promotion = Promotion.significant
     alpha: float = _between(0, 1)
     from_results: str | None = None
-    budget_share: float = field(default=0.6, metadata={"between": (0, 1)})
+    budget_share: float = field(default=0.75, metadata={"between": (0, 1)})
     reserve_epochs: int | None = _at_least(1, default=None)
     fill_budget: bool = True
     max_epochs: int = _at_least(1, default=30)
