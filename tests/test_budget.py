@@ -451,15 +451,16 @@ def test_the_search_leaves_the_final_model_its_reserve_epochs_where_they_cost_mo
 
     # 48 s an epoch: 10 of them and the fixed cost, more than budget_share keeps (0.75 x 600).
     reserve = 10 * 48 * COST_MARGIN + FINAL_OVERHEAD_S  # as the final stage's plan prices them
+    share = 0.75 * 600  # final.budget_share's default
     assert kept(0.008, "final.reserve_epochs=10") == pytest.approx(reserve)
-    assert kept(0.008, "final.reserve_epochs=null") == pytest.approx(450)
+    assert kept(0.008, "final.reserve_epochs=null") == pytest.approx(share)
     # A final stage that trains only its planned epochs is kept nothing beyond them.
-    assert kept(0.008, "final.reserve_epochs=10", "final.fill_budget=false") == pytest.approx(450)
+    assert kept(0.008, "final.reserve_epochs=10", "final.fill_budget=false") == pytest.approx(share)
     # 6 s an epoch: 30 of them, as the plan prices them, are less than budget_share keeps...
     most = FINAL_OVERHEAD_S + 30 * COST_MARGIN * 6
     assert kept(0.001, "final.reserve_epochs=10", "final.max_epochs=30") == pytest.approx(most)
     # ...and 60 of them more.
-    assert kept(0.001, "final.reserve_epochs=10", "final.max_epochs=60") == pytest.approx(450)
+    assert kept(0.001, "final.reserve_epochs=10", "final.max_epochs=60") == pytest.approx(share)
     # Where the final stage may train an ensemble of 30-epoch members (final.ensemble_epochs),
     # the share keeps the whole members it pays, one epoch more, up to final.max_members.
     members = ("final.max_epochs=30", "final.ensemble_epochs=30", "final.max_members=3")
