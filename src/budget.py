@@ -118,6 +118,8 @@ class RunBudget:
     search_stopped_because: str | None = None
     search_s: float | None = None
     final_s: float | None = None
+    # The final stage's time after its last model trained: what FINAL_OVERHEAD_S keeps.
+    final_after_training_s: float | None = None
     # Set where the budget narrowed the trials' digits below tuner.search_examples.
     trial_examples_note: str | None = None
 

@@ -288,6 +288,12 @@ def test_a_budgeted_run_stops_its_search_in_time_and_still_registers(tiny_config
     assert final.model_version is not None
     recorded = final.budget
     assert recorded["search_s"] + recorded["final_s"] <= recorded["spent_s"] + 1
+    # The final stage's parts make up its time; what followed training is what the budget
+    # keeps FINAL_OVERHEAD_S for.
+    assert list(final.parts_s) == ["training", "testing", "reporting", "registering"]
+    assert sum(final.parts_s.values()) == pytest.approx(recorded["final_s"], abs=0.1)
+    after = recorded["final_s"] - final.parts_s["training"]
+    assert recorded["final_after_training_s"] == pytest.approx(after, abs=0.05)
     # At most one epoch of the final model over (tiny data: seconds, more when the other
     # test worker shares the cores).
     assert elapsed <= 35 + 25, (elapsed, recorded)

@@ -360,6 +360,62 @@ def test_promotion_rules_compare_on_the_same_digits_only(tmp_path):
     assert str(challenger.version) == other.model_version
 
 
+def test_a_versions_test_digits_travel_in_a_tag_and_damage_reads_as_none():
+    from src.registry.versions import decoded_right, encoded_right
+
+    rng = np.random.default_rng(0)
+    for digits in (10_000, 1_001):
+        right = rng.random(digits) < 0.99
+        value = encoded_right(right)
+        assert len(value) <= 5000  # fits every store's registry tags, even random bits
+        assert np.array_equal(decoded_right(value, digits), right)
+        assert decoded_right(value, digits + 1) is None  # another split's
+    worst = encoded_right(rng.random(10_000) < 0.5)
+    assert worst is not None and len(worst) < 1700
+    assert encoded_right(rng.random(60_000) < 0.5) is None  # too long for a tag: not kept
+    value = encoded_right(np.ones(100, bool))
+    count, _, packed = value.partition(":")
+    for damaged in (None, "", "100", "x:" + packed, f"{count}:{packed[:-4]}", f"{count}:!!"):
+        assert decoded_right(damaged, 100) is None, damaged
+
+
+def test_a_tagged_champion_is_compared_without_loading_it_and_an_untagged_one_is_loaded(
+    tmp_path, monkeypatch
+):
+    """The digits a version got right are tagged when it is registered; a later challenger
+    is compared with them instead of loading and re-running the champion (the whole time
+    a budget keeps after training, where the champion is an ensemble on a slow machine).
+    A champion registered before the tag existed is loaded and re-run, as before."""
+    import src.final.register as register_module
+    from src.registry.versions import TEST_RIGHT_TAG, decoded_right
+
+    weak = ("data.max_train_examples=20", "final.epochs=1")
+    first = search_and_finalize(config(tmp_path, *weak))[1]
+    client = MlflowClient(sqlite_uri(tmp_path))
+    tag = client.get_model_version(MODEL, first.model_version).tags[TEST_RIGHT_TAG]
+    recorded = decoded_right(tag, first.test_size)
+    assert int((~recorded).sum()) == first.test_errors
+
+    loaded = []
+    real_load = register_module.load_version
+
+    def load_version(*args):
+        loaded.append(args[-1])
+        return real_load(*args)
+
+    monkeypatch.setattr(register_module, "load_version", load_version)
+    second = search_and_finalize(config(tmp_path, *weak))[1]
+    assert loaded == [] and second.champion_version == first.model_version
+    assert second.champion_accuracy == first.test_accuracy
+
+    champion = str(client.get_model_version_by_alias(MODEL, "champion").version)
+    client.delete_model_version_tag(MODEL, champion, TEST_RIGHT_TAG)
+    third = search_and_finalize(config(tmp_path, *weak))[1]
+    assert loaded == [champion] and third.champion_version == champion
+    held = next(f for f in (first, second) if f.model_version == champion)
+    assert third.champion_accuracy == held.test_accuracy  # re-run, the same digits right
+
+
 @pytest.mark.parametrize("locked", [True, False])
 @pytest.mark.parametrize("stronger_first", [True, False])
 def test_two_final_stages_promoting_at_once_leave_the_better_one_champion(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,9 @@ class FinalResult:
     decision: str = "not registered"
     run_id: str | None = None
     wall_time_s: float = 0.0
+    # What wall_time_s was spent on: training (each model with its test), testing (an
+    # ensemble), reporting (figures), registering (logging, registering, promoting).
+    parts_s: dict[str, float] = field(default_factory=dict)
     # With ``budget``: the run's clock at the end, and how the final stage was fitted to it.
     budget: dict[str, Any] | None = None
     budget_note: str | None = None

@@ -114,6 +114,8 @@ def run_final_stage(
                 schedule_epochs=lambda fitted=fitted: fitted.epochs,
             )
         )
+    parts = _PartTimer(start)
+    parts.done("training")  # each model tested as it was trained
     model, history, evaluation = trained[0]  # the first seed's model is the one registered
     epochs = len(history["loss"])
     note = plan.note
@@ -124,6 +126,7 @@ def run_final_stage(
     if plan.ensemble:
         model = ensemble_of([member for member, _, _ in trained], seeds, hypermodel.name)
         evaluation = evaluate(model, dataset.test, dataset.num_classes)
+    parts.done("testing")
     interval = evaluation.interval
     final = FinalResult(
         test_accuracy=evaluation.accuracy,
@@ -154,15 +157,21 @@ def run_final_stage(
     out = Path(cfg.paths.output_dir) / "final"
     out.mkdir(parents=True, exist_ok=True)
     figures = _draw_figures(out, history, evaluation, dataset, search, cfg)
+    parts.done("reporting")
     if tracker is not None:
         log_final_run(tracker, final, history, figures)
         if cfg.final.register:
             register_final_model(cfg, tracker, model, final, evaluation, dataset)
         else:
             final.decision = "not registered (final.register=false)"
+    parts.done("registering")
     final.wall_time_s = round(time.perf_counter() - start, 2)
+    final.parts_s = parts.seconds
+    log.info("final stage: %s", parts.describe())
     if budget is not None:
         budget.final_s = final.wall_time_s
+        # What FINAL_OVERHEAD_S keeps time for: where this exceeds it, the run overran.
+        budget.final_after_training_s = round(final.wall_time_s - parts.seconds["training"], 2)
         final.budget = budget.to_dict()
         if tracker is not None:
             tracker.record_budget(final.budget)
@@ -173,6 +182,22 @@ def run_final_stage(
         close_final_run(tracker.client, final.run_id, [card, out / "final.json"])
     log.info("final stage: %s", final.decision)
     return final
+
+
+class _PartTimer:
+    """Seconds each part of the final stage took, each from the end of the one before."""
+
+    def __init__(self, start: float) -> None:
+        self._last = start
+        self.seconds: dict[str, float] = {}
+
+    def done(self, part: str) -> None:
+        now = time.perf_counter()
+        self.seconds[part] = round(now - self._last, 2)
+        self._last = now
+
+    def describe(self) -> str:
+        return ", ".join(f"{part} {seconds:.1f} s" for part, seconds in self.seconds.items())
 
 
 def _draw_figures(

@@ -1,7 +1,8 @@
 """Move a new version's aliases: ``challenger`` always, ``champion`` when it beats the holder.
 
 A new version gets the alias ``challenger``; it becomes ``champion`` only if it beats the
-current champion on the same test digits (the champion is re-evaluated by the caller, and
+current champion on the same test digits (the caller scores the champion: from the digits
+it got right when it was registered, tagged ``test_right``, or by re-evaluating it; and
 versions tested on other digits, another dataset, are never compared), by the rule
 ``final.promotion`` names: ``better`` (more digits right) or ``significant`` (better, with
 an exact McNemar p-value below ``final.alpha``). Everything goes through an `MlflowClient`
@@ -17,7 +18,13 @@ import numpy as np
 from mlflow import MlflowClient
 
 from src.registry.lock import promotion_lock
-from src.registry.versions import CHALLENGER, CHAMPION, current_champion
+from src.registry.versions import (
+    CHALLENGER,
+    CHAMPION,
+    TEST_RIGHT_TAG,
+    current_champion,
+    encoded_right,
+)
 from src.stats import Accuracy, PairedComparison, accuracy_with_interval, mcnemar
 
 
@@ -64,6 +71,9 @@ def promote(
     """
     client.set_model_version_tag(model_name, version, "test_digest", test_digest)
     client.set_model_version_tag(model_name, version, "test_accuracy", f"{challenger.value:.6f}")
+    recorded = encoded_right(challenger_right)
+    if recorded is not None:  # a later challenger is compared with it (src.final.register)
+        client.set_model_version_tag(model_name, version, TEST_RIGHT_TAG, recorded)
     with promotion_lock(client, model_name):
         champion = current_champion(client, model_name)
         client.set_registered_model_alias(model_name, CHALLENGER, version)

@@ -295,6 +295,7 @@ class MLflowTracker(TrialObserver):
             "budget_spent_s": budget.get("spent_s"),
             "budget_search_s": budget.get("search_s"),
             "budget_final_s": budget.get("final_s"),
+            "budget_final_after_training_s": budget.get("final_after_training_s"),
         }
         metrics = [Metric(k, float(v), timestamp, 0) for k, v in seconds.items() if v is not None]
         why = str(budget.get("search_stopped_because") or "")[:MAX_TAG_LENGTH]
