@@ -12,6 +12,7 @@ import keras_tuner
 import numpy as np
 import pytest
 from helpers import compose_config, run_cli
+from mlflow import MlflowClient
 
 from src.budget import (
     BUDGET_FILE,
@@ -294,6 +295,12 @@ def test_a_budgeted_run_stops_its_search_in_time_and_still_registers(tiny_config
     assert sum(final.parts_s.values()) == pytest.approx(recorded["final_s"], abs=0.1)
     after = recorded["final_s"] - final.parts_s["training"]
     assert recorded["final_after_training_s"] == pytest.approx(after, abs=0.05)
+    client = MlflowClient(cfg.mlflow.tracking_uri)
+    parent_id = client.get_run(final.run_id).data.tags["mlflow.parentRunId"]
+    metrics = client.get_run(parent_id).data.metrics
+    assert metrics["budget_s"] == 35
+    assert metrics["budget_final_s"] == pytest.approx(recorded["final_s"])
+    assert metrics["budget_final_after_training_s"] == pytest.approx(after, abs=0.05)
     # At most one epoch of the final model over (tiny data: seconds, more when the other
     # test worker shares the cores).
     assert elapsed <= 35 + 25, (elapsed, recorded)
