@@ -13,13 +13,7 @@ from src.final.evaluation import Evaluation, evaluate
 from src.final.result import FinalResult
 from src.registry.model_log import log_model
 from src.registry.promote import promote
-from src.registry.versions import (
-    TEST_RIGHT_TAG,
-    decoded_right,
-    load_version,
-    register,
-    registered_for,
-)
+from src.registry.versions import load_version, register, registered_for
 from src.tracking.final_run import record_promotion
 from src.tracking.tracker import MLflowTracker
 
@@ -48,13 +42,6 @@ def register_final_model(
         log.info("final stage: version %s was registered by an earlier attempt", version)
 
     def champion_right(champion_version: str) -> np.ndarray | None:
-        # The digits it got right when it was registered (on these digits: promote has
-        # compared the digests) save loading and re-running it; a version registered
-        # before the tag existed is loaded and re-run.
-        tags = client.get_model_version(name, champion_version).tags
-        recorded = decoded_right(tags.get(TEST_RIGHT_TAG), len(test))
-        if recorded is not None:
-            return recorded
         try:
             champion = load_version(tracker.tracking_uri, name, champion_version)
             return evaluate(champion, test, dataset.num_classes).right

@@ -1,8 +1,8 @@
 """Move a new version's aliases: ``challenger`` always, ``champion`` when it beats the holder.
 
 A new version gets the alias ``challenger``; it becomes ``champion`` only if it beats the
-current champion on the same test digits (the caller scores the champion: from the digits
-it got right when it was registered, tagged ``test_right``, or by re-evaluating it; and
+current champion on the same test digits (the champion is scored from the digits it got
+right when it was registered, tagged ``test_right``, or else re-evaluated by the caller;
 versions tested on other digits, another dataset, are never compared), by the rule
 ``final.promotion`` names: ``better`` (more digits right) or ``significant`` (better, with
 an exact McNemar p-value below ``final.alpha``). Everything goes through an `MlflowClient`
@@ -23,6 +23,7 @@ from src.registry.versions import (
     CHAMPION,
     TEST_RIGHT_TAG,
     current_champion,
+    decoded_right,
     encoded_right,
 )
 from src.stats import Accuracy, PairedComparison, accuracy_with_interval, mcnemar
@@ -65,14 +66,14 @@ def promote(
         challenger_right: Per test digit, whether the new version got it right.
         test_digest: The test split's digest (``Dataset.test_digest``).
         champion_right: Scores a registered version on the same digits (None if it
-            cannot take them).
+            cannot take them); called only for a champion without a ``test_right`` tag.
         rule: ``better`` or ``significant``.
         alpha: The significance level of the ``significant`` rule.
     """
     client.set_model_version_tag(model_name, version, "test_digest", test_digest)
     client.set_model_version_tag(model_name, version, "test_accuracy", f"{challenger.value:.6f}")
     recorded = encoded_right(challenger_right)
-    if recorded is not None:  # a later challenger is compared with it (src.final.register)
+    if recorded is not None:  # a later challenger is compared with it (`_compare`)
         client.set_model_version_tag(model_name, version, TEST_RIGHT_TAG, recorded)
     with promotion_lock(client, model_name):
         champion = current_champion(client, model_name)
@@ -118,7 +119,11 @@ def _compare(
             "(another dataset); register other data under its own final.model_name",
             champion_version,
         )
-    right = champion_right(champion_version)
+    # The digits it got right when it was registered save loading and re-running it; a
+    # version registered before the tag existed is scored by the caller.
+    right = decoded_right(champion.tags.get(TEST_RIGHT_TAG), len(challenger_right))
+    if right is None:
+        right = champion_right(champion_version)
     if right is None:
         return Promotion(
             version, False, f"version {version} stays {CHALLENGER}: {name} cannot be scored here"

@@ -28,10 +28,11 @@ def champion_uri(model_name: str) -> str:
 SEARCH_RUN_TAG = "search_run_id"
 # Tagged on each version: which test digits it got right, so that a later challenger is
 # compared with it without loading and re-running it (a three-model ensemble champion took
-# 6.2 s to load and score on 2 cores, half the 12 s a budget keeps after training).
+# 6.2 s to load and score on a 2-core AMD EPYC, half the 12 s a budget keeps after
+# training).
 TEST_RIGHT_TAG = "test_right"
 # Registry tag values of some stores' schemas hold 5,000 characters; 10,000 digits take
-# at most 1,668 as packed bits.
+# under 1,700 as packed bits, however they fall.
 _MOST_TAG_CHARACTERS = 5000
 
 
