@@ -152,8 +152,8 @@ def tuned_arm(folder: Path, wall_s: float) -> tuple[np.ndarray, dict[str, Any]]:
         "accuracy": ours.value,
         "interval": [ours.ci_low, ours.ci_high],
         "errors": ours.errors,
-        # 0: the budget afforded no new trial; the warm start's best was retrained.
-        "trials": 0 if search["data"].get("search_skipped") else len(search["trials"]),
+        "trials": len(search["trials"]),
+        "completed": sum(t["status"] == "COMPLETED" for t in search["trials"]),
         "search_examples": search["data"].get("search_examples"),
         "final_epochs": final["epochs"],
         "final_seeds": final["seeds"],

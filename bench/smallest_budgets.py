@@ -1,10 +1,9 @@
 """Under small budgets: one configuration for the few epochs it affords, or another for the
 more it affords in the same time, as the final stage trains them, scored on held-out digits.
 
-A budgeted final stage whose time does not pay the chosen configuration the epochs its
-score was measured at trains a tied trial it pays in full, or, where it pays under three
-quarters of them, the space's default point (`src.final.choose.affordable_choice`). This
-script is what those rules rest on: it trains each arm as the final stage trains it (all
+It asks whether, under a small budget, a dearer configuration for fewer epochs beats a
+cheaper one for more (the final-stage rule it once backed, `affordable_choice`, is gone:
+docs/archive/). It trains each arm as the final stage trains it (all
 10,000 bundled digits, each schedule decaying over its own epochs), for each epoch count
 given, and scores it on official training digits 50,000-59,999, which the bundle does not
 hold (`MNIST_IDX_FOLDER`), never on the test set. Compare rows of about the same training
@@ -33,13 +32,13 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
+import keras_tuner
 from common import add_json_option, composed_dataset, write_json
 from epochs_or_seeds import HELD_OUT, SHIPPED, official_training, train_member
 
 from src.data.dataset import Split
 from src.data.sources import read_idx_folder
 from src.model.hypermodel import CNNHyperModel
-from src.search.budgeting import default_configuration
 from src.search.warm_start import model_hyperparameters
 from src.stats import accuracy_with_interval, mcnemar
 
@@ -52,8 +51,10 @@ def arm_configuration(name: str, hypermodel: CNNHyperModel) -> dict[str, Any]:
     """
     if name == "shipped":
         return json.loads(SHIPPED.read_text())["trials"][0]["hyperparameters"]
-    if name == "default":
-        return default_configuration(hypermodel)
+    if name == "default":  # each knob's first choice or lower bound
+        hp = keras_tuner.HyperParameters()
+        hypermodel.build(hp)
+        return dict(hp.values)
     path, _, trial_id = name.rpartition("#")
     if not path:
         raise ValueError(f"{name!r}: expected shipped, default or RESULTS#TRIAL")

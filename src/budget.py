@@ -1,46 +1,48 @@
-"""A wall-clock budget for a whole run (``budget=10m``): the search and the final stage share it.
+"""The budget policy: one wall-clock budget (``budget=4m``) for the search and the final stage.
 
-Keras Tuner counts trials (``max_trials``), not time. With a budget, one clock starts when
-the run starts; the search starts trials only while the time left exceeds what the final
-stage is expected to need (`RunBudget.final_reserve_s`, re-estimated from every epoch the
-search trains), a trial still running at the search's deadline is stopped as Keras Tuner
-stops any trial (``src.model.backend.StopAtDeadline``), and the final stage fits its
-epochs and seeds into what is left (`fit_final_stage`). Each final model's epoch count is
-then refitted from its own first epochs' measured time
-(``src.model.backend.EpochsFittedToTime``), and a model stops after an epoch when the next
-would end past the time kept for testing and registering: a run overruns its budget only
-where those take longer than `FINAL_OVERHEAD_S`, and by less than one epoch of the final
-model unless the machine slows down mid-epoch.
+Keras Tuner counts trials, not time. With a budget, one clock starts when the run (or a
+Hydra multirun's job) starts, and five rules, each a method below that logs when it
+decides, share the time out:
 
+1. **What an epoch costs** (`RunBudget.epoch_s`): seconds per training digit, measured
+   before the first trial (a few timed batches) and after every epoch of every trial.
+2. **What the final stage keeps** (`RunBudget.final_kept_s`): ``budget_policy.final_share``
+   of the budget, and never less than one epoch of the final model plus
+   ``final_overhead_s`` (testing, logging and registering after training).
+3. **Whether another trial may start** (`RunBudget.may_start_trial`): while the search's
+   time left pays a trial's first epoch; a trial still running at the search's deadline
+   stops after the batch it passes it in (``src.model.backend.StopAtDeadline``), so every
+   trial that starts is scored.
+4. **The final plan** (`plan_final`): epochs and seeds for the time the final stage has,
+   seeds given up first; time that pays two whole models buys an ensemble.
+5. **The refit after each epoch** (`refit_epochs`): the final model's epoch count from its
+   own measured epochs, so that it ends within one epoch of the budget.
+
+A budget too small to pay ``budget_policy.min_trials`` first epochs and the final stage is
+refused before anything trains, naming the smallest that would do (`smallest_budget_s`).
 A budget makes what a run does depend on the machine's speed: every budgeted run records
-the trials and epochs it spent (``results.json``'s ``budget``, ``final.json``), so that the
-same run can be replayed without a budget (``tuner.max_trials``, ``final.epochs``).
+the trials and epochs it spent (``results.json``'s ``budget``, ``final.json``), so that it
+can be replayed without one (``tuner.max_trials``, ``final.epochs``).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import re
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# What a final stage costs beyond its epochs: building, evaluating the test split, logging
-# and registering the model, comparing it with the champion (seconds). In the 4-minute
-# `bench/anytime.py` run on 2 cores, logging, registering and deciding took 5.3 s after the
-# test score (its log); 12 leaves room for testing 10,000 digits, a slower machine, or a
-# champion to re-evaluate.
-FINAL_OVERHEAD_S = 12.0
+log = logging.getLogger(__name__)
+
 # A validation digit costs a forward pass, about a third of a training step's work.
 VALIDATION_WEIGHT = 1 / 3
-# Epochs are planned at this multiple of their measured cost: in the 4-minute
-# `bench/anytime.py` run (2 cores, docs/benchmarks.md) the final model's epochs took about
-# 21 s where its trial's had measured 14 s per 10,000 digits, and the run overran by 29 s.
-COST_MARGIN = 1.25
 # Saved in the run folder, so that a resumed run counts the time already spent.
 BUDGET_FILE = "budget.json"
 _NUMBER = r"\d+(?:\.\d+)?"
@@ -82,144 +84,137 @@ def parse_duration(value: Any) -> float:
 
 @dataclass
 class RunBudget:
-    """One run's clock: how much was given, spent and left, and what the final stage needs.
+    """One run's clock and the rules that share it out (the module's docstring lists them).
 
     Args:
         total_s: The whole run's budget.
+        final_share: The share of it kept for the final stage (``budget_policy``).
+        final_overhead_s: Of that, kept after the final model's training.
+        min_trials: The fewest trials a budget must pay (`smallest_budget_s`).
         spent_before_s: Time spent by an earlier attempt of this run (a resume).
+        clock: Seconds, monotonic (a fake one in tests).
     """
 
     total_s: float
+    final_share: float = 0.5
+    final_overhead_s: float = 12.0
+    min_trials: int = 8
     spent_before_s: float = 0.0
-    started: float = field(default_factory=time.monotonic)
-    # Seconds per training example per epoch, as the search has measured it so far, and
-    # per trial: models differ several times in cost, and the final stage retrains one.
+    clock: Callable[[], float] = time.monotonic
+    started: float | None = None
+    # Seconds per digit per epoch: the latest estimate, and each trial's own (models differ
+    # several times in cost, and the final stage retrains one of them).
     seconds_per_example: float | None = None
     trial_seconds_per_example: dict[str, float] = field(default_factory=dict)
-    # Each trial's epochs as measured, which its rate above sums up.
     trial_epoch_rates: dict[str, list[float]] = field(default_factory=dict)
+    # A trial's cost beyond its epochs (building, tracing, checkpoints, tracking): measured.
+    trial_fixed_s: float = 0.0
+    # Digits a trial's epoch and the final model's epoch see (set before the search).
+    trial_examples: float = 0.0
     final_examples: int = 0
-    # Epochs of the final model its reserve pays: the planned ones, or final.reserve_epochs.
-    final_epochs: int = 1
-    final_seeds: int = 1
-    final_overhead_s: float = FINAL_OVERHEAD_S  # 0 where the final stage is off
-    # The share of the budget kept for the final stage however little it is expected to need,
-    # and the most epochs its model may train (final.max_epochs with fill_budget): the share
-    # never keeps more than pays those, which the final stage could not use.
-    final_share: float = 0.0
-    final_most_epochs: int | None = None
-    # The most models the final stage may train for those epochs each: final.max_members
-    # where final.ensemble_epochs lets the budget train an ensemble, else 1.
-    final_most_members: int = 1
-    # The trial the final stage would retrain now, the search's best so far: its cost prices
-    # the reserve. None: the dearest trial measured.
-    final_trial: str | None = None
     # Filled in as the run goes: why the search stopped, and what each part took.
     search_stopped_because: str | None = None
     search_s: float | None = None
     final_s: float | None = None
-    # The final stage's time after its last model trained: what FINAL_OVERHEAD_S keeps.
     final_after_training_s: float | None = None
-    # Set where the budget narrowed the trials' digits below tuner.search_examples.
-    trial_examples_note: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.started is None:
+            self.started = self.clock()
 
     def spent(self) -> float:
         """Seconds spent, earlier attempts included."""
-        return self.spent_before_s + time.monotonic() - self.started
+        return self.spent_before_s + self.clock() - self.started
 
     def left(self) -> float:
         """Seconds left of the whole budget (negative once it is overrun)."""
         return self.total_s - self.spent()
 
+    # -- rule 1: what an epoch costs ---------------------------------------------------------
+
     def rate(self, trial_id: str | None = None) -> float | None:
-        """Seconds per example per epoch: a trial's own where measured, else the estimate."""
+        """Seconds per digit per epoch: a trial's own where measured, else the estimate."""
         return self.trial_seconds_per_example.get(str(trial_id), self.seconds_per_example)
 
-    def _final_s(self, epochs: int, margin: float = 1.0) -> float:
-        """The final stage's fixed costs and ``epochs`` of its seeds on every training digit,
-        times ``margin``, at the measured rate of the trial it would retrain now
-        (``final_trial``), else at the dearest rate measured.
+    def epoch_s(self, examples: float, trial_id: str | None = None) -> float:
+        """Seconds one epoch of ``examples`` digits costs (0 before anything was measured)."""
+        return (self.rate(trial_id) or 0.0) * examples
 
-        Only the best is priced, not the trials tied with it: the final stage retrains the
-        best or, by its rules (`src.final.choose`), a cheaper one or the warm start's first
-        configuration tied with it. A dearer trial that becomes best later raises the price
-        then and ends the search; the final stage trains it (or the tied configuration its
-        rule prefers) for what is left. Priced at the dearest trial measured, a 10-minute
-        bundled run kept 300 s for the 30 epochs it then trained in 146 s."""
-        measured = self.trial_seconds_per_example
-        if self.final_trial in measured:
-            rate = measured[self.final_trial]
-        else:
-            rate = max([self.seconds_per_example or 0.0, *measured.values()])
-        per_epoch = margin * rate * self.final_examples
-        return self.final_overhead_s + per_epoch * epochs * self.final_seeds
+    def observe_epoch(
+        self, seconds: float, examples: float, trial_id: str | None = None, traced: bool = False
+    ) -> None:
+        """Fold one trained epoch into the cost estimate (and its trial's own).
 
-    @property
-    def final_reserve_s(self) -> float:
-        """What the final stage is expected to need: its planned epochs (`_final_s`) as its
-        plan prices them, with `COST_MARGIN`, so that the plan then pays them all (without
-        it, a 10-minute full-MNIST run kept 10 epochs and its plan paid 7)."""
-        return self._final_s(self.final_epochs, COST_MARGIN)
-
-    def affordable_epochs(self, examples: int, trial_id: str | None = None) -> int | None:
-        """Epochs of one model on ``examples`` digits the time left pays beside the final
-        stage's fixed costs, at a trial's measured rate (``COST_MARGIN`` over it); None
-        before anything was measured."""
-        rate = self.rate(trial_id)
-        if rate is None:
-            return None
-        per_epoch = COST_MARGIN * rate * examples
-        return int((self.left() - FINAL_OVERHEAD_S) // per_epoch) if per_epoch > 0 else 0
-
-    @property
-    def final_kept_s(self) -> float:
-        """Seconds the search leaves the final stage: what it is expected to need, or its
-        share of the budget, whichever is more. The share keeps no more than pays its most
-        epochs (``final_most_epochs``, with the plan's `COST_MARGIN`) for as many whole
-        models as it pays, up to ``final_most_members``: the final stage could not use the
-        rest, which is the search's."""
-        share = self.final_share * self.total_s
-        if self.final_most_epochs is not None:
-            epoch = self._final_s(1, COST_MARGIN) - self.final_overhead_s
-            models = 1
-            if epoch > 0 and self.final_most_members > 1:
-                # An ensemble keeps one epoch more: the search's last trial ends a little past
-                # its deadline, and one epoch short of its members the plan trains one model.
-                room = share - self.final_overhead_s - epoch
-                whole = int(room // (epoch * self.final_most_epochs))
-                models = max(1, min(self.final_most_members, whole))
-            most = self.final_most_epochs * models + (1 if models > 1 else 0)
-            share = min(share, self._final_s(most, COST_MARGIN))
-        return max(self.final_reserve_s, share)
-
-    def search_left(self) -> float:
-        """Seconds the search may still use: what is left after the final stage's share."""
-        return self.left() - self.final_kept_s
-
-    def observe_epoch(self, seconds: float, examples: float, trial_id: str | None = None) -> None:
-        """Fold one trained epoch into the cost estimate (and the trial's own).
+        A trial's first epoch carries its tracing (``traced``): it prices that trial only
+        until its later ones are timed, and never the estimate for other models. A trial is
+        priced at the lower median of its last three later epochs, so that one slow epoch on
+        a shared machine is passed over.
 
         Args:
             seconds: How long the epoch took, validation included.
-            examples: Training examples plus `VALIDATION_WEIGHT` per validation example.
+            examples: Training digits plus `VALIDATION_WEIGHT` per validation digit.
             trial_id: The trial it belongs to; None for the calibration.
+            traced: The trial's first epoch.
         """
         if examples <= 0 or seconds <= 0:
             return
         rate = seconds / examples
-        previous = self.seconds_per_example
-        # The latest epochs weigh most: later trials are what the final stage will retrain.
-        self.seconds_per_example = rate if previous is None else 0.5 * previous + 0.5 * rate
+        if not traced:
+            previous = self.seconds_per_example
+            self.seconds_per_example = rate if previous is None else 0.5 * (previous + rate)
         if trial_id is not None:
-            # A trial's first epoch carries its tracing, so the later ones price it: their
-            # lower median of the last three, as `EpochsFittedToTime` reads a final model's,
-            # so that one slow epoch on a shared machine is passed over (the shipped best's
-            # fourth took 5.1 s where its second and third took 3.6).
             rates = self.trial_epoch_rates.setdefault(str(trial_id), [])
             rates.append(rate)
             self.trial_seconds_per_example[str(trial_id)] = statistics.median_low(
                 rates[1:][-3:] or rates
             )
+
+    def trial_s(self) -> float:
+        """What a trial's first epoch costs, its fixed cost included: the search's unit."""
+        return self.trial_fixed_s + self.epoch_s(self.trial_examples)
+
+    # -- rule 2: what the final stage keeps --------------------------------------------------
+
+    def final_kept_s(self) -> float:
+        """Seconds the search leaves the final stage: its share of the budget, and never less
+        than one epoch of the final model and the time kept after it; none where the final
+        stage is off (``final_share`` 0)."""
+        if not self.final_share:
+            return 0.0
+        least = self.final_overhead_s + self.epoch_s(self.final_examples)
+        return max(self.final_share * self.total_s, least)
+
+    def search_left(self) -> float:
+        """Seconds the search may still use."""
+        return self.left() - self.final_kept_s()
+
+    # -- rule 3: whether another trial may start -----------------------------------------------
+
+    def may_start_trial(self, trials_so_far: int) -> bool:
+        """Whether the search's time left pays another trial's first epoch; the first trial
+        always starts. Logs the no, and keeps it as why the search stopped."""
+        if trials_so_far == 0 or self.search_left() >= self.trial_s():
+            return True
+        if self.search_stopped_because is None:
+            self.search_stopped_because = (
+                f"budget: {max(self.search_left(), 0):.0f} s left in the search's share after "
+                f"{trials_so_far} trials, where a trial's first epoch costs about "
+                f"{self.trial_s():.1f} s; {self.final_kept_s():.0f} s kept for the final stage"
+            )
+            log.info("%s", self.search_stopped_because)
+        return False
+
+    def smallest_budget_s(self) -> float:
+        """The smallest budget that pays, at the costs measured, the start-up spent so far
+        and `min_trials` first epochs in the search's share, and one final epoch and the time
+        kept after it in the final stage's."""
+        search = (self.spent() + self.min_trials * self.trial_s()) / (1 - self.final_share)
+        if not self.final_share:
+            return search
+        final = (self.final_overhead_s + self.epoch_s(self.final_examples)) / self.final_share
+        return max(search, final)
+
+    # -- the record -----------------------------------------------------------------------------
 
     def save(self, folder: Path) -> None:
         """Record the time spent so far in ``folder`` (a resumed run starts from it)."""
@@ -228,16 +223,22 @@ class RunBudget:
 
     @classmethod
     def start(
-        cls, total: Any, folder: Path, resume: bool = False, started: float | None = None
+        cls,
+        total: Any,
+        folder: Path,
+        policy: Any = None,
+        resume: bool = False,
+        started: float | None = None,
     ) -> RunBudget:
         """A budget of ``total`` (a duration), counting what a resumed run spent before.
 
         Args:
             total: The budget, as ``budget`` gives it.
             folder: The run folder, where the time spent is saved.
+            policy: The ``budget_policy`` config node (None: the defaults above).
             resume: Count the time an earlier attempt of this run saved there.
-            started: When the clock started (``time.monotonic()``); ``src.run`` passes its
-                own start, so that start-up counts too. Default: now.
+            started: When the clock started (``time.monotonic()``); ``src.run`` passes the
+                process's or the multirun job's start. Default: now.
         """
         spent_before = 0.0
         saved = folder / BUDGET_FILE
@@ -246,28 +247,22 @@ class RunBudget:
                 spent_before = float(json.loads(saved.read_text()).get("spent_s", 0.0))
             except (ValueError, AttributeError):  # a damaged record: count from now
                 spent_before = 0.0
-        clock = time.monotonic() if started is None else started
-        return cls(parse_duration(total), spent_before_s=spent_before, started=clock)
+        rules = dict(policy or {})
+        return cls(parse_duration(total), spent_before_s=spent_before, started=started, **rules)
 
     def to_dict(self) -> dict[str, Any]:
         """What ``results.json``, ``final.json`` and MLflow record of the budget."""
         record = asdict(self)
-        record.pop("started")
-        record.pop("trial_epoch_rates")  # trial_seconds_per_example sums them up
+        for internal in ("clock", "started", "trial_epoch_rates"):
+            record.pop(internal)
         return {
             **record,
             "spent_s": round(self.spent(), 2),
-            "final_reserve_s": round(self.final_reserve_s, 2),
-            "final_kept_s": round(self.final_kept_s, 2),
+            "final_kept_s": round(self.final_kept_s(), 2),
         }
 
 
-def fill_epochs(final: Any) -> int | None:
-    """The most epochs a budgeted final model trains where the time allows
-    (``final.max_epochs``), or None where its epochs are not the budget's to lengthen:
-    ``final.fill_budget`` off, or ``final.epochs`` fixed by the user. ``final``: the
-    run's ``final`` config."""
-    return final.max_epochs if final.fill_budget and not final.epochs else None
+# -- rule 4: the final plan ----------------------------------------------------------------
 
 
 @dataclass
@@ -279,11 +274,11 @@ class FinalPlan:
     ensemble: bool
     note: str | None = None
     # The most epochs a model may train once its measured epochs say the time allows more
-    # (`src.model.backend.EpochsFittedToTime`); None: exactly ``epochs``.
+    # (`refit_epochs`); None: exactly ``epochs``.
     most_epochs: int | None = None
 
 
-def fit_final_stage(
+def plan_final(
     budget: RunBudget | None,
     epochs: int,
     seeds: list[int],
@@ -294,45 +289,74 @@ def fit_final_stage(
     ensemble_epochs: int | None = None,
     max_members: int = 1,
 ) -> FinalPlan:
-    """The most of ``epochs`` x ``seeds`` that fits the time left, seeds given up first.
+    """The final stage's epochs and seeds for the time left (rule 4).
 
-    More seeds buy a spread (and an ensemble); more epochs buy accuracy, so when time is
-    short the extra seeds go first, then epochs, down to one epoch of one seed. With
-    ``fill_up_to``, time left over after ``epochs`` lengthens every seed's schedule, up to
-    that many epochs. ``trial_id``: the retrained trial, whose own epochs were measured.
-    With ``ensemble_epochs`` and one seed given: where the time pays two or more models
-    (at most ``max_members``) that many epochs each, it trains that many seeds (the given
-    one and the next ones) and their ensemble instead of one longer schedule.
+    The time left, less the overhead kept after training, is counted in epochs of the
+    retrained trial (``trial_id``) on ``examples`` digits. Where it pays two or more
+    models of ``ensemble_epochs`` (at most ``max_members``, one seed given), it trains
+    that many seeds and their ensemble; else it fills one schedule up to ``fill_up_to``
+    epochs; where it pays less than ``epochs`` x ``seeds``, the extra seeds go first, then
+    epochs, down to one epoch of one seed. Without a budget, or before anything was
+    measured: exactly ``epochs`` x ``seeds``.
     """
     if budget is None or budget.rate(trial_id) is None:
         return FinalPlan(epochs, seeds, ensemble)
+    per_epoch = budget.epoch_s(examples, trial_id)
+    affordable = int(max(budget.left() - budget.final_overhead_s, 0) // per_epoch)
     most = max(fill_up_to or epochs, epochs)
-    per_epoch = COST_MARGIN * budget.rate(trial_id) * examples
-    affordable = budget.affordable_epochs(examples, trial_id)
-    left = f"the budget left {max(budget.left(), 0):.0f} s, epochs of about {per_epoch:.1f} s"
+    left = f"{max(budget.left(), 0):.0f} s left, epochs of about {per_epoch:.1f} s"
     members = min(max_members, affordable // ensemble_epochs) if ensemble_epochs else 0
     if len(seeds) == 1 and members >= 2:
         each = max(ensemble_epochs, min(most, affordable // members))
-        note = (
-            f"{left}: an ensemble of {members} seeds x {each} epochs "
-            f"(final.ensemble_epochs={ensemble_epochs})"
-        )
+        note = f"{left}: an ensemble of {members} seeds x {each} epochs"
         member_seeds = [seeds[0] + offset for offset in range(members)]
-        return FinalPlan(each, member_seeds, True, note, max(most, each))
-    if affordable >= epochs * len(seeds):
-        filled = min(fill_up_to or epochs, affordable // len(seeds))
-        if filled > epochs:
-            note = f"{left}: {filled} epochs instead of {epochs} (final.fill_budget)"
-            return FinalPlan(filled, seeds, ensemble, note, most)
-        return FinalPlan(epochs, seeds, ensemble, None, most)
-    kept_seeds = seeds[: max(1, min(len(seeds), affordable // max(epochs, 1)))]
-    fitted_epochs = max(1, min(epochs, affordable // len(kept_seeds)))
-    keeps_ensemble = ensemble and len(kept_seeds) > 1
-    if fitted_epochs == epochs and len(kept_seeds) == len(seeds):
-        note = f"{left}: less than the planned {epochs} epoch(s); trained anyway"
+        plan = FinalPlan(each, member_seeds, True, note, max(most, each))
+    elif affordable >= epochs * len(seeds):
+        filled = min(most, affordable // len(seeds))
+        note = f"{left}: {filled} epochs" + (f" (up to {most})" if filled < most else "")
+        plan = FinalPlan(filled, seeds, ensemble, note, most)
     else:
-        note = (
-            f"{left}: {fitted_epochs} epoch(s) x {len(kept_seeds)} seed(s) instead of "
-            f"{epochs} x {len(seeds)}"
-        )
-    return FinalPlan(fitted_epochs, kept_seeds, keeps_ensemble, note, most)
+        kept = seeds[: max(1, min(len(seeds), affordable // max(epochs, 1)))]
+        fitted = max(1, min(epochs, affordable // len(kept)))
+        note = f"{left}: {fitted} epoch(s) x {len(kept)} seed(s) instead of {epochs} x {len(seeds)}"
+        plan = FinalPlan(fitted, kept, ensemble and len(kept) > 1, note, most)
+    log.info("budget: final plan: %s", plan.note)
+    return plan
+
+
+# -- rule 5: the refit after each epoch ------------------------------------------------------
+
+
+def most_without_rising(done: int, epochs: int) -> int | float:
+    """The longest cosine schedule the next epoch may follow without a higher learning rate
+    than the last one had: that epoch ran at progress ``(done - 1) / epochs``, the next
+    runs at ``done / longer``, and the rate falls with progress, so ``longer <= epochs *
+    done / (done - 1)``. Unbounded after the first epoch."""
+    if done <= 1:
+        return math.inf
+    return epochs * done // (done - 1)
+
+
+def refit_epochs(
+    epochs: int,
+    done: int,
+    epoch_seconds: list[float],
+    seconds_left: float,
+    most: int,
+    models_after: int = 0,
+) -> int:
+    """A final model's epoch count after its ``done``-th epoch (rule 5).
+
+    The count becomes what ``seconds_left`` pays at the epochs' measured cost (the lower
+    median of the last three after the first, which carries tracing), shared evenly with
+    the ``models_after`` still to train: left = (n - done) * took + models_after * n *
+    took, solved for n. It grows no further than ``most`` and than keeps a cosine rate
+    from rising (`most_without_rising`), and shrinks to no fewer than ``done``.
+    """
+    took = statistics.median_low(epoch_seconds[1:][-3:] or epoch_seconds)
+    affordable = int((seconds_left / took + done) // (1 + models_after))
+    if affordable > epochs:
+        return int(min(affordable, most, most_without_rising(done, epochs)))
+    if affordable < epochs:
+        return max(done, affordable)
+    return epochs

@@ -1,8 +1,9 @@
 """The pipeline: load the data, run the tracked search, then the final stage.
 
 With ``final.from_results`` there is no search: the configuration an earlier run recorded
-(its ``results.json`` or ``final/final.json``) goes straight to the final stage, e.g. to
-retrain the fast study's best configuration on full MNIST.
+(its ``results.json`` or ``final/final.json``, or ``shipped``: the shipped study's best)
+goes straight to the final stage, e.g. to retrain the fast study's best on full MNIST. That
+is retraining a known answer, not tuning, and is logged as such.
 
 `run_pipeline` is what ``python -m src.run`` does once the config is validated; tests and
 ``bench/`` call it directly instead of rebuilding it.
@@ -26,6 +27,7 @@ from src.search.observers import TrialObserver
 from src.search.results import SearchResult, recorded_search
 from src.search.run_state import check_run_folder
 from src.search.stage import run_search
+from src.search.warm_start import recorded_file
 from src.tracking.tracker import tracked_search
 
 log = logging.getLogger(__name__)
@@ -66,7 +68,10 @@ def run_pipeline(
     budget = None
     if cfg.get("budget") is not None:  # one clock for the search and the final stage
         folder = Path(cfg.paths.output_dir)
-        budget = RunBudget.start(cfg.budget, folder, resume=cfg.resume, started=started)
+        policy = OmegaConf.to_container(cfg.budget_policy, resolve=True)
+        if not cfg.final.enabled:
+            policy["final_share"] = 0.0  # the search has all of it
+        budget = RunBudget.start(cfg.budget, folder, policy, resume=cfg.resume, started=started)
     dataset = load_dataset(
         OmegaConf.to_container(cfg.data, resolve=True), cfg.training.val_fraction
     )
@@ -103,7 +108,7 @@ def _check_batch_size(cfg: DictConfig, dataset: Dataset) -> None:
 def _recorded(cfg: DictConfig, listeners: Sequence[TrialObserver]) -> SearchResult:
     """No search: the configuration ``final.from_results`` recorded, for the final stage."""
     try:
-        search = recorded_search(Path(cfg.final.from_results))
+        search = recorded_search(recorded_file(cfg.final.from_results, cfg.search_space.name))
     except (ValueError, TypeError) as error:  # not JSON, or not a record of a configuration
         raise ConfigError(f"final.from_results={cfg.final.from_results!r}: {error}") from None
     log.info("retraining the configuration recorded in %s (no search)", cfg.final.from_results)

@@ -40,6 +40,7 @@ TINY_OVERRIDES = [
     "search_space=cnn",
     "tuner=random",
     "tuner.warm_start=null",
+    "tuner.pruner=null",
     "data=mnist_10k",
     "data.max_train_examples=300",
     # A tiny final stage scores 500 test digits, not 10,000 (twice with a champion).

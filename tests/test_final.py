@@ -7,8 +7,7 @@ import pytest
 from helpers import compose_config
 from omegaconf import OmegaConf
 
-from src.budget import COST_MARGIN, FINAL_OVERHEAD_S, RunBudget
-from src.final.choose import affordable_choice, choose_trial
+from src.final.choose import choose_trial
 from src.model.hypermodel import CNNHyperModel, forward_flops
 from src.search.results import SearchResult, TrialSummary
 
@@ -68,52 +67,6 @@ def test_best_rule_and_a_search_without_ties_retrain_the_best_trial(search, hype
     for trial in search.trials:
         trial.tied_with_best = False
     assert choose_trial(search, "cheapest_tied", hypermodel)[0] is search.best
-
-
-def test_a_budget_too_short_for_the_chosen_trials_scored_epochs_trains_the_default_point(
-    search, hypermodel
-):
-    """A score holds for the epochs it was measured at (the best trial's 4): where the time
-    left pays under three quarters of them, the final stage trains the space's default
-    (smallest) model instead."""
-    epoch_s = 10.0  # an epoch of 10,000 digits, as measured for the best trial
-    budget = RunBudget(FINAL_OVERHEAD_S + 2.5 * COST_MARGIN * epoch_s)  # pays 2 epochs
-    budget.observe_epoch(epoch_s, 10_000, trial_id="best")
-    chosen, why = affordable_choice(search.best, search, hypermodel, budget, 10_000)
-    assert chosen.trial_id == "default" and chosen.score is None
-    assert chosen.hyperparameters["conv_layers"] == 2
-    assert chosen.hyperparameters["filters_0"] == chosen.hyperparameters["filters_1"] == 16
-    assert why.endswith("pays trial best 2 of the 4 epochs its score was measured at")
-
-    budget.total_s += COST_MARGIN * epoch_s  # now 3 epochs fit: the best is kept
-    assert affordable_choice(search.best, search, hypermodel, budget, 10_000) is None
-    assert affordable_choice(search.best, search, hypermodel, None, 10_000) is None
-
-
-def test_a_budget_short_of_the_chosen_trials_scored_epochs_trains_a_tied_trial_it_pays_in_full(
-    search, hypermodel
-):
-    """Tied scores promise the same accuracy: where the time left pays the best trial 3 of
-    its 4 scored epochs, the best-scoring tied trial it pays all 4 is trained instead."""
-    budget = RunBudget(FINAL_OVERHEAD_S + 3.5 * COST_MARGIN * 10.0)  # 3 epochs of the best
-    budget.observe_epoch(10.0, 10_000, trial_id="best")
-    budget.observe_epoch(8.0, 10_000, trial_id="tied, dear")  # pays 4
-    budget.observe_epoch(4.0, 10_000, trial_id="tied, cheap")  # pays 8
-    budget.observe_epoch(1.0, 10_000, trial_id="cheapest, worse")  # not tied: never chosen
-    chosen, why = affordable_choice(search.best, search, hypermodel, budget, 10_000)
-    assert chosen.trial_id == "tied, dear"
-    assert why == (
-        "the best-scoring trial tied with the best that the time left pays the 4 epochs its "
-        "score was measured at (it pays trial best 3 of 4)"
-    )
-
-    budget.observe_epoch(9.0, 10_000, trial_id="tied, dear")  # dearer now: pays 3 of 4
-    assert affordable_choice(search.best, search, hypermodel, budget, 10_000)[0].trial_id == (
-        "tied, cheap"
-    )
-    # Paid its own scored epochs, the chosen trial is kept, however cheap a tied one.
-    budget.total_s += COST_MARGIN * 10.0
-    assert affordable_choice(search.best, search, hypermodel, budget, 10_000) is None
 
 
 def test_warm_start_tied_retrains_the_earlier_best_unless_the_best_beats_it_once_chosen(

@@ -11,6 +11,8 @@ import pytest
 from mlflow import MlflowClient
 from omegaconf import OmegaConf
 
+from src.config.compose import CONFIG_DIR
+from src.config.rules import validate_config
 from src.data.dataset import load_dataset
 from src.final.evaluation import evaluate
 from src.pipeline import run_pipeline
@@ -82,6 +84,24 @@ def test_a_recorded_configuration_is_retrained_without_a_search(tiny_config, tmp
     trial_runs = [r for r in runs if r.data.tags.get("run_kind") == "trial"]
     assert len(final_runs) == 2 and len(trial_runs) == 1  # no trial for the retraining
     assert {r.info.status for r in runs} == {"FINISHED"}
+
+
+def test_retraining_the_shipped_best_is_its_own_command_and_runs_no_search(tiny_config):
+    """final.from_results=shipped: the shipped study's best configuration, retrained on this
+    run's data with no trial (retraining a known answer, not tuning)."""
+    shipped = json.loads((CONFIG_DIR / "warm_start" / "default.json").read_text())
+    best = max(shipped["trials"], key=lambda trial: trial["score"])
+    cfg = tiny_config(
+        "search_space=default",
+        "final.from_results=shipped",
+        "final.register=false",
+        "final.epochs=1",
+    )
+    validate_config(cfg)
+    result = run_pipeline(cfg)
+    assert [t.trial_id for t in result.search.trials] == [best["trial_id"]]
+    assert result.search.data["recorded_from"].endswith("warm_start/default.json")
+    assert result.final.hyperparameters == best["hyperparameters"]
 
 
 @pytest.mark.slow

@@ -533,7 +533,7 @@ def test_a_tpe_search_over_two_workers_prunes_on_the_chief(tmp_path, postgres_tr
         # 1e-5 leaves a trial near chance after two epochs; 0.003 does not.
         "~search_space.learning_rate",
         "+search_space.learning_rate=[0.003,0.00001]",
-        "tuner.pruner={name: threshold, lower: 0.3, n_warmup_steps: 1}",
+        "tuner.pruner={name: threshold, lower: 0.3, n_warmup_steps: 2}",
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     command = _cluster_command("tpe", postgres_tracking_server, overrides=overrides)

@@ -232,7 +232,7 @@ def test_a_pruned_search_trains_fewer_epochs_and_says_so(
         "tuner.max_trials=3",
         "training.epochs=4",
         "training.early_stopping_patience=10",
-        "tuner.pruner={name: threshold, lower: 0.99, n_warmup_steps: 1}",
+        "tuner.pruner={name: threshold, lower: 0.99, n_warmup_steps: 2}",
     )
     with pytest.raises(SearchFailed):  # no trial completed: all were pruned
         run_search(cfg, tiny_dataset)

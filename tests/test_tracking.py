@@ -135,7 +135,7 @@ def test_a_pruned_trial_is_visible_as_such(tiny_config, tiny_dataset, monkeypatc
     cfg = tiny_config(
         "tuner=grid",
         "training.epochs=4",
-        "tuner.pruner={name: threshold, lower: 0.3, n_warmup_steps: 1}",
+        "tuner.pruner={name: threshold, lower: 0.3, n_warmup_steps: 2}",
     )
     result, _ = tracked_run(cfg)
     assert [(t.status, t.epochs_run) for t in result.trials] == [("COMPLETED", 4), ("PRUNED", 2)]

@@ -14,8 +14,9 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from src.budget import FINAL_OVERHEAD_S, parse_duration
+from src.budget import parse_duration
 from src.config.schema import (
+    BudgetPolicySchema,
     DistributedSchema,
     FinalSchema,
     MlflowSchema,
@@ -26,14 +27,12 @@ from src.data.mnist_format import IMAGE_SIDE
 from src.errors import ConfigError
 from src.model.search_space import SearchSpaceError, is_int, is_number, validate_search_space
 from src.search.capabilities import refusal
-from src.search.warm_start import warm_start_for
+from src.search.warm_start import recorded_file, warm_start_for
 
 # What a trial can be ranked by: the hypermodel compiles loss and accuracy, and Keras logs
 # both for training and validation.
 OBJECTIVES = ("val_accuracy", "val_loss", "accuracy", "loss")
 DATA_SOURCES = ("mnist", "mnist_10k", "idx")
-# A budget below this cannot pay for the final stage's fixed costs and one epoch.
-MIN_BUDGET_S = 2 * FINAL_OVERHEAD_S
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -110,10 +109,16 @@ def _check_budget(reader: _Reader) -> None:
         seconds = parse_duration(budget)
     except ValueError as error:
         raise ConfigError(f"budget={budget!r}: {error}") from None
-    if seconds < MIN_BUDGET_S and reader.get("final.enabled"):
+    check_node(reader.cfg.budget_policy, BudgetPolicySchema, "budget_policy")
+    share, overhead = (
+        reader.get("budget_policy.final_share"),
+        reader.get("budget_policy.final_overhead_s"),
+    )
+    least = overhead / share  # the final stage's share must hold its overhead, before any epoch
+    if seconds < least and reader.get("final.enabled"):
         raise ConfigError(
-            f"budget={budget!r}: the final stage alone needs about {FINAL_OVERHEAD_S:.0f} s "
-            f"(evaluating, logging and registering); give budget={MIN_BUDGET_S:.0f}s or more"
+            f"budget={budget!r}: the final stage's share ({share}) must hold at least "
+            f"budget_policy.final_overhead_s={overhead:g}; give budget={least:.0f}s or more"
         )
     if reader.get("tuner.cv_folds", 1) not in (None, 1):
         # A k-fold trial trains k models; the budget's estimate counts one per trial.
@@ -281,7 +286,10 @@ def _check_final(reader: _Reader) -> None:
     if reader.get("final.ensemble") and len(seeds or [None]) < 2:
         raise ConfigError("final.ensemble=true: needs at least 2 final.seeds to average")
     recorded = reader.get("final.from_results", None)
-    if recorded is not None and not Path(str(recorded)).is_file():
+    if (
+        recorded is not None
+        and not recorded_file(recorded, reader.get("search_space.name")).is_file()
+    ):
         raise ConfigError(f"final.from_results={recorded!r}: no such file")
 
 

@@ -100,12 +100,18 @@ class FinalSchema:
     promotion: Promotion = Promotion.significant
     alpha: float = _between(0, 1)
     from_results: str | None = None
-    budget_share: float = field(default=0.75, metadata={"between": (0, 1)})
-    reserve_epochs: int | None = _at_least(1, default=None)
-    fill_budget: bool = True
     max_epochs: int = _at_least(1, default=30)
     ensemble_epochs: int | None = _at_least(1, default=30)
     max_members: int = _at_least(1, default=3)
+
+
+@dataclass
+class BudgetPolicySchema:
+    """The ``budget_policy`` node of ``conf/config.yaml`` (``src.budget``'s rules)."""
+
+    final_share: float = _between(0, 1)
+    final_overhead_s: float = _at_least(0)
+    min_trials: int = _at_least(1)
 
 
 @dataclass

@@ -22,16 +22,17 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from src.budget import FINAL_OVERHEAD_S, RunBudget, fill_epochs, fit_final_stage
+from src.budget import RunBudget, plan_final
 from src.data.dataset import Dataset
 from src.final import report
-from src.final.choose import affordable_choice, choose_trial
+from src.final.choose import choose_trial
 from src.final.evaluation import Evaluation, evaluate
 from src.final.register import register_final_model
 from src.final.result import FinalResult
 from src.final.retrain import ensemble_of, train_and_test
 from src.model.backend import EpochsFittedToTime
 from src.model.hypermodel import CNNHyperModel
+from src.search.budgeting import time_model
 from src.search.results import SearchResult
 from src.search.warm_start import model_hyperparameters, preferred_configuration
 from src.tracking.final_run import close_final_run, log_final_run
@@ -66,29 +67,28 @@ def run_final_stage(
     examples = len(dataset.train) + len(dataset.val)
     preferred = preferred_configuration(cfg)
     chosen, chosen_by = choose_trial(search, cfg.final.choose, hypermodel, preferred)
-    if not cfg.final.epochs:  # epochs the user fixed are kept, whatever the time
-        replacement = affordable_choice(chosen, search, hypermodel, budget, examples)
-        chosen, chosen_by = replacement or (chosen, chosen_by)
     log.info("final stage: retraining trial %s, %s", chosen.trial_id, chosen_by)
     values = model_hyperparameters(chosen.hyperparameters)
     epochs = cfg.final.epochs or (chosen.best_step + 1 if chosen.best_step is not None else None)
     epochs = epochs or training["epochs"]
 
     seeds = list(cfg.final.seeds or [training["seed"]])
-    plan = fit_final_stage(
+    if budget is not None and budget.rate() is None:  # no search timed a model (from_results)
+        _, seconds, digits = time_model(hypermodel, dataset.train, training["batch_size"], values)
+        budget.observe_epoch(seconds, digits)
+    plan = plan_final(
         budget,
         epochs,
         seeds,
         bool(cfg.final.ensemble),
         examples,
-        fill_epochs(cfg.final),
+        # Epochs the user fixed are kept; else the schedule fills the time, up to its cap.
+        None if cfg.final.epochs else cfg.final.max_epochs,
         chosen.trial_id,
         # Only where the seeds are the budget's to choose.
         ensemble_epochs=None if cfg.final.seeds else cfg.final.ensemble_epochs,
         max_members=cfg.final.max_members,
     )
-    if plan.note:
-        log.info("final stage: %s", plan.note)
     seeds = plan.seeds
     trained = []
     for index, seed in enumerate(seeds):
@@ -98,7 +98,7 @@ def run_final_stage(
             continue
         # Testing, logging and registering keep their time; the epochs fit the rest.
         fitted = EpochsFittedToTime(
-            lambda: budget.left() - FINAL_OVERHEAD_S,
+            lambda: budget.left() - budget.final_overhead_s,
             plan.epochs,
             plan.most_epochs,
             models_after=len(seeds) - 1 - index,
@@ -170,7 +170,7 @@ def run_final_stage(
     log.info("final stage: %s", parts.describe())
     if budget is not None:
         budget.final_s = final.wall_time_s
-        # What FINAL_OVERHEAD_S keeps time for: where this exceeds it, the run overran.
+        # What final_overhead_s keeps time for: where this exceeds it, the run overran.
         budget.final_after_training_s = round(final.wall_time_s - parts.seconds["training"], 2)
         final.budget = budget.to_dict()
         if tracker is not None:

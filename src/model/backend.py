@@ -6,15 +6,17 @@ same config trains the same way wherever it runs.
 
 from __future__ import annotations
 
-import math
-import statistics
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import keras
 
+from src.budget import refit_epochs
 from src.interrupts import raise_if_stop_requested
+
+log = logging.getLogger(__name__)
 
 
 def keras_verbosity(verbose: int) -> int:
@@ -87,33 +89,12 @@ class StopAtDeadline(keras.callbacks.Callback):
         self._check()
 
 
-def most_without_rising(done: int, epochs: int) -> int | float:
-    """The longest cosine schedule the next epoch may follow without a higher rate than
-    the last one had: that epoch ran at progress ``(done - 1) / epochs``, the next runs at
-    ``done / longer``, and the rate falls with progress, so ``longer <= epochs * done /
-    (done - 1)``. Unbounded after the first epoch. (An earlier rule let the count grow only
-    in the schedule's first third: a 10-minute run on full MNIST stopped after 11 epochs
-    with 58 s left, where one more took 38 s.)"""
-    if done <= 1:
-        return math.inf
-    return epochs * done // (done - 1)
-
-
 class EpochsFittedToTime(keras.callbacks.Callback):
-    """Fits a final model's epoch count to the time it has, once its epochs are timed.
-
-    A plan made before training rests on an estimate (the calibration's few batches, or a
-    trial's epochs on other digits) that was off by a third or more on a shared 2-core
-    machine (docs/benchmarks.md): runs ended minutes early, or overran. After every epoch
-    the count becomes what the time left pays at the epochs' measured cost (the first,
-    which carries tracing, set aside once others are timed), shared evenly with the
-    ``models_after`` still to train, between the epochs done and ``most``.
+    """Fits a final model's epoch count to the time it has, once its epochs are timed:
+    after every epoch, `src.budget.refit_epochs` (the budget's rule 5) sets the count.
     `epochs` is what a learning-rate schedule reads (``CNNHyperModel.fit(schedule_epochs=
-    ...)``), so it decays over the epochs that really run. The count may grow only as far
-    as keeps the cosine rate from rising (`most_without_rising`), so a late change
-    stretches the schedule's tail and never jumps the rate back up; it shrinks whenever
-    the time asks, and the model stops after an epoch when the next would end past the
-    deadline.
+    ...)``), so it decays over the epochs that really run; the model stops after an epoch
+    when the next would end past the deadline.
 
     Args:
         seconds_left: Seconds left for training, this model's and the later ones'.
@@ -146,15 +127,11 @@ class EpochsFittedToTime(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         self.epoch_seconds.append(self.clock() - self._started)
         done = epoch + 1
-        # The lower median of the last three epochs after the first: one slow epoch on a
-        # shared machine is passed over, two in a row are believed.
-        took = statistics.median_low(self.epoch_seconds[1:][-3:] or self.epoch_seconds)
-        # Time left pays this model's remaining epochs and every later model's whole count:
-        # left = (n - done) * took + models_after * n * took, solved for n.
-        affordable = int((self.seconds_left() / took + done) // (1 + self.models_after))
-        if affordable > self.epochs:
-            self.epochs = min(affordable, self.most, most_without_rising(done, self.epochs))
-        elif affordable < self.epochs:
-            self.epochs = max(done, affordable)
+        refitted = refit_epochs(
+            self.epochs, done, self.epoch_seconds, self.seconds_left(), self.most, self.models_after
+        )
+        if refitted != self.epochs:
+            log.info("budget: refit after epoch %d: %d epochs, not %d", done, refitted, self.epochs)
+        self.epochs = refitted
         if done >= self.epochs:
             self.model.stop_training = True

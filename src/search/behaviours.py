@@ -4,8 +4,8 @@
 overriding one of Keras Tuner's own hooks (``search``, ``run_trial``, ``on_epoch_end``)
 and calling the next:
 
-- `SpendsBudget`: with ``budget``, trials start only while the search has time left, and
-  every epoch's cost refines what the final stage is expected to need (``src.budget``);
+- `SpendsBudget`: with ``budget``, trials start only while the budget's rule lets them, and
+  every epoch and trial refines its cost estimates (``src.budget``);
 - `DistributedSearch`: the chief serves the oracle with the search hooks called; a worker
   waits a bounded time for the chief (``src.search.distributed``);
 - `ReportsEpochs`: every epoch goes to the oracle, which may stop the trial (pruning);
@@ -20,6 +20,7 @@ and calling the next:
 from __future__ import annotations
 
 import math
+import statistics
 import threading
 import time
 from collections.abc import Mapping
@@ -34,18 +35,17 @@ from sklearn.model_selection import StratifiedKFold
 
 from src.budget import RunBudget
 from src.search.distributed import serve_oracle, wait_for_chief
-from src.search.results import earlier_best_trial
 
 
 class SpendsBudget:
-    """With a `RunBudget`, starts trials only while the search has time left.
+    """With a `RunBudget`, starts trials only while its rule says another may start.
 
-    Keras Tuner stops a search when its oracle has ``max_trials`` trials, so once the time
-    left is what the final stage needs, the oracle's ``max_trials`` becomes the number of
-    trials it has (at least one trial always runs). Every epoch's duration refines the
-    budget's cost estimate; the time spent is saved in the run folder after every trial, so
-    that a resumed run counts it. On a distributed chief, which runs no trial, a watcher
-    thread applies the same rule.
+    Keras Tuner stops a search when its oracle has ``max_trials`` trials, so once
+    `RunBudget.may_start_trial` says no, the oracle's ``max_trials`` becomes the number of
+    trials it has. Every epoch's duration, and every trial's time beyond its epochs (its
+    fixed cost), refine the budget's estimates; the time spent is saved in the run folder
+    after every trial, so that a resumed run counts it. On a distributed chief, which runs
+    no trial, a watcher thread applies the same rule.
     """
 
     def __init__(
@@ -54,18 +54,15 @@ class SpendsBudget:
         budget: RunBudget | None = None,
         examples_per_epoch: float = 0,
         state_folder: Path | None = None,
-        earlier_best: Mapping[str, Any] | None = None,
-        scored_digits: int | None = None,
         **kwargs: Any,
     ) -> None:
         self.budget = budget
         self.examples_per_epoch = examples_per_epoch
         self.state_folder = state_folder
-        # The configuration `final.choose=warm_start_tied` prefers, and the digits a score
-        # is measured on: the reserve is priced at what the final stage will retrain.
-        self.earlier_best = earlier_best
-        self.scored_digits = scored_digits
         self._epoch_started = 0.0
+        self._trial_started = 0.0
+        self._trial_epochs_s = 0.0
+        self._fixed_costs: list[float] = []
         super().__init__(*args, **kwargs)
 
     def search(self, *fit_args: Any, **fit_kwargs: Any) -> None:
@@ -85,6 +82,11 @@ class SpendsBudget:
         while not done.wait(1.0):
             self._stop_if_spent()
 
+    def on_trial_begin(self, trial: Trial) -> None:
+        self._trial_started = time.monotonic()
+        self._trial_epochs_s = 0.0
+        super().on_trial_begin(trial)
+
     def on_epoch_begin(
         self, trial: Trial, model: keras.Model, epoch: int, logs: Any = None
     ) -> None:
@@ -94,58 +96,45 @@ class SpendsBudget:
     def on_epoch_end(
         self, trial: Trial, model: keras.Model, epoch: int, logs: Mapping[str, float] | None = None
     ) -> None:
-        # Timed before the later hooks (the oracle's report, MLflow's logging), which the
-        # final stage, whose epochs this prices, does not run.
+        # Timed before the later hooks (the oracle's report, MLflow's logging), which count
+        # as the trial's fixed cost.
         seconds = time.monotonic() - self._epoch_started
+        self._trial_epochs_s += seconds if epoch > 0 else 0.0  # the first carries tracing
         super().on_epoch_end(trial, model, epoch, logs)
         if self.budget is None:
             return
         # An epoch the search's deadline cut short (`StopAtDeadline`) would read as cheap.
         if not (getattr(model, "stop_training", False) and self.budget.search_left() <= 0):
-            self.budget.observe_epoch(seconds, self.examples_per_epoch, trial.trial_id)
+            self.budget.observe_epoch(
+                seconds, self.examples_per_epoch, trial.trial_id, traced=epoch == 0
+            )
 
     def on_trial_end(self, trial: Trial) -> None:
         try:
             super().on_trial_end(trial)
         finally:
             if self.budget is not None:
-                if isinstance(self.oracle, keras_tuner.Oracle):  # a worker's is the chief's
-                    self.budget.final_trial = self._retrained_now()
+                self._observe_fixed_cost(trial)
                 self._stop_if_spent()
                 if self.state_folder is not None:
                     self.budget.save(self.state_folder)
 
-    def _retrained_now(self) -> str | None:
-        """The trial the final stage would retrain if the search ended now: the best, or the
-        warm start's first configuration where ``earlier_best`` is given and the best does
-        not beat it (`earlier_best_trial`, as `src.final.choose` decides)."""
-        best = [t for t in self.oracle.get_best_trials(1) if t.status == TrialStatus.COMPLETED]
-        if not best:
-            return None
-        scored = [
-            (t.trial_id, t.score, t.hyperparameters.values)
-            for t in self.oracle.trials.values()
-            if t.status == TrialStatus.COMPLETED and t.score is not None
-        ]
-        objective = self.oracle.objective.name
-        earlier = earlier_best_trial(
-            scored, best[0].trial_id, self.earlier_best, objective, self.scored_digits
-        )
-        return earlier or best[0].trial_id
+    def _observe_fixed_cost(self, trial: Trial) -> None:
+        """A trial's time beyond its epochs after the first (building, tracing, validation
+        set-up, checkpoints, tracking): the median of the trials so far prices the next."""
+        epoch_s = self.budget.epoch_s(self.examples_per_epoch)
+        if not epoch_s:
+            return
+        took = time.monotonic() - self._trial_started
+        self._fixed_costs.append(max(took - self._trial_epochs_s - epoch_s, 0.0))
+        self.budget.trial_fixed_s = statistics.median(self._fixed_costs)
 
     def _stop_if_spent(self) -> None:
-        budget = self.budget
         oracle = self.oracle
-        if budget.search_left() > 0 or not isinstance(oracle, keras_tuner.Oracle):
+        if not isinstance(oracle, keras_tuner.Oracle):  # a worker's oracle is the chief's
             return
-        if not oracle.trials:
-            return  # at least one trial runs; the final stage then shrinks to fit
-        if budget.search_stopped_because is None:
-            budget.search_stopped_because = (
-                f"budget: {max(budget.left(), 0):.0f} s left after {len(oracle.trials)} "
-                f"trials, {budget.final_kept_s:.0f} s kept for the final stage"
-            )
-        oracle.max_trials = len(oracle.trials)  # create_trial now answers STOPPED
+        if not self.budget.may_start_trial(len(oracle.trials)):
+            oracle.max_trials = len(oracle.trials)  # create_trial now answers STOPPED
 
 
 class DistributedSearch:

@@ -63,7 +63,7 @@ class ProgressReporter(TrialObserver):
             left = (
                 f" | budget {format_duration(budget.spent())} of "
                 f"{format_duration(budget.total_s)} spent, {format_duration(max(budget.left(), 0))}"
-                f" left ({format_duration(budget.final_kept_s)} kept for the final stage)"
+                f" left ({format_duration(budget.final_kept_s())} kept for the final stage)"
             )
         elif tuner.oracle.max_trials and created is not None:
             remaining = max(tuner.oracle.max_trials - created, 0)

@@ -6,6 +6,7 @@ hear every trial through ``src.search.observers``; ``results.json`` is written h
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -21,18 +22,12 @@ from src.errors import SearchFailed
 from src.model.backend import StopAtDeadline, StopWhenAsked, configure_backend, keras_verbosity
 from src.model.hypermodel import CNNHyperModel
 from src.model.search_space import distinct_configurations
-from src.search.budgeting import (
-    known_best,
-    search_subset,
-    start_within_budget,
-    why_the_search_ended,
-)
+from src.search.budgeting import measure_costs, search_subset, why_the_search_ended
 from src.search.distributed import tuner_id
 from src.search.observers import TooManyFailedTrials, TrialObserver
 from src.search.progress import ProgressReporter, format_duration
 from src.search.results import SearchResult, format_trials, format_values, summarize
 from src.search.tuner_factory import build_tuner
-from src.search.warm_start import preferred_configuration
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +54,7 @@ def run_search(
 
     Raises:
         SearchFailed: no trial completed, or Keras Tuner stopped after too many failures.
-        ConfigError: a budget too small for one epoch of a trial and of the final model.
+        ConfigError: a budget too small for a search (`measure_costs`).
     """
     training = OmegaConf.to_container(cfg.training, resolve=True)
     tuner_cfg = OmegaConf.to_container(cfg.tuner, resolve=True)
@@ -70,15 +65,12 @@ def run_search(
 
     hypermodel = CNNHyperModel.from_config(search_space, training, dataset)
     _warn_if_the_space_is_smaller_than_the_search(search_space, tuner_cfg.get("max_trials"))
-    train = search_subset(dataset.train, tuner_cfg.get("search_examples"), cfg.data.split_seed)
+    train = search_subset(
+        dataset.train, tuner_cfg.get("search_examples"), cfg.data.split_seed, training["batch_size"]
+    )
     role = cfg.distributed.role
     if budget is not None:
-        start = start_within_budget(budget, cfg, dataset, hypermodel, train)
-        train = start.train
-        if start.no_search_because:
-            return _retrain_known_best(
-                cfg, dataset, start.known, start.no_search_because, observers, budget
-            )
+        measure_costs(budget, cfg, dataset, hypermodel, train)
     examples_per_epoch = len(train) + VALIDATION_WEIGHT * len(dataset.val)
     progress = ProgressReporter(budget)
     tuner = build_tuner(
@@ -92,8 +84,6 @@ def run_search(
         budget=budget,
         examples_per_epoch=examples_per_epoch,
         state_folder=Path(cfg.paths.output_dir),
-        earlier_best=preferred_configuration(cfg),
-        scored_digits=_scored_digits(dataset, tuner_cfg),
     )
     callbacks = [
         keras.callbacks.EarlyStopping(
@@ -114,6 +104,11 @@ def run_search(
         dataset.name,
         f", budget {format_duration(budget.total_s)}" if budget is not None else "",
     )
+    # Every trial's model is dropped with a full garbage collection (Keras Tuner's
+    # clear_session), which walked TensorFlow's and MLflow's imports each time: about 0.5 s a
+    # trial on 2 cores. What exists now lives as long as the process; frozen, it is skipped.
+    gc.collect()
+    gc.freeze()
     stopped_early = None
     start = time.perf_counter()
     try:
@@ -187,30 +182,6 @@ def _warn_if_the_space_is_smaller_than_the_search(
             distinct,
             max_trials,
         )
-
-
-def _retrain_known_best(
-    cfg: DictConfig,
-    dataset: Dataset,
-    known: list[tuple[float | None, dict[str, Any]]],
-    why: str,
-    observers: Sequence[TrialObserver],
-    budget: RunBudget,
-) -> SearchResult:
-    """No search (`search_adds_nothing`): the warm start's best (or the space's default
-    configuration) goes to the final stage."""
-    log.info("%s", why)
-    result = known_best(known, cfg.tuner.objective, cfg.training.epochs, why, dataset.describe())
-    budget.search_s = 0.0
-    budget.search_stopped_because = why
-    result.budget = budget.to_dict()
-    folder = Path(cfg.paths.output_dir)
-    budget.save(folder)
-    result.write(folder)
-    for observer in observers:
-        observer.on_recorded_search(folder)
-        observer.on_search_result(result)
-    return result
 
 
 def _scored_digits(dataset: Dataset, tuner_cfg: Mapping[str, Any]) -> int:

@@ -48,6 +48,12 @@ def warm_start_files(spec: Any, space_name: str) -> list[Path]:
     return files
 
 
+def recorded_file(spec: Any, space_name: str) -> Path:
+    """The file ``final.from_results`` names: a path, or ``shipped`` (the shipped study of
+    the search space, as ``tuner.warm_start=shipped`` reads it)."""
+    return warm_start_files(spec, space_name)[0]
+
+
 def warm_start_configurations(
     spec: Any, space: Mapping[str, Any], limit: int = WARM_START_TRIALS
 ) -> list[dict[str, Any]]:

@@ -54,12 +54,25 @@ def search_tags(cfg: DictConfig, dataset: Dataset) -> dict[str, str]:
         MLFLOW_GIT_COMMIT: git_commit(),
     }
     tags["keras_backend"] = keras.backend.backend()
+    tags.update(sweep_tags())
     if cfg.distributed.search_id:
         tags[SEARCH_ID_TAG] = str(cfg.distributed.search_id)
     if dataset.note:
         tags["data.note"] = dataset.note[:MAX_TAG_LENGTH]
     tags.update({f"version.{name}": v for name, v in installed_versions(TRACKED_PACKAGES).items()})
     return tags
+
+
+def sweep_tags() -> dict[str, str]:
+    """In a Hydra multirun, the sweep's folder and the job's number, so that the MLflow UI can
+    group a sweep's searches (``tags.sweep = '...'``); else none."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return {}
+    hydra = HydraConfig.get()
+    return {"sweep": str(hydra.sweep.dir), "sweep.job": str(hydra.job.num)}
 
 
 def dataset_input(dataset: Dataset) -> DatasetInput:

@@ -45,6 +45,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.config.secrets import redact
 from src.data.dataset import Dataset
 from src.errors import DistributedError
+from src.search.budgeting import search_digits
 from src.search.distributed import tuner_id
 from src.search.observers import TrialObserver
 from src.search.results import PRUNED, SearchResult, epochs_run, error_line, trial_status
@@ -100,6 +101,10 @@ class MLflowTracker(TrialObserver):
         )
         self.parent_run_id: str | None = None
         self.child_runs: dict[str, str] = {}
+        # The digits each trial trains on (its fidelity), as the search stage draws them.
+        self.trial_digits = search_digits(
+            len(dataset.train), cfg.tuner.get("search_examples"), cfg.training.batch_size
+        )
         # The hooks that could not log, e.g. "on_epoch_end(3)"; tagged on the parent.
         self.unlogged: list[str] = []
         if redact(self.tracking_uri) != self.tracking_uri:
@@ -195,6 +200,12 @@ class MLflowTracker(TrialObserver):
             "run_kind": "trial",
             "attempt": str(attempts + 1),
             WORKER_TAG: tuner_id(),
+            # The trial's fidelity: the digits it trains on and the most epochs it may train
+            # (a pruner or Hyperband stops it earlier; `epochs_trained` says where).
+            "fidelity.train_digits": str(self.trial_digits),
+            "fidelity.max_epochs": str(
+                trial.hyperparameters.values.get("tuner/epochs", self.cfg.training.epochs)
+            ),
         }
         run = self.client.create_run(
             self.experiment_id, run_name=f"trial-{trial.trial_id}", tags=tags
@@ -233,6 +244,9 @@ class MLflowTracker(TrialObserver):
         status = trial_status(scored)
         metrics, tags = [], [RunTag("trial_status", status)]
         timestamp = now_ms()
+        epochs = epochs_run(scored, tuner.oracle.objective.name)
+        if epochs is not None:
+            metrics.append(Metric("epochs_trained", float(epochs), timestamp, 0))
         if scored.score is not None:
             metrics.append(Metric("trial_score", float(scored.score), timestamp, 0))
             if scored.best_step is not None:
@@ -240,7 +254,6 @@ class MLflowTracker(TrialObserver):
         if status == PRUNED:
             # A pruner's decision, not a failure: the run ends FINISHED, its curve stops at
             # the epoch the pruner stopped it, and the tags say when and why.
-            epochs = epochs_run(scored, tuner.oracle.objective.name)
             if epochs is not None:
                 metrics.append(Metric("pruned_at_epoch", float(epochs), timestamp, 0))
             tags.append(RunTag("pruned_reason", (scored.message or "")[:MAX_TAG_LENGTH]))

@@ -22,6 +22,14 @@ PRUNERS = {
     "hyperband": "HyperbandPruner",
     "threshold": "ThresholdPruner",
 }
+# Named pruners with their arguments: a tuner file defaults to a name rather than a mapping,
+# because Hydra merges an override's mapping into a mapping (`tuner.pruner={name: median}`
+# would keep `reduction_factor`) where it replaces a name.
+PRUNER_PRESETS: dict[str, dict[str, Any]] = {
+    # Multi-fidelity over epochs: a trial goes past its 1st and 2nd epochs only while it is
+    # in the better half of the trials that reached them (steps are epochs trained).
+    "halving": {"name": "SuccessiveHalvingPruner", "min_resource": 1, "reduction_factor": 2},
+}
 SAMPLERS = {"tpe": "TPESampler", "random": "RandomSampler", "gp": "GPSampler", "qmc": "QMCSampler"}
 NO_PRUNER = (None, "none", "null")
 
@@ -31,6 +39,8 @@ class OptunaSpecError(ValueError):
 
 
 def _split_spec(spec: str | Mapping[str, Any], kind: str) -> tuple[str, dict[str, Any]]:
+    if isinstance(spec, str) and kind == "pruner" and spec.lower() in PRUNER_PRESETS:
+        spec = PRUNER_PRESETS[spec.lower()]
     if isinstance(spec, str):
         return spec, {}
     if isinstance(spec, Mapping) and isinstance(spec.get("name"), str):

@@ -123,7 +123,9 @@ class OptunaStudyMixin:
         # reports its first epochs again: like Optuna, keep the first value of a step.
         if step in running.reported_steps:
             return trial
-        running.trial.report(float(value), step)
+        # Optuna's step is the resource spent, epochs trained (Keras Tuner's is the epoch's
+        # index), so that a successive-halving rung of min_resource 1 cuts after one epoch.
+        running.trial.report(float(value), step + 1)
         running.reported_steps.add(step)
         if step != self.last_step and running.trial.should_prune():
             trial.status = TrialStatus.STOPPED
@@ -175,9 +177,9 @@ class OptunaStudyMixin:
         """One line: the epoch, the pruner, the trial's value and, for context, the median of
         the completed trials at that epoch (what Optuna's median pruner compares with)."""
         completed = [
-            t.intermediate_values[step]
+            t.intermediate_values[step + 1]
             for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-            if step in t.intermediate_values
+            if step + 1 in t.intermediate_values
         ]
         context = (
             f"; median of {len(completed)} completed trials there "
@@ -202,4 +204,5 @@ class _RunningTrial:
     def of(cls, study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> _RunningTrial:
         # Optuna offers no public look-up of a running trial; its Trial class takes the
         # storage's id, which FrozenTrial keeps in `_trial_id`.
-        return cls(optuna.trial.Trial(study, frozen._trial_id), set(frozen.intermediate_values))
+        reported = {step - 1 for step in frozen.intermediate_values}  # epochs trained -> index
+        return cls(optuna.trial.Trial(study, frozen._trial_id), reported)
