@@ -43,7 +43,7 @@ def measure(trials: int, digits: int, tracked: bool) -> dict[str, Any]:
         def on_trial_begin(self, tuner: Any, trial: Any) -> None:
             self.started = time.perf_counter()
 
-        def on_epoch_begin(self, tuner: Any, trial: Any, epoch: int, logs: Any = None) -> None:
+        def on_epoch_begin(self, tuner: Any, trial: Any, epoch: int) -> None:
             self.epoch_started = time.perf_counter()
 
         def on_epoch_end(self, tuner: Any, trial: Any, epoch: int, logs: Any) -> None:
@@ -64,9 +64,8 @@ def measure(trials: int, digits: int, tracked: bool) -> dict[str, Any]:
         "final.enabled=false",
         f"mlflow.enabled={str(tracked).lower()}",
         f"mlflow.tracking_uri=sqlite:///{folder}/mlflow.db",
-        f"paths.output_dir={folder}/run",
     ]
-    cfg = compose_config(overrides)
+    cfg = compose_config(overrides, output_dir=folder / "run")
     timings = Timings()
     run_pipeline(cfg, observers=[timings])
     rows = timings.rows

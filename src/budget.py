@@ -88,7 +88,8 @@ class RunBudget:
 
     Args:
         total_s: The whole run's budget.
-        final_share: The share of it kept for the final stage (``budget_policy``).
+        final_share: The share of it kept for the final stage. These three defaults are
+            for library use; a run takes them from ``budget_policy`` in ``conf/config.yaml``.
         final_overhead_s: Of that, kept after the final model's training.
         min_trials: The fewest trials a budget must pay (`smallest_budget_s`).
         spent_before_s: Time spent by an earlier attempt of this run (a resume).
@@ -98,7 +99,7 @@ class RunBudget:
     total_s: float
     final_share: float = 0.5
     final_overhead_s: float = 12.0
-    min_trials: int = 8
+    min_trials: int = 6
     spent_before_s: float = 0.0
     clock: Callable[[], float] = time.monotonic
     started: float | None = None

@@ -95,3 +95,25 @@ def test_optuna_internals_used_by_the_optuna_oracle():
         "FrozenTrial._trial_id is gone: src.search.optuna reopens running trials by it"
     )
     assert list(inspect.signature(optuna.trial.Trial).parameters) == ["study", "trial_id"]
+
+
+def test_tensorflow_custom_gradients_register_in_its_gradient_registry():
+    """src.model.backend.forget_custom_gradients drops what tf.custom_gradient registers."""
+    import tensorflow as tf
+    from tensorflow.python.framework import ops
+
+    from src.model.backend import custom_gradient_names, forget_custom_gradients
+
+    registry = ops._gradient_registry._registry
+    assert isinstance(registry, dict), "TensorFlow's gradient registry is no longer a dict"
+
+    @tf.custom_gradient
+    def identity(x):
+        return tf.identity(x), lambda grad: grad
+
+    before = custom_gradient_names()
+    tf.function(lambda x: identity(x)).get_concrete_function(tf.TensorSpec([2]))
+    added = custom_gradient_names() - before
+    assert added, "tf.custom_gradient no longer registers CustomGradient-<uid> in graph mode"
+    assert forget_custom_gradients(before) == len(added)
+    assert not (set(registry) & added)

@@ -47,6 +47,41 @@ def configure_backend(training: Mapping[str, Any]) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+# The names `tf.custom_gradient` gives the gradient functions it registers in graph mode.
+_CUSTOM_GRADIENT_PREFIX = "CustomGradient-"
+
+
+def custom_gradient_names() -> frozenset[str]:
+    """The gradient functions `tf.custom_gradient` has registered so far (none but on
+    TensorFlow)."""
+    if keras.backend.backend() != "tensorflow":
+        return frozenset()
+    from tensorflow.python.framework import ops
+
+    registry = ops._gradient_registry._registry
+    return frozenset(name for name in registry if name.startswith(_CUSTOM_GRADIENT_PREFIX))
+
+
+def forget_custom_gradients(keep: frozenset[str]) -> int:
+    """Drop the gradient functions `tf.custom_gradient` registered beyond ``keep``; returns
+    how many.
+
+    Every traced training step registers one in TensorFlow's global gradient registry, which
+    is never emptied, and its closure holds the whole traced graph: about 12 MB a model on 2
+    cores, 2.2 GB over 90 one-epoch trials (keras-tuner #873; docs/benchmarks.md, "Many
+    cheap trials"). Once a trial's model is done, nothing differentiates its graph again.
+    TensorFlow offers no public way to unregister, hence its private registry
+    (tests/test_private_apis.py checks it).
+    """
+    stale = custom_gradient_names() - keep
+    if stale:
+        from tensorflow.python.framework import ops
+
+        for name in stale:
+            ops._gradient_registry._registry.pop(name, None)
+    return len(stale)
+
+
 class StopWhenAsked(keras.callbacks.Callback):
     """Honours a stop request (SIGTERM, Ctrl-C) after the batch it arrived in, even when the
     signal handler's KeyboardInterrupt was swallowed (see `src.interrupts`)."""

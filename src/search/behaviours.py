@@ -14,7 +14,9 @@ and calling the next:
 - `CrossValidates`: with ``cv_folds`` above 1, a trial's score is k-fold cross-validation
   over the training and validation digits;
 - `SeedsTrials`: every trial (and fold) starts from the same seed, so a trial's score
-  depends on its hyperparameters alone, not on the order of trials.
+  depends on its hyperparameters alone, not on the order of trials;
+- `ReleasesTrialGraphs`: a finished trial's traced graphs are let go, so that memory stays
+  flat over hundreds of trials.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from keras_tuner.engine.trial import Trial, TrialStatus
 from sklearn.model_selection import StratifiedKFold
 
 from src.budget import RunBudget
+from src.model.backend import custom_gradient_names, forget_custom_gradients
 from src.search.distributed import serve_oracle, wait_for_chief
 
 
@@ -245,3 +248,18 @@ class SeedsTrials:
     def run_trial(self, trial: Trial, *args: Any, **kwargs: Any) -> Any:
         keras.utils.set_random_seed(self.trial_seed)
         return super().run_trial(trial, *args, **kwargs)
+
+
+class ReleasesTrialGraphs:
+    """After each trial, drops what TensorFlow registered globally for its traced graphs
+    (`src.model.backend.forget_custom_gradients`), so that they can be freed."""
+
+    def search(self, *fit_args: Any, **fit_kwargs: Any) -> None:
+        self._gradients_before = custom_gradient_names()
+        super().search(*fit_args, **fit_kwargs)
+
+    def on_trial_end(self, trial: Trial) -> None:
+        try:
+            super().on_trial_end(trial)
+        finally:
+            forget_custom_gradients(getattr(self, "_gradients_before", frozenset()))

@@ -38,6 +38,9 @@ class TrialObserver:
     def on_trial_begin(self, tuner: keras_tuner.Tuner, trial: Trial) -> None:
         """Called when a trial starts, before its model is built."""
 
+    def on_epoch_begin(self, tuner: keras_tuner.Tuner, trial: Trial, epoch: int) -> None:
+        """Called before every epoch of every execution of a trial."""
+
     def on_epoch_end(
         self, tuner: keras_tuner.Tuner, trial: Trial, epoch: int, logs: Mapping[str, float]
     ) -> None:
@@ -54,8 +57,8 @@ class TrialObserver:
 
     def on_recorded_search(self, state_dir: Path) -> None:
         """Called instead of `on_search_begin` where no tuner runs: the final stage retrains
-        a configuration recorded elsewhere (``final.from_results``, or the warm start's best
-        when the budget affords no search); `on_search_result` follows."""
+        a configuration recorded elsewhere (``final.from_results``); `on_search_result`
+        follows."""
 
 
 class ObservedTunerMixin:
@@ -84,6 +87,13 @@ class ObservedTunerMixin:
         super().on_trial_begin(trial)
         for observer in self.observers:
             observer.on_trial_begin(self, trial)
+
+    def on_epoch_begin(
+        self, trial: Trial, model: keras.Model, epoch: int, logs: Mapping[str, float] | None = None
+    ) -> None:
+        super().on_epoch_begin(trial, model, epoch, logs)
+        for observer in self.observers:
+            observer.on_epoch_begin(self, trial, epoch)
 
     def on_epoch_end(
         self, trial: Trial, model: keras.Model, epoch: int, logs: Mapping[str, float] | None = None

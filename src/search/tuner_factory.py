@@ -20,6 +20,7 @@ from src.search.behaviours import (
     CrossValidates,
     DistributedSearch,
     FailsNonFiniteLoss,
+    ReleasesTrialGraphs,
     ReportsEpochs,
     SeedsTrials,
     SpendsBudget,
@@ -35,6 +36,7 @@ PROJECT_TUNER_KEYS = ("_target_", "name", "pruner", "cv_folds", "search_examples
 # Stacked before the configured class, outermost first (see src.search.behaviours): epochs
 # reach the observers before the oracle, as Keras Tuner's own hooks would order them.
 _BEHAVIOURS = (
+    ReleasesTrialGraphs,
     SpendsBudget,
     DistributedSearch,
     ReportsEpochs,
