@@ -149,8 +149,8 @@ def test_the_smallest_budget_pays_start_up_min_trials_and_the_final_stages_first
 
 
 def test_a_budget_too_small_for_a_search_is_refused_in_one_line_before_training(tiny_config):
-    cfg = tiny_config("budget=30s", "budget_policy.min_trials=8")
-    budget = RunBudget(30.0, seconds_per_example=0.002, trial_fixed_s=2.0)  # measured
+    cfg = tiny_config("budget=30s")
+    budget = RunBudget(30.0, min_trials=8, seconds_per_example=0.002, trial_fixed_s=2.0)
     split = _digits(300)
     with pytest.raises(ConfigError) as error:
         measure_costs(
@@ -161,6 +161,28 @@ def test_a_budget_too_small_for_a_search_is_refused_in_one_line_before_training(
     assert "\n" not in message
     smallest = int(message.rsplit("budget=", 1)[1].split("s ")[0])
     assert smallest == math.ceil(budget.smallest_budget_s()) and smallest > 30
+
+
+def test_the_cli_refuses_a_budget_too_small_for_a_search_and_leaves_nothing_running(tmp_path):
+    """As a user meets it: one line naming the smallest budget, exit 1, no trial trained,
+    no results written, no MLflow run left RUNNING."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_cli(
+        "budget=30s",
+        "data=mnist_10k",
+        f"mlflow.tracking_uri={store}",
+        "hydra.run.dir=run",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: budget=30s: too small for a search on this machine: 6 trials")
+    assert int(last.rsplit("budget=", 1)[1].split("s ")[0]) > 30
+    assert not (tmp_path / "run" / "results.json").exists()
+    assert "trial 1" not in result.stderr
+    client = MlflowClient(store)
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert all(run.info.status != "RUNNING" for run in runs)
 
 
 # -- rule 4: the final plan ---------------------------------------------------------------------
