@@ -79,7 +79,7 @@ def run_pipeline(
     with tracked_search(cfg, dataset, resume=cfg.resume) as tracker:
         listeners = [tracker, *observers] if tracker else list(observers)
         if cfg.final.from_results:
-            search = _recorded(cfg, listeners)
+            search = _recorded(cfg, listeners, budget)
         else:
             search = run_search(cfg, dataset, observers=listeners, budget=budget)
         result = PipelineResult(dataset, search)
@@ -105,13 +105,19 @@ def _check_batch_size(cfg: DictConfig, dataset: Dataset) -> None:
         cfg.training.batch_size = digits
 
 
-def _recorded(cfg: DictConfig, listeners: Sequence[TrialObserver]) -> SearchResult:
-    """No search: the configuration ``final.from_results`` recorded, for the final stage."""
+def _recorded(
+    cfg: DictConfig, listeners: Sequence[TrialObserver], budget: RunBudget | None
+) -> SearchResult:
+    """No search: the configuration ``final.from_results`` recorded, for the final stage,
+    which has all of the budget."""
     try:
         search = recorded_search(recorded_file(cfg.final.from_results, cfg.search_space.name))
     except (ValueError, TypeError) as error:  # not JSON, or not a record of a configuration
         raise ConfigError(f"final.from_results={cfg.final.from_results!r}: {error}") from None
     log.info("retraining the configuration recorded in %s (no search)", cfg.final.from_results)
+    if budget is not None:
+        budget.search_s = 0.0
+        budget.search_stopped_because = f"no search: final.from_results={cfg.final.from_results}"
     search.write(Path(cfg.paths.output_dir))
     for listener in listeners:
         listener.on_recorded_search(Path(cfg.paths.output_dir))

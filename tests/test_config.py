@@ -51,7 +51,7 @@ def test_default_config_is_the_documented_one(monkeypatch):
     # study, on at most 10,000 digits a trial, time deciding the number of trials.
     assert cfg.tuner._target_ == "src.search.optuna.tuner.OptunaSearch"
     assert cfg.budget == "4m" and cfg.tuner.max_trials is None
-    assert cfg.tuner.warm_start == "shipped" and cfg.tuner.search_examples == 4096
+    assert cfg.tuner.warm_start == "shipped" and cfg.tuner.search_examples == 3072
     assert cfg.tuner.pruner == "halving"  # multi-fidelity over epochs
     assert cfg.search_space.name == "default" and cfg.search_space.batch_norm is True
     assert cfg.search_space.learning_rate.min == 0.001
