@@ -33,20 +33,16 @@ CALIBRATION_STEPS = 8
 CALIBRATION_PASSES = 3
 
 
-def search_digits(available: int, examples: int | None, batch_size: int = 1) -> int:
+def search_digits(available: int, examples: int | None) -> int:
     """How many training digits trials train on (``tuner.search_examples``, the search's
-    fidelity in digits): whole batches of at most ``examples``, or all ``available``.
-    Whole batches: a last, smaller batch traces every trial's training step a second time
-    (about a second a trial on 2 cores, docs/benchmarks.md)."""
-    if examples is None or examples >= available:
-        return available
-    return min(available, max(batch_size, examples // batch_size * batch_size))
+    fidelity in digits): ``examples``, or all ``available``."""
+    return available if examples is None else min(available, examples)
 
 
-def search_subset(split: Split, examples: int | None, seed: int, batch_size: int = 1) -> Split:
+def search_subset(split: Split, examples: int | None, seed: int) -> Split:
     """The training digits trials train on (`search_digits` of them, stratified); the
     final stage always trains on every digit."""
-    count = search_digits(len(split), examples, batch_size)
+    count = search_digits(len(split), examples)
     if count >= len(split):
         return split
     return Split(*stratified_subset(split.images, split.labels, count, seed))

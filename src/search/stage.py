@@ -65,9 +65,7 @@ def run_search(
 
     hypermodel = CNNHyperModel.from_config(search_space, training, dataset)
     _warn_if_the_space_is_smaller_than_the_search(search_space, tuner_cfg.get("max_trials"))
-    train = search_subset(
-        dataset.train, tuner_cfg.get("search_examples"), cfg.data.split_seed, training["batch_size"]
-    )
+    train = search_subset(dataset.train, tuner_cfg.get("search_examples"), cfg.data.split_seed)
     role = cfg.distributed.role
     if budget is not None:
         measure_costs(budget, cfg, dataset, hypermodel, train)

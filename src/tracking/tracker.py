@@ -102,9 +102,7 @@ class MLflowTracker(TrialObserver):
         self.parent_run_id: str | None = None
         self.child_runs: dict[str, str] = {}
         # The digits each trial trains on (its fidelity), as the search stage draws them.
-        self.trial_digits = search_digits(
-            len(dataset.train), cfg.tuner.get("search_examples"), cfg.training.batch_size
-        )
+        self.trial_digits = search_digits(len(dataset.train), cfg.tuner.get("search_examples"))
         # The hooks that could not log, e.g. "on_epoch_end(3)"; tagged on the parent.
         self.unlogged: list[str] = []
         if redact(self.tracking_uri) != self.tracking_uri:

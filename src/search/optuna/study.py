@@ -49,7 +49,7 @@ class OptunaStudyMixin:
             # Optuna's journal storage (an append-only log replayed on load), not its RDB
             # storage on SQLite: that commits every suggested value and reported epoch,
             # which made the oracle 5-6x slower per trial (bench/oracle_cost.py,
-            # docs/benchmarks.md).
+            # docs/archive/benchmarks-2026-12-06.md).
             backend = optuna.storages.journal.JournalFileBackend(str(path.resolve()))
             self._study = optuna.create_study(
                 storage=optuna.storages.JournalStorage(backend),
