@@ -4,10 +4,11 @@ Keras 3 normalises a batch with separate ops (`tf.nn.moments`, then
 `tf.nn.batch_normalization`), where Keras 2 used TensorFlow's fused kernel. On 2 CPU cores
 that made batch normalisation the costliest part of the default space's models
 (`bench/epoch_cost.py`; docs/archive/benchmarks-2026-12-06.md, "Fused batch
-normalisation"). This layer trains and predicts with the fused kernel (``FusedBatchNormV3``, oneDNN's on x86) and keeps the
-same four weights in the same order as `keras.layers.BatchNormalization`, so that
-`with_keras_layers` can hand MLflow, the registry and serving a model of Keras' own layers
-only, with identical outputs. Other backends use Keras' layer directly.
+normalisation"). This layer trains and predicts with the fused kernel
+(``FusedBatchNormV3``, oneDNN's on x86) and keeps the same four weights in the same order
+as `keras.layers.BatchNormalization`, so that `with_keras_layers` can hand MLflow, the
+registry and serving a model of Keras' own layers only, with identical outputs. Other
+backends use Keras' layer directly.
 """
 
 from __future__ import annotations
