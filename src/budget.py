@@ -205,11 +205,12 @@ class RunBudget:
             log.info("%s", self.search_stopped_because)
         return False
 
-    def smallest_budget_s(self) -> float:
+    def smallest_budget_s(self, trials: int | None = None) -> float:
         """The smallest budget that pays, at the costs measured, the start-up spent so far
-        and `min_trials` first epochs in the search's share, and one final epoch and the time
-        kept after it in the final stage's."""
-        search = (self.spent() + self.min_trials * self.trial_s()) / (1 - self.final_share)
+        and ``trials`` first epochs one after another (default `min_trials`) in the search's
+        share, and one final epoch and the time kept after it in the final stage's."""
+        trials = self.min_trials if trials is None else trials
+        search = (self.spent() + trials * self.trial_s()) / (1 - self.final_share)
         if not self.final_share:
             return search
         final = (self.final_overhead_s + self.epoch_s(self.final_examples)) / self.final_share

@@ -163,6 +163,22 @@ def test_a_budget_too_small_for_a_search_is_refused_in_one_line_before_training(
     assert smallest == math.ceil(budget.smallest_budget_s()) and smallest > 30
 
 
+def test_a_distributed_chief_asks_for_one_trial_and_a_worker_never_refuses(tiny_config):
+    """Workers run trials side by side, as many as the cluster has: the chief's minimum is
+    one trial's time (its clock ends the search), and a worker leaves the deciding to it."""
+    split = _digits(300)
+    dataset = Dataset("tiny", "test", "digest", split, split, split)
+    for role, budget_s in (("chief", 30), ("worker", 1)):
+        cfg = tiny_config(f"budget={budget_s}s", f"distributed.role={role}")
+        budget = RunBudget(float(budget_s), min_trials=8, seconds_per_example=0.002)
+        budget.trial_fixed_s = 2.0
+        measure_costs(budget, cfg, dataset, None, split)  # no refusal
+    cfg = tiny_config("budget=5s", "distributed.role=chief")
+    budget = RunBudget(5.0, min_trials=8, seconds_per_example=0.002, trial_fixed_s=2.0)
+    with pytest.raises(ConfigError, match=r"^budget=5s: too small .*: 1 trial \(about"):
+        measure_costs(budget, cfg, dataset, None, split)
+
+
 def test_the_cli_refuses_a_budget_too_small_for_a_search_and_leaves_nothing_running(tmp_path):
     """As a user meets it: one line naming the smallest budget, exit 1, no trial trained,
     no results written, no MLflow run left RUNNING."""

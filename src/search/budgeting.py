@@ -69,7 +69,12 @@ def measure_costs(
         )
         budget.observe_epoch(seconds, examples)
         budget.trial_fixed_s = max(traced_s - seconds, 0.0)
-    smallest = budget.smallest_budget_s()
+    role = cfg.distributed.role
+    # Distributed workers run trials side by side, as many as the cluster has (the chief
+    # cannot count them): the chief asks for one trial's time, and a worker never refuses,
+    # since the chief's clock ends the search.
+    trials = 1 if role == "chief" else budget.min_trials
+    smallest = budget.smallest_budget_s(trials)
     log.info(
         "budget: %.0f s; a trial's first epoch costs about %.1f s (%.1f s of it fixed), an "
         "epoch of the final model about %.1f s; the final stage keeps %.0f s",
@@ -79,10 +84,10 @@ def measure_costs(
         budget.epoch_s(budget.final_examples),
         budget.final_kept_s(),
     )
-    if budget.total_s < smallest:
+    if budget.total_s < smallest and role != "worker":
         raise ConfigError(
             f"budget={cfg.budget}: too small for a search on this machine: "
-            f"{budget.min_trials} trials (about {budget.trial_s():.1f} s each) and the final "
+            f"{trials} trial{'s' if trials > 1 else ''} (about {budget.trial_s():.1f} s each) and the final "
             f"stage need budget={math.ceil(smallest)}s or more"
         )
 
