@@ -87,8 +87,8 @@ def measure_costs(
     if budget.total_s < smallest and role != "worker":
         raise ConfigError(
             f"budget={cfg.budget}: too small for a search on this machine: "
-            f"{trials} trial{'s' if trials > 1 else ''} (about {budget.trial_s():.1f} s each) and the final "
-            f"stage need budget={math.ceil(smallest)}s or more"
+            f"{trials} trial{'s' if trials > 1 else ''} (about {budget.trial_s():.1f} s each) "
+            f"and the final stage need budget={math.ceil(smallest)}s or more"
         )
 
 
