@@ -20,6 +20,7 @@ import keras_tuner
 from keras import layers
 from omegaconf import OmegaConf
 
+from src.model.backend import build_training_state
 from src.model.layers import batch_normalization
 from src.model.search_space import KNOBS
 
@@ -171,6 +172,7 @@ class CNNHyperModel(keras_tuner.HyperModel):
             loss="sparse_categorical_crossentropy",
             metrics=["accuracy"],
         )
+        build_training_state(model)
         return model
 
     def _optional(self, hp: keras_tuner.HyperParameters, name: str) -> Any:

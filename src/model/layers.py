@@ -46,13 +46,15 @@ class FusedBatchNormalization(layers.Layer):
     def build(self, input_shape: Any) -> None:
         channels = (input_shape[-1],)
         # The order of Keras' layer: get_weights() of one is set_weights() of the other.
-        self.gamma = self.add_weight(shape=channels, initializer="ones", name="gamma")
-        self.beta = self.add_weight(shape=channels, initializer="zeros", name="beta")
+        # Kept float32 under a mixed policy, as Keras' layer keeps them (`autocast=False`).
+        weight = {"shape": channels, "autocast": False}
+        self.gamma = self.add_weight(initializer="ones", name="gamma", **weight)
+        self.beta = self.add_weight(initializer="zeros", name="beta", **weight)
         self.moving_mean = self.add_weight(
-            shape=channels, initializer="zeros", name="moving_mean", trainable=False
+            initializer="zeros", name="moving_mean", trainable=False, **weight
         )
         self.moving_variance = self.add_weight(
-            shape=channels, initializer="ones", name="moving_variance", trainable=False
+            initializer="ones", name="moving_variance", trainable=False, **weight
         )
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
