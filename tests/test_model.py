@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import keras
-import numpy as np
 import keras_tuner
+import numpy as np
 import pytest
 from helpers import compose_config
 from omegaconf import OmegaConf
