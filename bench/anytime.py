@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import composed_dataset, machine, write_json
+from common import composed_dataset, machine, packed, write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "anytime"
@@ -150,6 +150,7 @@ def tuned_arm(folder: Path, wall_s: float) -> tuple[np.ndarray, dict[str, Any]]:
     return right, {
         "wall_s": round(wall_s, 1),
         "accuracy": ours.value,
+        "right_bits": packed(right),
         "interval": [ours.ci_low, ours.ci_high],
         "errors": ours.errors,
         "trials": len(search["trials"]),
@@ -221,12 +222,15 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
                     "interval": [theirs.ci_low, theirs.ci_high],
                     "errors": theirs.errors,
                     "epochs": untuned_record["epochs"],
+                    "right_bits": packed(baseline),
                 },
                 "mcnemar": test.to_dict(),
             }
         )
         print(_row(rows[-1]), flush=True)
-        write_json(args.out / "anytime.json", {"data": args.data, "rows": rows})
+        write_json(
+            args.out / "anytime.json", {"command": args.command, "data": args.data, "rows": rows}
+        )
     return rows
 
 
@@ -342,6 +346,7 @@ def main() -> None:
         "(runs made in parts, e.g. one seed at a time)",
     )
     args = parser.parse_args()
+    args.command = " ".join(["bench/anytime.py", *sys.argv[1:]])
     args.out.mkdir(parents=True, exist_ok=True)
     if args.report:
         records = [json.loads(path.read_text()) for path in args.report]
@@ -350,7 +355,7 @@ def main() -> None:
         rows.sort(key=lambda row: (row["budget_s"], row["seed"]))
     else:
         rows = measure(args)
-    write_report(rows, args, " ".join(["bench/anytime.py", *sys.argv[1:]]))
+    write_report(rows, args, args.command)
 
 
 if __name__ == "__main__":

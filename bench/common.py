@@ -7,10 +7,12 @@ JSON with ``--json PATH`` (`add_json_option`, `write_json`), besides the table i
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import math
 import os
 import platform
+import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -28,6 +30,7 @@ def write_json(path: Path | None, payload: Mapping[str, Any]) -> None:
         return
     record = {
         "machine": machine(),
+        "commit": commit(),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         **payload,
     }
@@ -50,6 +53,33 @@ def machine() -> dict[str, Any]:
             cpu,
         )
     return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+
+
+def commit() -> str:
+    """The checked-out commit, marked ``-dirty`` when the tree has uncommitted changes."""
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def packed(right: Any) -> str:
+    """Per-digit correctness (booleans, in test order) as base64 of packed bits: 10,000
+    digits in 1,668 characters, enough to recompute intervals and McNemar tests."""
+    import numpy as np
+
+    return base64.b64encode(np.packbits(np.asarray(right, dtype=bool)).tobytes()).decode()
+
+
+def unpacked(bits: str, count: int) -> Any:
+    """The booleans `packed` wrote, ``count`` of them."""
+    import numpy as np
+
+    return np.unpackbits(np.frombuffer(base64.b64decode(bits), dtype=np.uint8))[:count].astype(bool)
 
 
 def composed_dataset(overrides: Sequence[str]) -> tuple[Any, Any]:
