@@ -155,7 +155,8 @@ def test_a_planted_bad_name_is_found(planted, found):
 def test_names_that_exist_pass():
     text = (
         "`python -m src.run`, `src.budget.RunBudget.smallest_budget_s`, tests/test_names.py, "
-        "`make test`, `tuner.max_trials=12`, `final.from_results=shipped`, `budget_policy.min_trials`"
+        "`make test`, `tuner.max_trials=12`, `final.from_results=shipped`, "
+        "`budget_policy.min_trials`"
     )
     assert stale_names(text) == []
 
