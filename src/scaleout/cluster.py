@@ -20,8 +20,7 @@ sent SIGUSR1, which fails the orphaned trials instead of waiting for them foreve
 (``training.threads=1``, the default here) so that workers do not fight over cores; the
 chief, which trains only in the final stage, keeps them all.
 
-(About 340 lines: starting, watching and stopping the processes of one search belong in
-one supervisor.)
+Each member process, its log and its restart policy: `src.scaleout.members`.
 """
 
 from __future__ import annotations
@@ -33,20 +32,18 @@ import os
 import secrets
 import signal
 import sys
-import threading
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import DictConfig
 
 from src.config.compose import compose_config
+from src.scaleout.members import Member, member_command
 from src.scaleout.mlflow_server import DEFAULT_ARTIFACTS, tracking_server
 from src.scaleout.postgres import DEFAULT_PG_DIR, load_credentials
 from src.scaleout.process import (
-    Service,
     ServiceError,
     free_port,
     stop_like_ctrl_c,
@@ -57,64 +54,6 @@ from src.search.distributed import CHIEF_ID, ORACLE_IP, ORACLE_PORT, TUNER_ID
 log = logging.getLogger(__name__)
 
 OUTPUT_ROOT = Path("outputs") / "distributed"
-# Lines of the processes' logs worth echoing: the project's own log lines and errors.
-_ECHO_MARKERS = ("][src.", "error:", "Error:", "Error executing")
-
-
-@dataclass
-class Member:
-    """One process of the search: the chief or a worker."""
-
-    name: str
-    command: list[str]
-    env: dict[str, str]
-    log_path: Path
-    service: Service | None = None
-    deaths: int = 0
-    finished: bool = False
-    given_up: bool = False
-
-    def start(self) -> None:
-        """Start (or restart) the process; its output goes to its log and, filtered, here."""
-        first = self.service is None
-        self.service = Service(self.name, self.command, self.log_path, self.env)
-        self.service.start(lambda: True, timeout=5)
-        if first:  # a restart appends to the same log, which is already followed
-            threading.Thread(target=_follow, args=(self.name, self.log_path), daemon=True).start()
-
-    @property
-    def pid(self) -> int | None:
-        return self.service.process.pid if self.service and self.service.process else None
-
-    def poll(self) -> int | None:
-        """The exit code once the process has ended, else None."""
-        return self.service.process.poll() if self.service and self.service.process else None
-
-
-def _follow(name: str, path: Path) -> None:
-    """Echo the interesting new lines of a member's log, prefixed with its name (a daemon
-    thread: it ends with the supervisor)."""
-    with open(path, errors="replace") as handle:
-        handle.seek(0, os.SEEK_END)
-        while True:
-            line = handle.readline()
-            if not line:
-                time.sleep(0.3)
-                continue
-            if any(marker in line for marker in _ECHO_MARKERS):
-                print(f"[{name}] {line.rstrip()}", flush=True)
-
-
-def _run_command(overrides: Sequence[str], role: str, search_id: str, run_dir: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "src.run",
-        *overrides,
-        f"distributed.role={role}",
-        f"distributed.search_id={search_id}",
-        f"hydra.run.dir={run_dir}",
-    ]
 
 
 def _check_config(overrides: Sequence[str]) -> DictConfig:
@@ -207,7 +146,7 @@ class Cluster:
             member_overrides = overrides if role == "chief" else worker_overrides
             member = Member(
                 name=name,
-                command=_run_command(member_overrides, role, self.search_id, self.folder / name),
+                command=member_command(member_overrides, role, self.search_id, self.folder / name),
                 env={**base_env, TUNER_ID: name},
                 log_path=self.folder / f"{name}.log",
             )
@@ -225,7 +164,7 @@ class Cluster:
                     log.error("the chief exited with %d; see %s", code, chief.log_path)
                 return 0 if code == 0 else 1
             for worker in workers:
-                self._check_worker(worker)
+                worker.check(self.args.max_restarts)
             if not released and all(w.finished or w.given_up for w in workers):
                 if any(w.given_up for w in workers):
                     # No worker will come back for the orphaned trials: let the chief finish.
@@ -233,36 +172,6 @@ class Cluster:
                     os.kill(chief.pid, signal.SIGUSR1)
                 released = True
             time.sleep(0.5)
-
-    def _check_worker(self, worker: Member) -> None:
-        if worker.finished or worker.given_up:
-            return
-        code = worker.poll()
-        if code is None:
-            return
-        if code == 0:
-            worker.finished = True
-            return
-        worker.deaths += 1
-        how = f"signal {-code}" if code < 0 else f"exit code {code}"
-        if worker.deaths > self.args.max_restarts:
-            worker.given_up = True
-            log.error(
-                "%s ended with %s for the %d. time; giving it up (see %s)",
-                worker.name,
-                how,
-                worker.deaths,
-                worker.log_path,
-            )
-            return
-        log.warning(
-            "%s ended with %s; restarting it under the same id (%d of %d restarts)",
-            worker.name,
-            how,
-            worker.deaths,
-            self.args.max_restarts,
-        )
-        worker.start()
 
     def _stop_all(self) -> None:
         for member in reversed(self.members):
