@@ -10,7 +10,7 @@ ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help install run quick reproduce distributed tracking-server ui serve test test-full lint \
-	format dataset clean
+	format bench-report dataset clean
 # The store and the model come from conf/ (mlflow.tracking_uri, which MLFLOW_TRACKING_URI
 # overrides, and final.model_name's champion); STORE=... or MODEL=... picks others.
 # Recursive (=) so that they are composed only by the targets that use them.
@@ -91,6 +91,9 @@ lint: $(STAMP) ## Lint and check formatting with ruff
 format: $(STAMP) ## Format the code with ruff (what `make lint` checks)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+bench-report: $(STAMP) ## Rebuild the benchmark tables of README.md and docs/benchmarks.md from docs/data/*.json
+	$(PYTHON) bench/report.py
 
 dataset: $(STAMP) ## Rebuild src/data/mnist_10k.npz from the official files (IDX=folder, else Keras' download)
 	$(PYTHON) -m src.data.build_mnist_10k $(if $(IDX),--idx $(IDX))

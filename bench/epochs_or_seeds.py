@@ -32,25 +32,11 @@ import numpy as np
 from common import add_json_option, composed_dataset, fixed_model, write_json
 from omegaconf import OmegaConf
 
-from src.data.sources import read_idx_folder
+from src.data.development import development_digits
 from src.model.backend import configure_backend
 from src.stats import accuracy_with_interval, mcnemar
 
 SHIPPED = Path("conf/warm_start/default.json")
-# Official training digits the bundled sample does not hold: a clean validation set.
-HELD_OUT = slice(50_000, 60_000)
-
-
-def official_training(arrays: dict, part: slice) -> tuple[np.ndarray, np.ndarray]:
-    """Official training digits ``part`` of `read_idx_folder`'s arrays, scaled as the
-    project's data are."""
-    images = np.divide(arrays["train_images"][part], 255.0, dtype=np.float32)[..., None]
-    return images, arrays["train_labels"][part].astype("int64")
-
-
-def held_out_digits(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Official training digits 50,000-59,999, scaled as the project's data are."""
-    return official_training(read_idx_folder(folder), HELD_OUT)
 
 
 def train_member(cfg, values, dataset, seed: int, epochs: int):
@@ -86,7 +72,8 @@ def main() -> None:
         parser.error(f"--members {max(args.members)} needs as many --seeds")
     values = json.loads(SHIPPED.read_text())["trials"][0]["hyperparameters"]
     cfg, dataset = composed_dataset(["data=mnist_10k"])
-    images, labels = held_out_digits(Path(folder))
+    held_out = development_digits(cfg, Path(folder))
+    images, labels = held_out.images, held_out.labels
     print(f"configuration: {values}")
     print("| total epochs | members x epochs | held-out accuracy [95 %] (errors) | train s | p |")
     print("| ---: | --- | ---: | ---: | ---: |")

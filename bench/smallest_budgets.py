@@ -34,10 +34,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 import keras_tuner
 from common import add_json_option, composed_dataset, write_json
-from epochs_or_seeds import HELD_OUT, SHIPPED, official_training, train_member
+from epochs_or_seeds import SHIPPED, train_member
 
 from src.data.dataset import Split
-from src.data.sources import read_idx_folder
+from src.data.development import development_slice, official_training
 from src.model.hypermodel import CNNHyperModel
 from src.search.warm_start import model_hyperparameters
 from src.stats import accuracy_with_interval, mcnemar
@@ -92,13 +92,13 @@ def main() -> None:
     folder = os.environ.get("MNIST_IDX_FOLDER")
     if not folder:
         parser.error("MNIST_IDX_FOLDER must name the four official IDX files")
-    if args.train_digits is not None and not 0 < args.train_digits <= HELD_OUT.start:
-        parser.error(f"--train-digits must be between 1 and {HELD_OUT.start}")
     cfg, dataset = composed_dataset(["data=mnist_10k"])
-    arrays = read_idx_folder(Path(folder))
+    held_out = development_slice(cfg)
+    if args.train_digits is not None and not 0 < args.train_digits <= held_out.start:
+        parser.error(f"--train-digits must be between 1 and {held_out.start}")
     if args.train_digits:
         # train_member trains on train and validation together: all of them go in train.
-        train = Split(*official_training(arrays, slice(0, args.train_digits)))
+        train = official_training(Path(folder), slice(0, args.train_digits))
         dataset = replace(dataset, train=train, val=Split(train.images[:0], train.labels[:0]))
     hypermodel = CNNHyperModel.from_config(cfg.search_space, cfg.training, dataset)
     names = [name for name, _ in args.arms]
@@ -108,7 +108,8 @@ def main() -> None:
         arms = {name: (arm_configuration(name, hypermodel), counts) for name, counts in args.arms}
     except (ValueError, OSError) as error:
         parser.error(str(error))
-    images, labels = official_training(arrays, HELD_OUT)
+    development = official_training(Path(folder), held_out)
+    images, labels = development.images, development.labels
     for name, (values, _) in arms.items():
         print(f"{name}: {values}")
     print("| configuration | epochs | train s | held-out accuracy [95 %] (errors) | p vs first |")

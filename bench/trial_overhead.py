@@ -1,11 +1,12 @@
 """Many cheap trials in one process: each trial's fixed cost, and resident memory over trials.
 
-Runs one tracked, count-based search of ``--trials`` one-epoch trials on ``--digits``
-training digits (random search, the default space, no pruning) through
+Runs one tracked, count-based search of ``--trials`` trials of ``--epochs`` epochs on
+``--digits`` training digits (random search, the default space, no pruning) through
 ``src.pipeline.run_pipeline``, with an observer that records each trial's wall time, its
-epoch's time, and the process's resident memory after it. A trial's fixed cost is its
-time beyond its epoch: building, tracing, validation set-up, Keras Tuner's checkpoint and
-state files, MLflow writes. Writes one JSON record; prints the medians and the growth.
+epochs' times, and the process's resident memory after it. A trial's fixed cost is its
+time beyond its epochs at the pace of its last, steady one: building, tracing (the first
+epoch's extra), validation set-up, Keras Tuner's checkpoint and state files, MLflow
+writes. Writes one JSON record; prints the medians and the growth.
 
     .venv/bin/python bench/trial_overhead.py --trials 100 --json outputs/bench/trial_overhead.json
 """
@@ -30,8 +31,9 @@ def resident_mb() -> float:
     return float("nan")
 
 
-def measure(trials: int, digits: int, tracked: bool) -> dict[str, Any]:
-    """One search of ``trials`` trials; per-trial wall, epoch and memory figures."""
+def measure(trials: int, digits: int, tracked: bool, epochs: int = 2) -> dict[str, Any]:
+    """One search of ``trials`` trials of ``epochs`` epochs; per-trial wall, epoch and memory
+    figures."""
     from src.config.compose import compose_config
     from src.pipeline import run_pipeline
     from src.search.observers import TrialObserver
@@ -42,22 +44,36 @@ def measure(trials: int, digits: int, tracked: bool) -> dict[str, Any]:
 
         def on_trial_begin(self, tuner: Any, trial: Any) -> None:
             self.started = time.perf_counter()
+            self.epochs: list[float] = []
 
         def on_epoch_begin(self, tuner: Any, trial: Any, epoch: int) -> None:
             self.epoch_started = time.perf_counter()
 
         def on_epoch_end(self, tuner: Any, trial: Any, epoch: int, logs: Any) -> None:
-            self.epoch_s = time.perf_counter() - self.epoch_started
+            self.epochs.append(time.perf_counter() - self.epoch_started)
 
         def on_trial_end(self, tuner: Any, trial: Any) -> None:
             wall = time.perf_counter() - self.started
-            self.rows.append({"wall_s": wall, "epoch_s": self.epoch_s, "rss_mb": resident_mb()})
+            # The last epoch is a steady one (traced already): the trial's training at
+            # that pace; the rest of its wall time is its fixed cost.
+            steady = self.epochs[-1]
+            self.rows.append(
+                {
+                    "wall_s": wall,
+                    "epoch_s": sum(self.epochs),
+                    "steady_epoch_s": steady,
+                    "fixed_s": wall - len(self.epochs) * steady,
+                    "rss_mb": resident_mb(),
+                }
+            )
 
     folder = Path(tempfile.mkdtemp(prefix="trial_overhead_"))
     overrides = [
         "experiment=quick",
         "tuner=random",
         f"tuner.max_trials={trials}",
+        f"training.epochs={epochs}",
+        "training.early_stopping_patience=10",
         "tuner.pruner=null",
         f"data.max_train_examples={digits}",
         "training.batch_size=128",
@@ -70,6 +86,10 @@ def measure(trials: int, digits: int, tracked: bool) -> dict[str, Any]:
     run_pipeline(cfg, observers=[timings])
     rows = timings.rows
     fixed = [row["wall_s"] - row["epoch_s"] for row in rows]
+
+    def median(key: str) -> float:
+        return round(statistics.median(row[key] for row in rows[1:]), 3)
+
     tenth = rows[min(9, len(rows) - 1)]["rss_mb"]
     return {
         "trials": len(rows),
@@ -78,6 +98,9 @@ def measure(trials: int, digits: int, tracked: bool) -> dict[str, Any]:
         "median_trial_s": round(statistics.median(r["wall_s"] for r in rows[1:]), 3),
         "median_epoch_s": round(statistics.median(r["epoch_s"] for r in rows[1:]), 3),
         "median_fixed_s": round(statistics.median(fixed[1:]), 3),
+        "epochs": epochs,
+        "median_steady_epoch_s": median("steady_epoch_s"),
+        "median_trial_fixed_s": median("fixed_s"),
         "rss_mb_after_trial_1": round(rows[0]["rss_mb"], 1),
         "rss_mb_after_trial_10": round(tenth, 1),
         "rss_mb_after_last": round(rows[-1]["rss_mb"], 1),
@@ -90,14 +113,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100)
     parser.add_argument("--digits", type=int, default=1024, help="training digits a trial")
+    parser.add_argument("--epochs", type=int, default=2, help="epochs a trial (2 or more)")
     parser.add_argument("--untracked", action="store_true", help="mlflow.enabled=false")
     add_json_option(parser)
     args = parser.parse_args()
     record = {
         "command": "bench/trial_overhead.py "
-        f"--trials {args.trials} --digits {args.digits}{' --untracked' if args.untracked else ''}",
+        f"--trials {args.trials} --digits {args.digits} --epochs {args.epochs}"
+        f"{' --untracked' if args.untracked else ''}",
         "machine": machine(),
-        **measure(args.trials, args.digits, not args.untracked),
+        **measure(args.trials, args.digits, not args.untracked, args.epochs),
     }
     summary = {k: v for k, v in record.items() if k not in ("per_trial", "machine")}
     print(summary)
