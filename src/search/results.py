@@ -58,6 +58,8 @@ class SearchResult:
     budget: dict[str, Any] | None = None
     # How many digits each trial's score was measured on (validation, or cross-validation).
     scored_digits: int | None = None
+    # Each hyperparameter's importance (`src.search.importance.Importance.to_dict`).
+    importance: dict[str, Any] | None = None
 
     @property
     def completed(self) -> list[TrialSummary]:
@@ -96,6 +98,7 @@ class SearchResult:
             "budget": self.budget,
             "best": asdict(best) if best else None,
             "trials": [asdict(t) for t in self.trials],
+            "importance": self.importance,
         }
 
 

@@ -24,6 +24,7 @@ from src.model.hypermodel import CNNHyperModel
 from src.model.search_space import distinct_configurations
 from src.search.budgeting import measure_costs, search_subset, why_the_search_ended
 from src.search.distributed import tuner_id
+from src.search.importance import LearningCurves, hyperparameter_importance
 from src.search.observers import TooManyFailedTrials, TrialObserver
 from src.search.progress import ProgressReporter, format_duration
 from src.search.results import SearchResult, format_trials, format_values, summarize
@@ -71,10 +72,11 @@ def run_search(
         measure_costs(budget, cfg, dataset, hypermodel, train)
     examples_per_epoch = len(train) + VALIDATION_WEIGHT * len(dataset.val)
     progress = ProgressReporter(budget)
+    curves = LearningCurves(tuner_cfg["objective"])
     tuner = build_tuner(
         tuner_cfg,
         hypermodel,
-        [progress, *observers],
+        [progress, curves, *observers],
         training["seed"],
         training["epochs"],
         role=role,
@@ -146,10 +148,12 @@ def run_search(
         result.budget = budget.to_dict()
         budget.save(Path(cfg.paths.output_dir))
 
+    importance = hyperparameter_importance(result, curves.curves, seed=training["seed"])
+    result.importance = importance.to_dict()
     result.write(Path(cfg.paths.output_dir))
     for observer in observers:
         observer.on_search_result(result)
-    log.info("trials:\n%s", format_trials(result))
+    log.info("trials:\n%s\n%s", format_trials(result), importance.format())
 
     if not result.completed:
         first_error = next((t.error for t in result.trials if t.error), "no trial ran")

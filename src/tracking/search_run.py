@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.config.secrets import redact
 from src.data.dataset import Dataset
 from src.errors import DistributedError
+from src.search.importance import importance_figure
 from src.search.results import SearchResult
 from src.tracking.provenance import flatten_config
 from src.tracking.records import (
@@ -145,6 +146,8 @@ class SearchRun:
         """Log the search's results, its budget, its pruning counts, and each trial's score
         interval and whether it can be told apart from the best."""
         self.client.log_dict(self.run_id, result.to_dict(), "results.json")
+        if result.importance:
+            self.record_importance(result.importance)
         if result.budget:
             self.record_budget(result.budget)
         timestamp = now_ms()
@@ -166,6 +169,21 @@ class SearchRun:
                 ],
                 tags=[RunTag("tied_with_best", str(trial.tied_with_best).lower())],
             )
+
+    def record_importance(self, importance: Mapping[str, Any]) -> None:
+        """Log ``importance.json`` and its bar chart, or the reason there is none as a tag."""
+        if not importance.get("values"):
+            why = str(importance.get("why_none"))[:MAX_TAG_LENGTH]
+            self.client.set_tag(self.run_id, "importance", why)
+            return
+        import matplotlib.pyplot as plt
+
+        self.client.log_dict(self.run_id, dict(importance), "importance.json")
+        figure = importance_figure(importance)
+        try:
+            self.client.log_figure(self.run_id, figure, "importance.png")
+        finally:
+            plt.close(figure)
 
     def record_budget(self, budget: Mapping[str, Any]) -> None:
         """Log the run's time budget: given, spent, and by which part."""
