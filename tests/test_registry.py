@@ -106,6 +106,12 @@ def test_figures_and_model_card_are_written_and_logged(registry):
     summary = json.loads((final_dir / "final.json").read_text())
     assert summary["test_accuracy"] == pytest.approx(first.test_accuracy)
     assert len(summary["per_class_accuracy"]) == 10
+    # What the champion costs to serve: in final.json, the model card and the final run.
+    cost = summary["cost"]
+    assert cost["params"] > 0 and cost["latency_ms"] > 0
+    assert "## Cost" in card and f"{cost['params']:,} parameters" in card
+    run = MlflowClient(sqlite_uri(folder)).get_run(first.run_id)
+    assert run.data.metrics["cost_params"] == cost["params"]
 
 
 def _subprocess_env(folder):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import keras
 import keras_tuner
 import pytest
@@ -63,6 +66,18 @@ def test_search_logs_one_parent_and_one_child_per_trial(tiny_config, tiny_datase
         for metric in ("loss", "accuracy", "val_loss"):
             assert len(client.get_metric_history(run.info.run_id, metric)) == 2
         assert run.data.tags["rank"] == str(ranked.index(trial) + 1)
+        # What its model costs, measured the same way for every trial.
+        assert run.data.metrics["cost_params"] == trial.cost["params"] > 0
+        for figure in ("flops_per_image", "latency_ms", "throughput_per_s"):
+            assert run.data.metrics[f"cost_{figure}"] == pytest.approx(trial.cost[figure])
+            assert trial.cost[figure] > 0
+    assert {"pareto_front.json", "pareto_front.png"} <= artifacts
+    front = json.loads(
+        (Path(client.download_artifacts(parent.info.run_id, "pareto_front.json"))).read_text()
+    )["front"]
+    assert front and {row["trial_id"] for row in front} <= set(by_trial)
+    # Three trials are too few to say which knob mattered; the parent says why.
+    assert parent.data.tags["importance"].startswith("3 trial(s) trained an epoch")
     # Inactive conditional hyperparameters are not logged.
     for run in children:
         layers = int(run.data.params["conv_layers"])

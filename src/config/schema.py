@@ -103,6 +103,8 @@ class FinalSchema:
     max_epochs: int = _at_least(1, default=30)
     ensemble_epochs: int | None = _at_least(1, default=30)
     max_members: int = _at_least(1, default=3)
+    max_latency_ms: float | None = field(default=None, metadata={"min_exclusive": 0})
+    max_params: int | None = _at_least(1, default=None)
 
 
 @dataclass

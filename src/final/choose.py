@@ -5,9 +5,38 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from src.errors import SearchFailed
 from src.model.hypermodel import CNNHyperModel, fixed_hyperparameters, forward_flops
 from src.search.results import SearchResult, TrialSummary, earlier_best_trial
 from src.search.warm_start import model_hyperparameters
+
+# ``final.<key>`` limits on a trial's serving cost, and the cost figure each one bounds.
+COST_LIMITS = {"max_latency_ms": "latency_ms", "max_params": "params"}
+
+
+def within_limits(search: SearchResult, limits: Mapping[str, float | None]) -> list[TrialSummary]:
+    """The completed, scored trials whose measured cost is within every limit set.
+
+    Raises:
+        SearchFailed: none is; the message names the cheapest trial's figure.
+    """
+    candidates = [t for t in search.scored if t.cost is not None]
+    for key, limit in limits.items():
+        if limit is None:
+            continue
+        figure = COST_LIMITS[key]
+        within = [t for t in candidates if t.cost[figure] <= limit]
+        if not within:
+            cheapest = min(candidates, key=lambda t: t.cost[figure], default=None)
+            measured = (
+                f"the cheapest completed trial, {cheapest.trial_id}, has {figure} "
+                f"{cheapest.cost[figure]:g}"
+                if cheapest
+                else "no completed trial has a measured cost"
+            )
+            raise SearchFailed(f"final.{key}={limit:g}: no trial within it; {measured}")
+        candidates = within
+    return candidates
 
 
 def choose_trial(
@@ -15,8 +44,12 @@ def choose_trial(
     rule: str,
     hypermodel: CNNHyperModel,
     earlier_best: Mapping[str, Any] | None = None,
+    limits: Mapping[str, float | None] | None = None,
 ) -> tuple[TrialSummary, str]:
     """The trial the final stage retrains under ``final.choose``, and why, in words.
+
+    With a cost limit (``final.max_latency_ms``, ``final.max_params``): the most accurate
+    completed trial within every limit set, whatever the rule (`within_limits`).
 
     ``best``: the search's best trial. ``warm_start_tied``: the trial of ``earlier_best``
     (the warm start's first configuration: the best that earlier searches found) where the
@@ -27,6 +60,12 @@ def choose_trial(
     cheaper model trains and serves faster for the same expected accuracy.
     """
     best = search.best
+    if limits and any(value is not None for value in limits.values()):
+        sign = -1.0 if "loss" in search.objective else 1.0
+        chosen = max(within_limits(search, limits), key=lambda t: sign * t.score)
+        where = ", ".join(f"final.{k}={v:g}" for k, v in limits.items() if v is not None)
+        cost = f"{chosen.cost['latency_ms']:.2f} ms, {chosen.cost['params']:,} parameters"
+        return chosen, f"the most accurate trial within {where} ({cost})"
     tied = search.trials_tied_with_best
     if rule == "warm_start_tied":
         scored = [(t.trial_id, t.score, t.hyperparameters) for t in search.scored]

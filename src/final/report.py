@@ -159,6 +159,17 @@ def write_model_card(path: Path, facts: Mapping[str, Any]) -> Path:
         if budget
         else ""
     )
+    cost = facts.get("cost")
+    cost_text = (
+        f"""
+## Cost (this machine, `src.model.cost`)
+- size: {cost["params"]:,} parameters; {cost["flops_per_image"] / 1e6:.1f} MFLOP per image
+- latency, one image: {cost["latency_ms"]:.2f} ms (median); throughput:
+  {cost["throughput_per_s"]:,.0f} images/s (batches of 256)
+"""
+        if cost
+        else ""
+    )
     text = f"""# Model card: {facts["model_name"]}
 
 A convolutional network for {side} images in {facts["num_classes"]} classes, tuned with Keras Tuner
@@ -188,7 +199,7 @@ Trial {facts["trial_id"]}: {facts["chosen_by"]}.
 {spread}
 - per-digit accuracy: {per_class}
 - registry decision: {facts.get("decision", "not registered")}
-{budget_text}
+{cost_text}{budget_text}
 ## Use
 Input: float32 array of shape (N, {", ".join(map(str, facts["input_shape"]))}), pixels in [0, 1]
 (white on black, as in the training data).

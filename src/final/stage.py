@@ -25,12 +25,13 @@ from omegaconf import DictConfig, OmegaConf
 from src.budget import RunBudget, plan_final
 from src.data.dataset import Dataset
 from src.final import report
-from src.final.choose import choose_trial
+from src.final.choose import COST_LIMITS, choose_trial
 from src.final.evaluation import Evaluation, evaluate
 from src.final.register import register_final_model
 from src.final.result import FinalResult
 from src.final.retrain import ensemble_of, train_and_test
 from src.model.backend import EpochsFittedToTime
+from src.model.cost import measure_cost
 from src.model.hypermodel import CNNHyperModel
 from src.search.budgeting import time_model
 from src.search.results import SearchResult
@@ -66,7 +67,8 @@ def run_final_stage(
     hypermodel = CNNHyperModel.from_config(cfg.search_space, cfg.training, dataset)
     examples = len(dataset.train) + len(dataset.val)
     preferred = preferred_configuration(cfg)
-    chosen, chosen_by = choose_trial(search, cfg.final.choose, hypermodel, preferred)
+    limits = {key: cfg.final.get(key) for key in COST_LIMITS}
+    chosen, chosen_by = choose_trial(search, cfg.final.choose, hypermodel, preferred, limits)
     log.info("final stage: retraining trial %s, %s", chosen.trial_id, chosen_by)
     values = model_hyperparameters(chosen.hyperparameters)
     epochs = cfg.final.epochs or (chosen.best_step + 1 if chosen.best_step is not None else None)
@@ -144,6 +146,7 @@ def run_final_stage(
         budget_note=note,
         trial_id=chosen.trial_id,
         chosen_by=chosen_by,
+        cost=measure_cost(model).to_dict(),
     )
     log.info(
         "final stage: test accuracy %s, loss %.4f%s",

@@ -213,6 +213,7 @@ class CNNHyperModel(keras_tuner.HyperModel):
 
             callbacks = list(kwargs.pop("callbacks", None) or [])
             kwargs["callbacks"] = [*callbacks, keras.callbacks.LearningRateScheduler(cosine)]
+        self.last_model = model  # the search measures what it costs (MeasuresCost)
         return model.fit(*args, **kwargs)
 
 

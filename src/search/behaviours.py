@@ -9,6 +9,7 @@ and calling the next:
 - `DistributedSearch`: the chief serves the oracle with the search hooks called; a worker
   waits a bounded time for the chief (``src.search.distributed``);
 - `ReportsEpochs`: every epoch goes to the oracle, which may stop the trial (pruning);
+- `MeasuresCost`: each trial's model is measured (parameters, FLOPs, latency, throughput);
 - `FailsNonFiniteLoss`: a trial whose loss became NaN fails (Keras Tuner would score it
   COMPLETED at chance-level accuracy);
 - `CrossValidates`: with ``cv_folds`` above 1, a trial's score is k-fold cross-validation
@@ -37,6 +38,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from src.budget import RunBudget
 from src.model.backend import custom_gradient_names, forget_custom_gradients
+from src.model.cost import ModelCost, measure_cost
 from src.search.distributed import serve_oracle, wait_for_chief
 
 
@@ -200,6 +202,24 @@ class FailsNonFiniteLoss:
                     f"loss became {losses[bad_epoch]} at epoch {bad_epoch}"
                 )
         return histories
+
+
+class MeasuresCost:
+    """After each trial trains, measures what its model costs (`src.model.cost`): kept in
+    ``trial_costs`` for the trial's MLflow run, ``results.json`` and the final stage's
+    ``final.max_latency_ms``/``final.max_params``. A trial that failed has none."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.trial_costs: dict[str, ModelCost] = {}
+        super().__init__(*args, **kwargs)
+
+    def run_trial(self, trial: Trial, *args: Any, **kwargs: Any) -> Any:
+        result = super().run_trial(trial, *args, **kwargs)
+        model = getattr(self.hypermodel, "last_model", None)
+        if model is not None:
+            self.trial_costs[trial.trial_id] = measure_cost(model)
+            self.hypermodel.last_model = None  # its graphs may go with the trial's
+        return result
 
 
 class CrossValidates:

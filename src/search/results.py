@@ -40,6 +40,8 @@ class TrialSummary:
     interval: list[float] | None = None
     # Completed, and not told apart from the best trial by `stats.indistinguishable`.
     tied_with_best: bool = False
+    # What its model costs to serve (`src.model.cost.ModelCost.to_dict`); None: not measured.
+    cost: dict[str, Any] | None = None
 
 
 @dataclass
@@ -60,6 +62,8 @@ class SearchResult:
     scored_digits: int | None = None
     # Each hyperparameter's importance (`src.search.importance.Importance.to_dict`).
     importance: dict[str, Any] | None = None
+    # Score against latency: the completed trials no other beats on both (`src.search.tradeoffs`).
+    pareto_front: list[dict[str, Any]] | None = None
 
     @property
     def completed(self) -> list[TrialSummary]:
@@ -99,6 +103,7 @@ class SearchResult:
             "best": asdict(best) if best else None,
             "trials": [asdict(t) for t in self.trials],
             "importance": self.importance,
+            "pareto_front": self.pareto_front,
         }
 
 
@@ -160,6 +165,7 @@ def summarize(
     objective = tuner.oracle.objective.name
     reports_epochs = getattr(tuner, "reports_epochs", False)
     validation_digits = scored_digits or data.get("sizes", {}).get("val")
+    costs = getattr(tuner, "trial_costs", {})
     trials = []
     for trial_id, trial in sorted(tuner.oracle.trials.items()):
         status = trial_status(trial)
@@ -176,6 +182,7 @@ def summarize(
                 pruned_reason=trial.message if status == PRUNED else None,
                 epochs_run=epochs_run(trial, objective) if reports_epochs else None,
                 interval=[accuracy.ci_low, accuracy.ci_high] if accuracy else None,
+                cost=costs[trial_id].to_dict() if trial_id in costs else None,
             )
         )
     # Keras Tuner's ranking falls back on unfinished trials when none completed; not here.

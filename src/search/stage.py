@@ -28,6 +28,7 @@ from src.search.importance import LearningCurves, hyperparameter_importance
 from src.search.observers import TooManyFailedTrials, TrialObserver
 from src.search.progress import ProgressReporter, format_duration
 from src.search.results import SearchResult, format_trials, format_values, summarize
+from src.search.tradeoffs import format_front, front_record
 from src.search.tuner_factory import build_tuner
 
 log = logging.getLogger(__name__)
@@ -150,10 +151,16 @@ def run_search(
 
     importance = hyperparameter_importance(result, curves.curves, seed=training["seed"])
     result.importance = importance.to_dict()
+    result.pareto_front = front_record(result)
     result.write(Path(cfg.paths.output_dir))
     for observer in observers:
         observer.on_search_result(result)
-    log.info("trials:\n%s\n%s", format_trials(result), importance.format())
+    log.info(
+        "trials:\n%s\n%s\n%s",
+        format_trials(result),
+        importance.format(),
+        format_front(result.pareto_front, result.objective),
+    )
 
     if not result.completed:
         first_error = next((t.error for t in result.trials if t.error), "no trial ran")

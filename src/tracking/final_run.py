@@ -55,6 +55,9 @@ def log_final_run(
     ]
     metrics = [*headline]
     metrics += [
+        Metric(f"cost_{name}", float(value), now, 0) for name, value in (final.cost or {}).items()
+    ]
+    metrics += [
         Metric(f"test_accuracy_digit_{digit}", accuracy, now, 0)
         for digit, accuracy in enumerate(final.per_class_accuracy)
     ]

@@ -20,6 +20,7 @@ from src.data.dataset import Dataset
 from src.errors import DistributedError
 from src.search.importance import importance_figure
 from src.search.results import SearchResult
+from src.search.tradeoffs import front_figure
 from src.tracking.provenance import flatten_config
 from src.tracking.records import (
     MAX_TAG_LENGTH,
@@ -148,6 +149,8 @@ class SearchRun:
         self.client.log_dict(self.run_id, result.to_dict(), "results.json")
         if result.importance:
             self.record_importance(result.importance)
+        if result.pareto_front:
+            self.record_front(result)
         if result.budget:
             self.record_budget(result.budget)
         timestamp = now_ms()
@@ -182,6 +185,17 @@ class SearchRun:
         figure = importance_figure(importance)
         try:
             self.client.log_figure(self.run_id, figure, "importance.png")
+        finally:
+            plt.close(figure)
+
+    def record_front(self, result: SearchResult) -> None:
+        """Log the accuracy-against-latency front as ``pareto_front.json`` and a figure."""
+        import matplotlib.pyplot as plt
+
+        self.client.log_dict(self.run_id, {"front": result.pareto_front}, "pareto_front.json")
+        figure = front_figure(result)
+        try:
+            self.client.log_figure(self.run_id, figure, "pareto_front.png")
         finally:
             plt.close(figure)
 

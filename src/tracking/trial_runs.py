@@ -96,6 +96,12 @@ class TrialRuns:
             metrics.append(Metric("trial_score", float(scored.score), timestamp, 0))
             if scored.best_step is not None:
                 metrics.append(Metric("best_epoch", float(scored.best_step), timestamp, 0))
+        cost = getattr(tuner, "trial_costs", {}).get(trial.trial_id)
+        if cost is not None:  # what the trial's model costs to serve, on this machine
+            metrics += [
+                Metric(f"cost_{name}", float(value), timestamp, 0)
+                for name, value in cost.to_dict().items()
+            ]
         if status == PRUNED:
             # A pruner's decision, not a failure: the run ends FINISHED, its curve stops at
             # the epoch the pruner stopped it, and the tags say when and why.
