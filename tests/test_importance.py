@@ -29,7 +29,8 @@ def test_a_decisive_knob_ranks_above_an_inert_one():
     rows = []
     for rate in rng.uniform(1e-4, 1e-2, 16):
         dropout = float(rng.choice([0.1, 0.2, 0.3]))
-        rows.append((0.9 + 8 * float(rate) + rng.normal(0, 0.001), {"lr": rate, "dropout": dropout}))
+        score = 0.9 + 8 * float(rate) + rng.normal(0, 0.001)
+        rows.append((score, {"lr": rate, "dropout": dropout}))
     importance = hyperparameter_importance(*_search(rows))
     assert list(importance.values) == ["lr", "dropout"]
     assert importance.values["lr"] > 0.8 > 0.2 > importance.values["dropout"]
