@@ -112,6 +112,12 @@ def test_figures_and_model_card_are_written_and_logged(registry):
     assert "## Cost" in card and f"{cost['params']:,} parameters" in card
     run = MlflowClient(sqlite_uri(folder)).get_run(first.run_id)
     assert run.data.metrics["cost_params"] == cost["params"]
+    # How it holds up on damaged digits: nine kinds, in all three places.
+    damaged = summary["robustness"]
+    assert len(damaged["accuracy"]) >= 8 and 0 <= damaged["mean"] <= 1
+    assert "## Damaged digits" in card and "| rotate |" in card
+    assert run.data.metrics["corrupted_accuracy_mean"] == pytest.approx(damaged["mean"])
+    assert summary["parts_s"]["robustness"] < summary["wall_time_s"]
 
 
 def _subprocess_env(folder):

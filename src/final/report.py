@@ -170,6 +170,18 @@ def write_model_card(path: Path, facts: Mapping[str, Any]) -> Path:
         if cost
         else ""
     )
+    damaged = facts.get("robustness")
+    if damaged:
+        rows = "\n".join(f"| {kind} | {value:.4f} |" for kind, value in damaged["accuracy"].items())
+        cost_text += f"""
+## Damaged digits (`src.final.robustness`)
+Accuracy on {damaged["digits"]} test digits damaged nine ways (fixed seed); the same digits
+undamaged: {damaged["clean"]:.4f}; mean over the kinds: **{damaged["mean"]:.4f}**.
+
+| damage | accuracy |
+| --- | ---: |
+{rows}
+"""
     text = f"""# Model card: {facts["model_name"]}
 
 A convolutional network for {side} images in {facts["num_classes"]} classes, tuned with Keras Tuner

@@ -40,6 +40,8 @@ class FinalResult:
     decision: str = "not registered"
     # What the registered model costs to serve (`src.model.cost.ModelCost.to_dict`).
     cost: dict[str, Any] | None = None
+    # Accuracy on damaged test digits (`src.final.robustness.Robustness.to_dict`).
+    robustness: dict[str, Any] | None = None
     run_id: str | None = None
     wall_time_s: float = 0.0
     # What wall_time_s was spent on: training (each model with its test), testing (an

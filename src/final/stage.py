@@ -30,6 +30,7 @@ from src.final.evaluation import Evaluation, evaluate
 from src.final.register import register_final_model
 from src.final.result import FinalResult
 from src.final.retrain import ensemble_of, train_and_test
+from src.final.robustness import robustness
 from src.model.backend import EpochsFittedToTime
 from src.model.cost import measure_cost
 from src.model.hypermodel import CNNHyperModel
@@ -129,6 +130,15 @@ def run_final_stage(
         model = ensemble_of([member for member, _, _ in trained], seeds, hypermodel.name)
         evaluation = evaluate(model, dataset.test, dataset.num_classes)
     parts.done("testing")
+    damaged = robustness(model, dataset.test)
+    log.info(
+        "final stage: on %d damaged test digits, %.4f on average (clean %.4f); %s",
+        damaged.digits,
+        damaged.mean,
+        damaged.clean,
+        ", ".join(f"{kind} {value:.3f}" for kind, value in damaged.accuracy.items()),
+    )
+    parts.done("robustness")
     interval = evaluation.interval
     final = FinalResult(
         test_accuracy=evaluation.accuracy,
@@ -147,6 +157,7 @@ def run_final_stage(
         trial_id=chosen.trial_id,
         chosen_by=chosen_by,
         cost=measure_cost(model).to_dict(),
+        robustness=damaged.to_dict(),
     )
     log.info(
         "final stage: test accuracy %s, loss %.4f%s",

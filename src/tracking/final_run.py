@@ -57,6 +57,12 @@ def log_final_run(
     metrics += [
         Metric(f"cost_{name}", float(value), now, 0) for name, value in (final.cost or {}).items()
     ]
+    if final.robustness:
+        damaged = {**final.robustness["accuracy"], "mean": final.robustness["mean"]}
+        metrics += [
+            Metric(f"corrupted_accuracy_{kind}", float(value), now, 0)
+            for kind, value in damaged.items()
+        ]
     metrics += [
         Metric(f"test_accuracy_digit_{digit}", accuracy, now, 0)
         for digit, accuracy in enumerate(final.per_class_accuracy)
