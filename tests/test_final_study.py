@@ -51,6 +51,7 @@ def _stage(folder, score, test_accuracy, wall, seed_accuracies=None):
         "wall_time_s": 30.0,
         "hyperparameters": {"learning_rate": 0.001},
         "decision": "first champion",
+        "robustness": {"mean": test_accuracy - 0.2} if seed_accuracies else None,
     }
     (folder / "final" / "final.json").write_text(json.dumps(final))
 
@@ -70,9 +71,11 @@ def test_table_lists_each_stage_beside_the_seed_study(study):
     table = format_table(stages).splitlines()
     assert table[2] == (
         "| seed study's default model (no search) | 1 | 97.00% | 97.50% [97.30, 97.65] (250) "
-        "| 1 seed | 96% | 1 min 30 s |"
+        "| 1 seed | - | 96% | 1 min 30 s |"
     )
-    assert table[4].endswith("| 99.20% [99.00, 99.35] (80) | 99.20% ± 0.20 (3) | - | 15 min 30 s |")
+    assert table[4].endswith(
+        "| 99.20% [99.00, 99.35] (80) | 99.20% ± 0.20 (3) | 79.20% | - | 15 min 30 s |"
+    )
 
 
 def test_results_section_is_replaced_in_place(study, tmp_path, capsys):

@@ -14,7 +14,7 @@ def test_each_kind_damages_the_digits_the_same_way_every_time(kind, tiny_dataset
     images = tiny_dataset.test.images[:50]
     damaged = corrupted(images, kind)
     assert damaged.shape == images.shape and damaged.dtype == np.float32
-    assert 0.0 <= damaged.min() and damaged.max() <= 1.0
+    assert damaged.min() >= 0.0 and damaged.max() <= 1.0
     assert np.array_equal(damaged, corrupted(images, kind))
     assert np.abs(damaged - images).mean() > 0.005
 
