@@ -122,6 +122,8 @@ BAD_VALUES = [
     ("mlflow.enabled=1", "mlflow.enabled=1"),
     ("mlflow.experiment_name=''", "mlflow.experiment_name=''"),
     ("training.threads=0", "training.threads=0"),
+    ("final.max_latency_ms=0", "final.max_latency_ms=0: expected a number > 0"),
+    ("final.max_params=0", "final.max_params=0: expected an integer >= 1"),
     ("distributed.role=boss", "distributed.role='boss'"),
     ("distributed.chief_timeout_s=0", "distributed.chief_timeout_s=0"),
     ("final.seeds=[1,1]", "final.seeds=[1, 1]"),
