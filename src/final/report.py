@@ -165,7 +165,7 @@ def write_model_card(path: Path, facts: Mapping[str, Any]) -> Path:
 ## Cost (this machine, `src.model.cost`)
 - size: {cost["params"]:,} parameters; {cost["flops_per_image"] / 1e6:.1f} MFLOP per image
 - latency, one image: {cost["latency_ms"]:.2f} ms (median); throughput:
-  {cost["throughput_per_s"]:,.0f} images/s (batches of 256)
+  {cost["throughput_per_s"]:,.0f} images/s (batches of 128)
 """
         if cost
         else ""

@@ -19,11 +19,12 @@ import numpy as np
 
 from src.model.hypermodel import forward_flops
 
-# Latency: the median of this many calls on one image, after two to warm up.
-LATENCY_CALLS = 10
-# Throughput: images per second over this batch, the median of a few calls.
-THROUGHPUT_BATCH = 256
-THROUGHPUT_CALLS = 3
+# Latency: the median of this many calls on one image, after one to warm up. Few: every
+# trial pays for them (0.15-0.25 s in all for the default model on 2 busy cores).
+LATENCY_CALLS = 7
+# Throughput: images per second over this batch, the faster of two calls after a warm-up.
+THROUGHPUT_BATCH = 128
+THROUGHPUT_CALLS = 2
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def measure_cost(model: keras.Model) -> ModelCost:
     model(one, training=False)  # warm-up: first calls allocate
     model(many, training=False)
     latency = statistics.median(_seconds(model, one) for _ in range(LATENCY_CALLS))
-    batch = statistics.median(_seconds(model, many) for _ in range(THROUGHPUT_CALLS))
+    batch = min(_seconds(model, many) for _ in range(THROUGHPUT_CALLS))
     return ModelCost(
         params=int(model.count_params()),
         flops_per_image=forward_flops(model),
