@@ -90,3 +90,8 @@ def test_a_real_search_logs_its_importance_on_the_parent_run(tmp_path):
     )[0]
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"importance.json", "importance.png"} <= artifacts
+
+
+def test_trials_that_all_scored_the_same_say_so():
+    rows = [(0.5, {"lr": i / 1000}) for i in range(MIN_TRIALS)]
+    assert hyperparameter_importance(*_search(rows)).why_none == "every trial scored the same"

@@ -100,6 +100,8 @@ def hyperparameter_importance(
         return Importance(
             why_none=f"{trained} trial(s) trained an epoch; it takes {MIN_TRIALS} or more"
         )
+    if len(set(scores.values())) == 1:
+        return Importance(trials=len(scores), epoch=epoch, why_none="every trial scored the same")
     params = {t.trial_id: t.hyperparameters for t in result.trials if t.trial_id in scores}
     names = _varied(params.values())
     if not names:
