@@ -178,3 +178,13 @@ def test_a_mixed_bfloat16_model_with_batch_normalisation_trains(plus_space, tiny
         assert np.isfinite(history.history["loss"][0])
     finally:
         keras.config.set_dtype_policy("float32")
+
+
+def test_the_noise_knob_adds_training_noise_and_leaves_inference_alone(plus_space):
+    model, hp = _build({**plus_space, "augment_noise": 0.2}, augment_noise=0.2)
+    assert hp.values["augment_noise"] == 0.2
+    assert any(isinstance(layer, keras.layers.GaussianNoise) for layer in model.layers)
+    images = np.full((2, 28, 28, 1), 0.5, np.float32)
+    assert np.array_equal(model(images, training=False), model(images, training=False))
+    without, _ = _build(plus_space)
+    assert not any(isinstance(layer, keras.layers.GaussianNoise) for layer in without.layers)

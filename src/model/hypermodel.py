@@ -180,16 +180,20 @@ class CNNHyperModel(keras_tuner.HyperModel):
         return hp_value(hp, name, self.space[name]) if name in self.space else KNOBS[name].off
 
     def _augmentation(self, hp: keras_tuner.HyperParameters, x: Any) -> Any:
-        """Random rotation, shift and zoom: active while training, identity at inference."""
+        """Random rotation, shift, zoom and pixel noise: active while training, identity at
+        inference."""
         rotation = self._optional(hp, "augment_rotation")
         translation = self._optional(hp, "augment_translation")
         zoom = self._optional(hp, "augment_zoom")
+        noise = self._optional(hp, "augment_noise")
         if rotation:
             x = layers.RandomRotation(rotation, fill_mode="constant")(x)
         if translation:
             x = layers.RandomTranslation(translation, translation, fill_mode="constant")(x)
         if zoom:
             x = layers.RandomZoom(zoom, fill_mode="constant")(x)
+        if noise:
+            x = layers.GaussianNoise(noise)(x)
         return x
 
     def fit(self, hp: keras_tuner.HyperParameters, model: keras.Model, *args: Any, **kwargs: Any):

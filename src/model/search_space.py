@@ -66,6 +66,8 @@ KNOBS: dict[str, Knob] = {
     "augment_rotation": Knob(_fraction, "a fraction of a turn in [0, 0.5]", off=0.0),
     "augment_translation": Knob(_fraction, "a fraction of the side in [0, 0.5]", off=0.0),
     "augment_zoom": Knob(_fraction, "a fraction in [0, 0.5]", off=0.0),
+    # Gaussian noise added to each training image's pixels (standard deviation; 0 is off).
+    "augment_noise": Knob(_fraction, "a standard deviation in [0, 0.5]", off=0.0),
     "lr_schedule": Knob(lambda v: v in ("constant", "cosine"), "constant or cosine", "constant"),
 }
 _RANGE_FIELDS = ("min", "max", "step", "sampling")
