@@ -3,39 +3,64 @@
 Keras Tuner sums several objectives into one number; a front keeps them apart. It is drawn
 over the completed trials (pruned ones were scored at a lower fidelity) whose cost was
 measured (`src.search.behaviours.MeasuresCost`): a trial is on it when no other trial is at
-least as accurate and at least as fast, and better in one.
+least as accurate and at least as fast, and better in one. Trials of one architecture share
+one latency, the median of their measurements (`architecture_latency`).
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from typing import Any
 
 from src.search.results import SearchResult, TrialSummary
 
 
+def architecture_latency(trials: Sequence[TrialSummary]) -> dict[str, float]:
+    """Each measured trial's latency as its architecture's: the median over the trials whose
+    models have the same parameters and FLOPs. One model timed twice differs by a quarter on
+    a busy 2-core machine; the same model must not look faster than itself."""
+    groups: dict[tuple[int, int], list[float]] = {}
+    for t in trials:
+        groups.setdefault(_architecture(t), []).append(t.cost["latency_ms"])
+    return {t.trial_id: statistics.median(groups[_architecture(t)]) for t in trials}
+
+
+def _architecture(trial: TrialSummary) -> tuple[int, int]:
+    return trial.cost["params"], trial.cost["flops_per_image"]
+
+
 def pareto_front(trials: Sequence[TrialSummary], maximize: bool = True) -> list[TrialSummary]:
-    """The trials no other beats on both score and latency, fastest first."""
+    """The trials no other beats on both score and latency (`architecture_latency`),
+    fastest first."""
     measured = [t for t in trials if t.score is not None and t.cost is not None]
+    latency = architecture_latency(measured)
     sign = 1.0 if maximize else -1.0
 
     def dominates(a: TrialSummary, b: TrialSummary) -> bool:
-        better_or_equal = sign * a.score >= sign * b.score and (
-            a.cost["latency_ms"] <= b.cost["latency_ms"]
-        )
-        strictly = sign * a.score > sign * b.score or a.cost["latency_ms"] < b.cost["latency_ms"]
-        return better_or_equal and strictly
+        faster_or_equal = latency[a.trial_id] <= latency[b.trial_id]
+        better_or_equal = sign * a.score >= sign * b.score
+        strictly = sign * a.score > sign * b.score or latency[a.trial_id] < latency[b.trial_id]
+        return faster_or_equal and better_or_equal and strictly
 
     front = [t for t in measured if not any(dominates(o, t) for o in measured if o is not t)]
-    return sorted(front, key=lambda t: t.cost["latency_ms"])
+    return sorted(front, key=lambda t: (latency[t.trial_id], t.trial_id))
 
 
 def front_record(result: SearchResult) -> list[dict[str, Any]]:
-    """The front as rows: trial id, score and the four cost figures."""
+    """The front as rows: trial id, score, the four cost figures (latency as measured) and
+    the architecture's latency the front was drawn on."""
     maximize = "loss" not in result.objective
+    measured = [t for t in result.scored if t.cost is not None]
+    latency = architecture_latency(measured)
     return [
-        {"trial_id": t.trial_id, "score": t.score, **t.cost}
-        for t in pareto_front(result.scored, maximize)
+        {
+            "trial_id": t.trial_id,
+            "score": t.score,
+            **t.cost,
+            "front_latency_ms": latency[t.trial_id],
+        }
+        for t in pareto_front(measured, maximize)
     ]
 
 
@@ -46,7 +71,7 @@ def format_front(rows: Sequence[dict[str, Any]], objective: str) -> str:
     lines = [f"accuracy against latency, the Pareto front ({len(rows)} trials):"]
     lines += [
         f"  trial {row['trial_id']}: {objective}={row['score']:.4f}, "
-        f"{row['latency_ms']:.2f} ms, {row['params']:,} parameters, "
+        f"{row['front_latency_ms']:.2f} ms, {row['params']:,} parameters, "
         f"{row['flops_per_image'] / 1e6:.1f} MFLOP"
         for row in rows
     ]
@@ -70,7 +95,7 @@ def front_figure(result: SearchResult) -> Any:
         alpha=0.6,
     )
     axis.plot(
-        [row["latency_ms"] for row in front],
+        [row["front_latency_ms"] for row in front],
         [row["score"] for row in front],
         "o-",
         color="C3",
