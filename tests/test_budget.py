@@ -10,6 +10,7 @@ import logging
 import math
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -295,7 +296,7 @@ def _cosine_fit(fitted: EpochsFittedToTime, most: int, slow_s: float = 0.0) -> d
 
     hp = fixed_hyperparameters({"learning_rate": 0.01, "lr_schedule": "cosine"})
     return CNNHyperModel.fit(
-        None,
+        SimpleNamespace(),  # fit reads nothing of the hypermodel but the hyperparameters
         hp,
         model,
         x,
