@@ -143,8 +143,10 @@ def anytime_details() -> str:
             )
             for name, arm, against, recorded in arms:
                 figures = _arm(arm, against)
-                if "trials" in arm:
-                    spent = f"{arm['trials'] or 'no'} trials, final {arm['final_epochs']} epochs"
+                if "trials" in arm and arm.get("search_examples") is None:  # from_results
+                    spent = f"no search, final {arm['final_epochs']} epochs"
+                elif "trials" in arm:
+                    spent = f"{arm['trials']} trials, final {arm['final_epochs']} epochs"
                 else:
                     spent = f"{arm['epochs']} epochs"
                 p = _p(figures["p"], recorded) if against is not None else ""
