@@ -118,7 +118,10 @@ def hyperparameter_importance(
             )
         )
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
-    values = optuna.importance.get_param_importances(study, evaluator=evaluator, normalize=True)
+    try:
+        values = optuna.importance.get_param_importances(study, evaluator=evaluator, normalize=True)
+    except (ValueError, RuntimeError) as error:  # a report, never worth the finished search
+        return Importance(trials=len(scores), epoch=epoch, why_none=f"fANOVA failed: {error}")
     importance = Importance(
         values={name: round(float(value), 4) for name, value in values.items()},
         trials=len(scores),
