@@ -458,7 +458,7 @@ def test_a_budgeted_run_searches_stops_in_time_and_still_registers(tiny_config):
     assert final.model_version is not None
     recorded = final.budget
     assert recorded["search_s"] + recorded["final_s"] <= recorded["spent_s"] + 1
-    assert list(final.parts_s) == ["training", "testing", "reporting", "registering"]
+    assert list(final.parts_s) == ["training", "testing", "robustness", "reporting", "registering"]
     assert sum(final.parts_s.values()) == pytest.approx(recorded["final_s"], abs=0.1)
     after = recorded["final_s"] - final.parts_s["training"]
     assert recorded["final_after_training_s"] == pytest.approx(after, abs=0.05)

@@ -59,7 +59,9 @@ def test_a_budgeted_sweep_gives_each_job_its_budget_and_ends_with_the_comparison
         "-m",
         *[o for o in TINY_OVERRIDES if not o.startswith(("tuner=", "budget="))],
         "tuner=random,tpe",
-        "budget=50s",
+        # Room for two trials and a final epoch on a loaded machine (two test workers):
+        # 50 s was refused there, where trials cost 4.2 s each.
+        "budget=70s",
         "budget_policy.min_trials=2",
         "tuner.max_trials=null",
         "tuner.search_examples=128",
@@ -75,7 +77,7 @@ def test_a_budgeted_sweep_gives_each_job_its_budget_and_ends_with_the_comparison
     for job in ("0_random", "1_tpe"):
         results = json.loads((tmp_path / "sweep" / job / "results.json").read_text())
         assert len(results["trials"]) >= 2, job
-        assert results["budget"]["spent_s"] < 50 + 15, job  # its own clock, not the sweep's
+        assert results["budget"]["spent_s"] < 70 + 15, job  # its own clock, not the sweep's
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("mnist-cnn")
     parents = client.search_runs([experiment.experiment_id], "tags.run_kind = 'search'")

@@ -38,6 +38,7 @@ from typing import Any
 
 import keras_tuner
 from keras_tuner.engine.trial import Trial
+from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from omegaconf import DictConfig
 
@@ -144,16 +145,31 @@ class MLflowTracker(TrialObserver):
         if self.parent_run_id is None:
             return
         try:
-            self.trials.end_open(status)
-            if self.role != "worker":  # the search is the chief's
-                self.search.end(status, self.unlogged)
+            self._end(status)
         except (MlflowException, OSError) as error:
-            log.warning(
-                "MLflow: could not end the search's runs (%s); parent run %s stays RUNNING "
-                "in the store, results.json holds every trial",
-                error_line(str(error)),
-                self.parent_run_id,
-            )
+            if self.tracking_uri.startswith(("http://", "https://")):
+                self._report_unended(error)  # a server that did not answer: do not wait twice
+                return
+            # An interrupt in the middle of a database call can leave the client's session
+            # unusable: once more with a fresh client.
+            self.client = self.search.client = self.trials.client = MlflowClient(self.tracking_uri)
+            try:
+                self._end(status)
+            except (MlflowException, OSError) as error:
+                self._report_unended(error)
+
+    def _end(self, status: str) -> None:
+        self.trials.end_open(status)
+        if self.role != "worker":  # the search is the chief's
+            self.search.end(status, self.unlogged)
+
+    def _report_unended(self, error: Exception) -> None:
+        log.warning(
+            "MLflow: could not end the search's runs (%s); parent run %s stays RUNNING "
+            "in the store, results.json holds every trial",
+            error_line(str(error)),
+            self.parent_run_id,
+        )
 
 
 @contextmanager
