@@ -82,6 +82,15 @@ def unpacked(bits: str, count: int) -> Any:
     return np.unpackbits(np.frombuffer(base64.b64decode(bits), dtype=np.uint8))[:count].astype(bool)
 
 
+def official_idx_folder(parser: argparse.ArgumentParser) -> Path:
+    """The folder of the four official MNIST IDX files that ``MNIST_IDX_FOLDER`` names; a
+    usage error without it (development digits are read from there)."""
+    folder = os.environ.get("MNIST_IDX_FOLDER")
+    if not folder:
+        parser.error("MNIST_IDX_FOLDER must name the four official IDX files")
+    return Path(folder)
+
+
 def composed_dataset(overrides: Sequence[str]) -> tuple[Any, Any]:
     """The composed config for ``overrides`` and the dataset it names, as a run loads it."""
     from src.config.compose import compose_config

@@ -29,7 +29,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np
-from common import add_json_option, composed_dataset, fixed_model, write_json
+from common import add_json_option, composed_dataset, fixed_model, official_idx_folder, write_json
 from omegaconf import OmegaConf
 
 from src.data.development import development_digits
@@ -65,14 +65,12 @@ def main() -> None:
     )
     add_json_option(parser)
     args = parser.parse_args()
-    folder = os.environ.get("MNIST_IDX_FOLDER")
-    if not folder:
-        parser.error("MNIST_IDX_FOLDER must name the four official IDX files")
+    folder = official_idx_folder(parser)
     if max(args.members) > len(args.seeds):
         parser.error(f"--members {max(args.members)} needs as many --seeds")
     values = json.loads(SHIPPED.read_text())["trials"][0]["hyperparameters"]
     cfg, dataset = composed_dataset(["data=mnist_10k"])
-    held_out = development_digits(cfg, Path(folder))
+    held_out = development_digits(cfg, folder)
     images, labels = held_out.images, held_out.labels
     print(f"configuration: {values}")
     print("| total epochs | members x epochs | held-out accuracy [95 %] (errors) | train s | p |")

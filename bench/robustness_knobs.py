@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import add_json_option, composed_dataset, fixed_model, write_json
+from common import add_json_option, composed_dataset, fixed_model, official_idx_folder, write_json
 from omegaconf import OmegaConf
 
 from src.data.development import development_digits
@@ -50,11 +49,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     add_json_option(parser)
     args = parser.parse_args()
-    folder = os.environ.get("MNIST_IDX_FOLDER")
-    if not folder:
-        parser.error("MNIST_IDX_FOLDER must name the four official IDX files")
+    folder = official_idx_folder(parser)
     cfg, dataset = composed_dataset(["data=mnist_10k"])
-    development = development_digits(cfg, Path(folder))
+    development = development_digits(cfg, folder)
     shipped = json.loads(SHIPPED.read_text())["trials"][0]["hyperparameters"]
     images = np.concatenate([dataset.train.images, dataset.val.images])
     labels = np.concatenate([dataset.train.labels, dataset.val.labels])

@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import keras_tuner
-from common import add_json_option, composed_dataset, write_json
+from common import add_json_option, composed_dataset, official_idx_folder, write_json
 from epochs_or_seeds import SHIPPED, train_member
 
 from src.data.dataset import Split
@@ -89,16 +89,14 @@ def main() -> None:
     parser.add_argument("--train-digits", type=int, default=None, help="official, from 0")
     add_json_option(parser)
     args = parser.parse_args()
-    folder = os.environ.get("MNIST_IDX_FOLDER")
-    if not folder:
-        parser.error("MNIST_IDX_FOLDER must name the four official IDX files")
+    folder = official_idx_folder(parser)
     cfg, dataset = composed_dataset(["data=mnist_10k"])
     held_out = development_slice(cfg)
     if args.train_digits is not None and not 0 < args.train_digits <= held_out.start:
         parser.error(f"--train-digits must be between 1 and {held_out.start}")
     if args.train_digits:
         # train_member trains on train and validation together: all of them go in train.
-        train = official_training(Path(folder), slice(0, args.train_digits))
+        train = official_training(folder, slice(0, args.train_digits))
         dataset = replace(dataset, train=train, val=Split(train.images[:0], train.labels[:0]))
     hypermodel = CNNHyperModel.from_config(cfg.search_space, cfg.training, dataset)
     names = [name for name, _ in args.arms]
@@ -108,7 +106,7 @@ def main() -> None:
         arms = {name: (arm_configuration(name, hypermodel), counts) for name, counts in args.arms}
     except (ValueError, OSError) as error:
         parser.error(str(error))
-    development = official_training(Path(folder), held_out)
+    development = official_training(folder, held_out)
     images, labels = development.images, development.labels
     for name, (values, _) in arms.items():
         print(f"{name}: {values}")
