@@ -33,7 +33,15 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import keras_tuner
-from common import add_json_option, composed_dataset, official_idx_folder, write_json
+from common import (
+    add_json_option,
+    commit,
+    composed_dataset,
+    machine,
+    official_idx_folder,
+    packed,
+    write_json,
+)
 from epochs_or_seeds import SHIPPED, train_member
 
 from src.data.dataset import Split
@@ -139,6 +147,7 @@ def main() -> None:
                     "accuracy": interval.value,
                     "errors": interval.errors,
                     "mcnemar_p_vs_nearest_first": p,
+                    "right_bits": packed(right),  # per development digit, in order
                 }
             )
     configurations = {name: values for name, (values, _) in arms.items()}
@@ -147,6 +156,8 @@ def main() -> None:
         {
             "configurations": configurations,
             "seed": args.seed,
+            "commit": commit(),
+            "machine": machine(),
             "train_digits": len(dataset.train) + len(dataset.val),
             "rows": rows,
         },
