@@ -14,9 +14,11 @@ untuned ...``), so both pay the same start-up, and their wall times are measured
 outside. For each budget and seed: wall time, test accuracy with its 95 % Wilson interval,
 errors, and an exact McNemar test of the run's registered model against the baseline on
 the same digits. Writes ``anytime.json``, ``anytime.md`` and ``anytime.png`` to ``--out``.
-``--variant NAME OVERRIDE...`` adds a third arm, the tuned run with those overrides (e.g.
-``--variant cold tuner.warm_start=null``: what the warm start buys), interleaved with the
-other two and tested against the tuned arm on the same digits.
+``--variant NAME OVERRIDE...`` (repeatable) adds an arm, the tuned run with those overrides
+(e.g. ``--variant cold tuner.warm_start=null``: what the warm start buys), interleaved with
+the other two and tested against the tuned arm on the same digits. ``--evaluate-on
+development`` scores every arm on the development digits instead (official training digits
+50,000-59,999, out of every arm's training): the way to choose a default by this benchmark.
 
     .venv/bin/python bench/anytime.py --budgets 1m 3m 10m --seeds 42 43 --out outputs/bench/anytime
     MNIST_IDX_FOLDER=../shared/datasets/mnist .venv/bin/python bench/anytime.py --data mnist \\
@@ -36,15 +38,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import composed_dataset, machine, packed, write_json
+from common import composed_dataset, machine, packed, row_variants, write_json
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "anytime"
 # Enough epochs for any budget: the budget, not this, ends the example's training.
 MAX_EPOCHS = 1000
+# What each --evaluate-on scores every arm on (`evaluate_on` in conf/config.yaml).
+DIGITS_SCORED = {
+    "test": "official test set (10,000 digits)",
+    "development": "development digits (official training digits 50,000-59,999, out of training)",
+}
 
 
-def untuned_example(data: str, budget_s: float, seed: int, out: Path) -> None:
+def untuned_example(data: str, budget_s: float, seed: int, out: Path, evaluate_on: str) -> None:
     """Train and test Keras' MNIST example within ``budget_s`` (counted from the process's
     start, as the tuned run counts it); write what it measured."""
     from src.budget import process_started
@@ -52,7 +59,7 @@ def untuned_example(data: str, budget_s: float, seed: int, out: Path) -> None:
     started = process_started()
     import keras
 
-    _, dataset = composed_dataset([f"data={data}"])
+    _, dataset = composed_dataset([f"data={data}", f"evaluate_on={evaluate_on}"])
     images = np.concatenate([dataset.train.images, dataset.val.images])
     labels = np.concatenate([dataset.train.labels, dataset.val.labels])
     keras.utils.set_random_seed(seed)
@@ -119,9 +126,9 @@ def run_arm(command: list[str], env: dict[str, str], log: Path) -> tuple[float, 
 
 
 @functools.cache
-def _test_split(data: str) -> Any:
-    """The official test digits a data source tests on, loaded once for every row."""
-    return composed_dataset([f"data={data}"])[1].test
+def _test_split(data: str, evaluate_on: str) -> Any:
+    """The digits a data source is scored on, loaded once for every row."""
+    return composed_dataset([f"data={data}", f"evaluate_on={evaluate_on}"])[1].test
 
 
 def tuned_right(run_dir: Path, store: str) -> tuple[np.ndarray, dict[str, Any]]:
@@ -129,7 +136,7 @@ def tuned_right(run_dir: Path, store: str) -> tuple[np.ndarray, dict[str, Any]]:
     from src.registry.versions import load_version
 
     final = json.loads((run_dir / "final" / "final.json").read_text())
-    test = _test_split(final["data"]["name"])
+    test = _test_split(final["data"]["name"], final.get("evaluated_on", "test"))
     model = load_version(store, MODEL_NAME, final["model_version"])
     right = model.predict(test.images, verbose=0).argmax(axis=1) == test.labels
     return right, final
@@ -167,7 +174,6 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
     from src.budget import parse_duration
     from src.stats import accuracy_with_interval, mcnemar
 
-    variant = args.variant[0] if args.variant else None
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "TF_CPP_MIN_LOG_LEVEL": "3"}
     rows = []
     for index, (budget, seed) in enumerate((b, s) for b in args.budgets for s in args.seeds):
@@ -179,17 +185,19 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             sys.executable, "-m", "src.run", f"budget={budget}", f"data={args.data}",
             f"training.seed={seed}", f"final.model_name={MODEL_NAME}",
             f"mlflow.tracking_uri={store}", f"mlflow.artifact_location={folder / 'artifacts'}",
-            f"hydra.run.dir={folder / 'run'}", *args.set,
+            f"hydra.run.dir={folder / 'run'}", f"evaluate_on={args.evaluate_on}", *args.set,
         ]  # fmt: skip
         untuned = [
             sys.executable, str(Path(__file__).resolve()), "untuned", "--data", args.data,
             "--budget", budget, "--seed", str(seed), "--out", str(folder),
+            "--evaluate-on", args.evaluate_on,
         ]  # fmt: skip
-        arms = [("tuned", tuned), ("untuned", untuned)]
-        if variant:
-            place = folder / variant
+        arms = [("tuned", tuned)]
+        for name, *overrides in args.variant:
+            place = folder / name
             place.mkdir(exist_ok=True)
-            arms.insert(1, (variant, [*_with_folder(tuned, folder, place), *args.variant[1:]]))
+            arms.append((name, [*_with_folder(tuned, folder, place), *overrides]))
+        arms.append(("untuned", untuned))
         walls, errors = {}, {}
         for name, command in arms if index % 2 == 0 else arms[::-1]:
             print(f"{budget} seed {seed}: {name} ...", flush=True)
@@ -203,19 +211,19 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
         untuned_record = json.loads((folder / "untuned.json").read_text())
         theirs = accuracy_with_interval(int(baseline.sum()), len(baseline))
         test = mcnemar(right, baseline)
-        extra_arm = {}
-        if variant:
-            variant_right, variant_record = tuned_arm(folder / variant, walls[variant])
-            variant_record["name"] = variant
+        variants = []
+        for name, *_ in args.variant:
+            variant_right, variant_record = tuned_arm(folder / name, walls[name])
+            variant_record["name"] = name
             variant_record["mcnemar_against_tuned"] = mcnemar(variant_right, right).to_dict()
-            extra_arm = {"variant": variant_record}
+            variants.append(variant_record)
         rows.append(
             {
                 "budget": budget,
                 "budget_s": seconds,
                 "seed": seed,
                 "tuned": tuned_record,
-                **extra_arm,
+                "variants": variants,
                 "untuned": {
                     "wall_s": round(walls["untuned"], 1),
                     "accuracy": theirs.value,
@@ -228,9 +236,8 @@ def measure(args: argparse.Namespace) -> list[dict[str, Any]]:
             }
         )
         print(_row(rows[-1]), flush=True)
-        write_json(
-            args.out / "anytime.json", {"command": args.command, "data": args.data, "rows": rows}
-        )
+        record = {"command": args.command, "data": args.data, "evaluated_on": args.evaluate_on}
+        write_json(args.out / "anytime.json", {**record, "rows": rows})
     return rows
 
 
@@ -250,13 +257,13 @@ def _row(row: dict[str, Any]) -> str:
     )
 
 
-def _variant_row(row: dict[str, Any]) -> str:
-    ours, theirs = row["tuned"], row["variant"]
+def _variant_row(row: dict[str, Any], theirs: dict[str, Any]) -> str:
+    ours = row["tuned"]
     return (
         f"| {row['budget']} | {row['seed']} | {100 * ours['accuracy']:.2f} % ({ours['errors']}) "
-        f"| {_accuracy(theirs)} | {theirs['wall_s']:.0f} s "
+        f"| `{theirs['name']}` | {_accuracy(theirs)} | {theirs['wall_s']:.0f} s "
         f"| {theirs['trials'] or 'no'} trials, final {theirs['final_epochs']} epochs "
-        f"| {row['variant']['mcnemar_against_tuned']['p_value']:.2g} |"
+        f"| {theirs['mcnemar_against_tuned']['p_value']:.2g} |"
     )
 
 
@@ -280,20 +287,21 @@ def write_report(rows: list[dict[str, Any]], args: argparse.Namespace, command: 
         if "errors" in row
     ]
     table = "\n".join([header, *(_row(row) for row in measured), "", *refused])
-    with_variant = [row for row in measured if "variant" in row]
-    if with_variant:
+    variant_rows = [_variant_row(row, arm) for row in measured for arm in row_variants(row)]
+    if variant_rows:
         table += "\n" + "\n".join(
             [
-                f"\n| budget | seed | tuned | {with_variant[0]['variant']['name']}: "
-                "test accuracy [95 %] (errors) | wall | spent on | McNemar p against tuned |",
-                "| --- | ---: | ---: | ---: | ---: | --- | ---: |",
-                *(_variant_row(row) for row in with_variant),
+                "\n| budget | seed | tuned | variant | accuracy [95 %] (errors) | wall | "
+                "spent on | McNemar p against tuned |",
+                "| --- | ---: | ---: | --- | ---: | ---: | --- | ---: |",
+                *variant_rows,
             ]
         )
     scope = machine()
+    scored = DIGITS_SCORED[getattr(args, "evaluate_on", "test")]
     text = (
-        f"`{command}`\n\n{scope['cores']} cores ({scope['cpu']}), data `{args.data}`, official "
-        f"test set (10,000 digits).\n\n{table}\n"
+        f"`{command}`\n\n{scope['cores']} cores ({scope['cpu']}), data `{args.data}`, "
+        f"{scored}.\n\n{table}\n"
     )
     (args.out / "anytime.md").write_text(text)
     figure, axis = plt.subplots(figsize=(6, 4))
@@ -303,7 +311,7 @@ def write_report(rows: list[dict[str, Any]], args: argparse.Namespace, command: 
         axis.plot(*zip(*points, strict=True), style, label=label)
     axis.set_xscale("log")
     axis.set_xlabel("wall time (s, log scale)")
-    axis.set_ylabel("official test accuracy (%)")
+    axis.set_ylabel(f"accuracy (%) on the {scored.split(' (')[0]}")
     axis.set_title(f"Tuning against not tuning ({args.data}, {scope['cores']} cores)")
     axis.grid(alpha=0.3)
     axis.legend()
@@ -320,10 +328,12 @@ def main() -> None:
         parser.add_argument("--budget", required=True)
         parser.add_argument("--seed", type=int, default=42)
         parser.add_argument("--out", type=Path, required=True)
+        parser.add_argument("--evaluate-on", choices=tuple(DIGITS_SCORED), default="test")
         args = parser.parse_args()
         from src.budget import parse_duration
 
-        untuned_example(args.data, parse_duration(args.budget), args.seed, args.out)
+        budget_s = parse_duration(args.budget)
+        untuned_example(args.data, budget_s, args.seed, args.out, args.evaluate_on)
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="mnist_10k", help="any data= option")
@@ -334,9 +344,18 @@ def main() -> None:
     parser.add_argument(
         "--variant",
         nargs="+",
+        action="append",
+        default=[],
         metavar="NAME_THEN_OVERRIDES",
-        help="a third arm: a name, then the tuned run's extra overrides "
+        help="one more arm (repeatable): a name, then the tuned run's extra overrides "
         "(e.g. cold tuner.warm_start=null)",
+    )
+    parser.add_argument(
+        "--evaluate-on",
+        choices=tuple(DIGITS_SCORED),
+        default="test",
+        help="development: score every arm on official training digits 50,000-59,999, held "
+        "out of training (choosing a default); test: the official test set (reporting)",
     )
     parser.add_argument(
         "--report",

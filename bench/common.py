@@ -82,6 +82,11 @@ def unpacked(bits: str, count: int) -> Any:
     return np.unpackbits(np.frombuffer(base64.b64decode(bits), dtype=np.uint8))[:count].astype(bool)
 
 
+def row_variants(row: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """An anytime row's variant arms (records before 2026-12-08 hold one, as ``variant``)."""
+    return row.get("variants") or ([row["variant"]] if "variant" in row else [])
+
+
 def official_idx_folder(parser: argparse.ArgumentParser) -> Path:
     """The folder of the four official MNIST IDX files that ``MNIST_IDX_FOLDER`` names; a
     usage error without it (development digits are read from there)."""
@@ -94,10 +99,10 @@ def official_idx_folder(parser: argparse.ArgumentParser) -> Path:
 def composed_dataset(overrides: Sequence[str]) -> tuple[Any, Any]:
     """The composed config for ``overrides`` and the dataset it names, as a run loads it."""
     from src.config.compose import compose_config
-    from src.data.dataset import load_dataset
+    from src.data.development import run_dataset
 
     cfg = compose_config(list(overrides))
-    return cfg, load_dataset(cfg.data, cfg.training.val_fraction)
+    return cfg, run_dataset(cfg)
 
 
 def fixed_model(cfg: Any, values: Mapping[str, Any], dataset: Any) -> tuple[Any, Any, Any]:

@@ -21,11 +21,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from common import unpacked
+from common import row_variants, unpacked
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "docs" / "data"
-PAGES = (ROOT / "README.md", ROOT / "docs" / "benchmarks.md")
+PAGES = (ROOT / "README.md", ROOT / "docs" / "benchmarks.md", ROOT / "docs" / "decisions.md")
 BLOCK = re.compile(r"(<!-- bench-report:([\w-]+) -->\n)(.*?)(<!-- /bench-report -->)", re.DOTALL)
 # Each anytime record, the data it ran on, in the order the tables show them.
 ANYTIME = {
@@ -33,7 +33,14 @@ ANYTIME = {
     "anytime_fashion.json": "Fashion-MNIST (`data=idx`, 54,000 + 6,000 images)",
     "anytime_mnist.json": "MNIST, full (`data=mnist`, 54,000 + 6,000 digits)",
 }
-TEST_DIGITS = 10_000
+# Anytime records scored on the development digits (--evaluate-on development): the
+# evidence docs/decisions.md chooses defaults by.
+DECISIONS = {
+    "decide_bundled_4m.json": "MNIST, bundled sample, 4 minutes: budget share and tuner",
+}
+TEST_DIGITS = 10_000  # the official test set and the development digits alike
+# The variant arm the README's headline shows: the shipped configuration, retrained.
+RETRAIN_ARM = "retrain"
 
 
 def _arm(arm: Mapping[str, Any], against: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -71,10 +78,10 @@ def _p(value: float | None, recorded: float | None = None) -> str:
     return "n/a" if value is None else f"{value:.2g}"
 
 
-def _records() -> list[tuple[str, dict[str, Any]]]:
+def _records(names: Mapping[str, str] = ANYTIME) -> list[tuple[str, dict[str, Any]]]:
     return [
         (label, json.loads((DATA / name).read_text()))
-        for name, label in ANYTIME.items()
+        for name, label in names.items()
         if (DATA / name).is_file()
     ]
 
@@ -108,9 +115,10 @@ def anytime_headline() -> str:
                 f"{_percent(tuned)} ({row['tuned']['trials']} trials)",
                 f"{_percent(untuned)} (p = {p})",
             ]
-            if "variant" in row:
-                variant = _arm(row["variant"], row["tuned"])
-                recorded = row["variant"]["mcnemar_against_tuned"]["p_value"]
+            retrain = [arm for arm in row_variants(row) if arm["name"] == RETRAIN_ARM]
+            if retrain:
+                variant = _arm(retrain[0], row["tuned"])
+                recorded = retrain[0]["mcnemar_against_tuned"]["p_value"]
                 cells.append(f"{_percent(variant)} (p = {_p(variant['p'], recorded)})")
             else:
                 cells.append("not run")
@@ -121,11 +129,20 @@ def anytime_headline() -> str:
 def anytime_details() -> str:
     """docs/benchmarks.md's tables: every arm's accuracy, errors, wall time and what it spent
     its time on, one table per data set with the command, commit and machine."""
+    return _details(_records(), "test accuracy")
+
+
+def development_decisions() -> str:
+    """docs/decisions.md's tables: the same, for the runs scored on development digits."""
+    return _details(_records(DECISIONS), "development accuracy")
+
+
+def _details(records: list[tuple[str, dict[str, Any]]], scored: str) -> str:
     parts = []
-    for label, record in _records():
+    for label, record in records:
         parts.append(f"**{label}.** {_provenance(record)}.\n")
         parts.append(
-            "| budget | seed | arm | test accuracy [95 %] | errors | wall | spent on | "
+            f"| budget | seed | arm | {scored} [95 %] | errors | wall | spent on | "
             "McNemar p against the default run |\n"
             "| --- | ---: | --- | ---: | ---: | ---: | --- | ---: |"
         )
@@ -135,9 +152,9 @@ def anytime_details() -> str:
                 parts.append(f"| {row['budget']} | {row['seed']} | refused | {errors} | | | | |")
                 continue
             arms = [("the default run", row["tuned"], None, None)]
-            if "variant" in row:
-                recorded = row["variant"]["mcnemar_against_tuned"]["p_value"]
-                arms.append((f"`{row['variant']['name']}`", row["variant"], row["tuned"], recorded))
+            for variant in row_variants(row):
+                recorded = variant["mcnemar_against_tuned"]["p_value"]
+                arms.append((f"`{variant['name']}`", variant, row["tuned"], recorded))
             arms.append(
                 ("untuned example", row["untuned"], row["tuned"], row["mcnemar"]["p_value"])
             )
@@ -197,6 +214,7 @@ RENDERERS: dict[str, Callable[[], str]] = {
     "anytime-headline": anytime_headline,
     "anytime-details": anytime_details,
     "trial-overhead": trial_overhead,
+    "development-decisions": development_decisions,
 }
 
 

@@ -15,8 +15,9 @@ decides, share the time out:
    trial that starts is scored.
 4. **The final plan** (`plan_final`): epochs and seeds for the time the final stage has,
    seeds given up first; time that pays two whole models buys an ensemble.
-5. **The refit after each epoch** (`refit_epochs`): the final model's epoch count from its
-   own measured epochs, so that it ends within one epoch of the budget.
+5. **The refit after each epoch** (`refit_epochs`): the final model's epoch count, to the
+   step, from its own measured epochs, so that it ends at the budget, a last partial epoch
+   included (``src.model.backend.ScheduleFittedToTime`` stops it and anneals its rate).
 
 A budget too small to pay ``budget_policy.min_trials`` first epochs and the final stage is
 refused before anything trains, naming the smallest that would do (`smallest_budget_s`).
@@ -329,36 +330,20 @@ def plan_final(
 # -- rule 5: the refit after each epoch ------------------------------------------------------
 
 
-def most_without_rising(done: int, epochs: int) -> int | float:
-    """The longest cosine schedule the next epoch may follow without a higher learning rate
-    than the last one had: that epoch ran at progress ``(done - 1) / epochs``, the next
-    runs at ``done / longer``, and the rate falls with progress, so ``longer <= epochs *
-    done / (done - 1)``. Unbounded after the first epoch."""
-    if done <= 1:
-        return math.inf
-    return epochs * done // (done - 1)
-
-
 def refit_epochs(
-    epochs: int,
     done: int,
     epoch_seconds: list[float],
     seconds_left: float,
     most: int,
     models_after: int = 0,
-) -> int:
-    """A final model's epoch count after its ``done``-th epoch (rule 5).
+) -> float:
+    """A final model's epoch count, fractional, after its ``done``-th epoch (rule 5).
 
     The count becomes what ``seconds_left`` pays at the epochs' measured cost (the lower
     median of the last three after the first, which carries tracing), shared evenly with
     the ``models_after`` still to train: left = (n - done) * took + models_after * n *
-    took, solved for n. It grows no further than ``most`` and than keeps a cosine rate
-    from rising (`most_without_rising`), and shrinks to no fewer than ``done``.
+    took, solved for n. It is at most ``most`` and at least ``done`` (stop now).
     """
     took = statistics.median_low(epoch_seconds[1:][-3:] or epoch_seconds)
-    affordable = int((seconds_left / took + done) // (1 + models_after))
-    if affordable > epochs:
-        return int(min(affordable, most, most_without_rising(done, epochs)))
-    if affordable < epochs:
-        return max(done, affordable)
-    return epochs
+    affordable = (max(seconds_left, 0.0) / took + done) / (1 + models_after)
+    return float(min(max(affordable, done), most))

@@ -19,7 +19,8 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from src.budget import RunBudget
-from src.data.dataset import Dataset, load_dataset
+from src.data.dataset import Dataset
+from src.data.development import run_dataset
 from src.errors import ConfigError
 from src.final.result import FinalResult
 from src.final.stage import run_final_stage
@@ -72,9 +73,7 @@ def run_pipeline(
         if not cfg.final.enabled:
             policy["final_share"] = 0.0  # the search has all of it
         budget = RunBudget.start(cfg.budget, folder, policy, resume=cfg.resume, started=started)
-    dataset = load_dataset(
-        OmegaConf.to_container(cfg.data, resolve=True), cfg.training.val_fraction
-    )
+    dataset = run_dataset(cfg)
     _check_batch_size(cfg, dataset)
     with tracked_search(cfg, dataset, resume=cfg.resume) as tracker:
         listeners = [tracker, *observers] if tracker else list(observers)

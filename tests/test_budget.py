@@ -21,7 +21,6 @@ from mlflow import MlflowClient
 from src.budget import (
     BUDGET_FILE,
     RunBudget,
-    most_without_rising,
     parse_duration,
     plan_final,
     refit_epochs,
@@ -29,7 +28,7 @@ from src.budget import (
 from src.config.rules import validate_config
 from src.data.dataset import Dataset, Split
 from src.errors import ConfigError
-from src.model.backend import EpochsFittedToTime, StopAtDeadline
+from src.model.backend import ScheduleFittedToTime, StopAtDeadline
 from src.pipeline import run_pipeline
 from src.search.budgeting import measure_costs, search_digits, search_subset
 
@@ -248,13 +247,13 @@ def test_the_final_plan_prices_the_retrained_trials_own_epochs():
 
 def test_the_refit_counts_what_the_time_left_pays_at_the_measured_epochs():
     # 10-s epochs after a 14-s first one, 50 s left after 2 done: 2 + 5 = 7 epochs.
-    assert refit_epochs(4, 2, [14, 10], 50, most=30) == 7  # grows
-    assert refit_epochs(9, 2, [14, 10], 50, most=30) == 7  # shrinks
-    assert refit_epochs(4, 2, [14, 10], 50, most=6) == 6  # capped
-    assert refit_epochs(3, 2, [14, 10], 500, most=30) == 6  # the cosine rate never rises
-    assert refit_epochs(8, 3, [14, 10, 10], 0, most=30) == 3  # none left: stop after this one
-    # Shared with one more model of the same count: (50 / 10 + 2) // 2 = 3.
-    assert refit_epochs(8, 2, [14, 10], 50, most=30, models_after=1) == 3
+    assert refit_epochs(2, [14, 10], 50, most=30) == 7.0
+    assert refit_epochs(2, [14, 10], 55, most=30) == 7.5  # to the step, not the epoch
+    assert refit_epochs(2, [14, 10], 50, most=6) == 6.0  # capped
+    assert refit_epochs(3, [14, 10, 10], 0, most=30) == 3.0  # none left: stop after this one
+    assert refit_epochs(3, [14, 10, 10], -5, most=30) == 3.0  # overrun: the same
+    # Shared with one more model of the same count: (50 / 10 + 2) / 2 = 3.5.
+    assert refit_epochs(2, [14, 10], 50, most=30, models_after=1) == 3.5
 
 
 def test_a_trial_past_its_deadline_stops_after_a_batch_but_never_in_its_first_epoch():
@@ -282,8 +281,20 @@ def test_a_trial_past_its_deadline_stops_after_a_batch_but_never_in_its_first_ep
     assert len(epochs_seen) == 8 + 1  # the first epoch's eight batches, one of the second
 
 
-def _cosine_fit(fitted: EpochsFittedToTime, most: int, slow_s: float = 0.0) -> dict:
-    """A tiny model trained through the hypermodel's cosine schedule, read from ``fitted``."""
+class _Rates(keras.callbacks.Callback):
+    """The optimizer's learning rate at every step, read as the step runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rates: list[float] = []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.rates.append(float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate)))
+
+
+def _cosine_fit(fitted: ScheduleFittedToTime, most: int, slow_s: float = 0.0) -> list[float]:
+    """A tiny model (8 steps an epoch) trained through the hypermodel's cosine schedule,
+    fitted by ``fitted``: the learning rate of every step it trained."""
     from src.model.hypermodel import CNNHyperModel, fixed_hyperparameters
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
@@ -294,8 +305,9 @@ def _cosine_fit(fitted: EpochsFittedToTime, most: int, slow_s: float = 0.0) -> d
         def on_epoch_end(self, epoch, logs=None):
             time.sleep(slow_s)
 
+    rates = _Rates()
     hp = fixed_hyperparameters({"learning_rate": 0.01, "lr_schedule": "cosine"})
-    return CNNHyperModel.fit(
+    CNNHyperModel.fit(
         SimpleNamespace(),  # fit reads nothing of the hypermodel but the hyperparameters
         hp,
         model,
@@ -304,109 +316,110 @@ def _cosine_fit(fitted: EpochsFittedToTime, most: int, slow_s: float = 0.0) -> d
         epochs=most,
         batch_size=8,
         verbose=0,
-        callbacks=[Slow(), fitted],
-        schedule_epochs=lambda: fitted.epochs,
-    ).history
+        callbacks=[Slow(), fitted, rates],
+        fitted=fitted,
+    )
+    return rates.rates
 
 
-def test_a_final_model_trains_the_epochs_its_measured_time_pays():
-    """Planned from an estimate, a final model's epoch count is refitted after its first
-    epochs from their measured time: up to its cap where time is plentiful, with the cosine
-    schedule decaying over the epochs that really run; down to the epochs done where the
-    next would end past the deadline."""
-    plenty = EpochsFittedToTime(lambda: 1e6, planned=2, most=6)
-    history = _cosine_fit(plenty, most=6)
-    assert len(history["loss"]) == 6 and plenty.epochs == 6
-    expected = [0.01 * 0.5 * (1 + np.cos(np.pi * epoch / 6)) for epoch in range(6)]
-    np.testing.assert_allclose(history["learning_rate"], expected, rtol=1e-5)
+def test_a_final_model_trains_the_steps_its_measured_time_pays_and_anneals_to_zero():
+    """Planned from an estimate, a final model's length is refitted after its first epoch
+    from its measured time: up to its cap where time is plentiful, with the cosine rate
+    falling every step to zero at the last; one epoch where none is left."""
+    plenty = ScheduleFittedToTime(lambda: 1e6, planned=2, most=6)
+    rates = _cosine_fit(plenty, most=6)
+    assert len(rates) == 6 * 8 and plenty.trained_epochs == 6
+    # The first epoch decays over the planned 2 epochs (16 steps) ...
+    expected = [0.01 * 0.5 * (1 + np.cos(np.pi * step / 16)) for step in range(8)]
+    np.testing.assert_allclose(rates[:8], expected, rtol=1e-5)
+    # ... the rest from where it stood to zero over the 40 steps left.
+    assert (np.diff(rates) <= 1e-9).all() and rates[-1] < 1e-4
 
-    none_left = EpochsFittedToTime(lambda: 0.0, planned=5, most=5)
-    assert len(_cosine_fit(none_left, most=5)["loss"]) == 1  # the first epoch, then stop
+    none_left = ScheduleFittedToTime(lambda: 0.0, planned=5, most=5)
+    assert len(_cosine_fit(none_left, most=5)) == 8  # the first epoch, then stop
 
-    # Epochs of at least 0.2 s and 5 s to the deadline (a first epoch slow with tracing on a
-    # loaded machine still leaves room for a second), shared with one more model of the
-    # same count: at most 5 / 0.2 // 2 = 12 epochs each, where alone it would train 25.
+    # Epochs of at least 0.2 s and 5 s to the deadline, shared with one more model of the
+    # same count: at most (5 / 0.2) / 2 = 12.5 epochs each, where alone it would train 25.
     deadline = time.perf_counter() + 5.0
-    shared = EpochsFittedToTime(
+    shared = ScheduleFittedToTime(
         lambda: deadline - time.perf_counter(), planned=30, most=30, models_after=1
     )
-    trained = len(_cosine_fit(shared, most=30, slow_s=0.2)["loss"])
-    assert 2 <= trained <= 12, trained
-
-
-class _Clock:
-    """Seconds that move only when a test says so."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+    _cosine_fit(shared, most=30, slow_s=0.2)
+    assert 2 <= shared.trained_epochs <= 12.5, shared.trained_epochs
 
 
 def _train_epochs(
-    fitted: EpochsFittedToTime,
+    fitted: ScheduleFittedToTime,
     clock: _Clock,
     seconds: list[float],
-    before: keras.callbacks.Callback | None = None,
-) -> int:
-    """Drive the callback through epochs of the given lengths, as `fit` would (``before``
-    called at each epoch's start first); the count trained before it stops the model."""
-    model = keras.Sequential([keras.Input((1,))])
+    steps: int = 10,
+    model: keras.Model | None = None,
+) -> float:
+    """Drive the callback through epochs of the given lengths (``steps`` batches each), as
+    `fit` would; the epochs trained, a partial last one as its fraction, when it stops."""
+    model = model or keras.Sequential([keras.Input((1,))])
     model.stop_training = False  # as fit sets it
     fitted.set_model(model)
+    fitted.set_params({"steps": steps, "epochs": len(seconds), "verbose": 0})
+    fitted.on_train_begin()
     for epoch, took in enumerate(seconds):
-        if before is not None:
-            before.on_epoch_begin(epoch)
         fitted.on_epoch_begin(epoch)
-        clock.now += took
-        fitted.on_epoch_end(epoch)
+        for batch in range(steps):
+            fitted.on_train_batch_begin(batch)
+            clock.now += took / steps
+            fitted.on_train_batch_end(batch)
+            if model.stop_training:
+                break
+        fitted.on_epoch_end(epoch, {})
         if model.stop_training:
-            return epoch + 1
-    return len(seconds)
+            break
+    return fitted.trained_epochs
+
+
+def test_the_last_epoch_is_cut_to_the_steps_the_time_pays():
+    """10-s epochs (the first 14: tracing) and 100 s to the deadline: 14 + 10 x 8.6 = 100,
+    so 9.6 epochs train, the last one stopped at its sixth step, not dropped whole."""
+    clock = _Clock()
+    fitted = ScheduleFittedToTime(lambda: 100.0 - clock.now, planned=4, most=30, clock=clock)
+    trained = _train_epochs(fitted, clock, [14] + [10] * 20)
+    assert trained == pytest.approx(9.6) and clock.now == pytest.approx(100.0)
 
 
 def test_one_slow_epoch_does_not_cut_the_final_models_schedule():
-    """Epochs of 10 s (the first 14: tracing) and 100 s to the deadline when training
-    starts: 9 or 10 epochs fit. One epoch of 25 s on a shared machine costs the schedule
-    the 15 s it lost, not the two epochs that timing by the last epoch would cut."""
+    """One epoch of 25 s on a shared machine costs the schedule the 15 s it lost, not the
+    epochs that timing by the last epoch alone would cut."""
     clock = _Clock()
-    deadline = 100.0
-    fitted = EpochsFittedToTime(lambda: deadline - clock.now, planned=4, most=30, clock=clock)
+    fitted = ScheduleFittedToTime(lambda: 100.0 - clock.now, planned=4, most=30, clock=clock)
     trained = _train_epochs(fitted, clock, [14, 10, 25, 10, 10, 10, 10, 10, 10, 10])
-    assert trained == 8 and clock.now <= deadline  # 14 + 10 + 25 + 5 x 10 = 99 s
-    # Timed by the last epoch alone, the 25-s epoch would have left (100 - 49) / 25 = 2
-    # more: 5 epochs in all.
+    assert trained == pytest.approx(8.1) and clock.now == pytest.approx(100.0)  # 14+10+25+51
 
 
-def test_the_count_grows_as_far_as_the_rate_never_rises_and_shrinks_in_time():
-    """A machine that speeds up late: the count grows into the time that frees (the
-    schedule's tail stretched, its cosine rate never rising), up to the deadline; one that
-    slows down late still stops in time."""
+def test_the_schedule_grows_and_shrinks_with_the_machine_and_its_rate_never_rises():
+    """A machine that speeds up late: the steps grow into the time that frees, up to the
+    deadline, the rate falling all the while; one that slows down late still stops in time."""
     clock = _Clock()
-    fitted = EpochsFittedToTime(lambda: 300.0 - clock.now, planned=3, most=30, clock=clock)
+    fitted = ScheduleFittedToTime(lambda: 300.0 - clock.now, planned=3, most=30, clock=clock)
+    fitted.anneal_from(1.0)
     rates = []
 
-    class Rate(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch, logs=None):
-            rates.append(0.5 * (1 + np.cos(np.pi * epoch / fitted.epochs)))
+    class Optimizer:
+        @property
+        def learning_rate(self):
+            return rates[-1]
 
-    # 30-s epochs at first: (300 - 60) / 30 + 2 = 10 epochs; then 10-s epochs pay 22 in all.
-    trained = _train_epochs(fitted, clock, [30] * 4 + [10] * 30, before=Rate())
-    assert trained == 22 and clock.now == pytest.approx(300.0)
-    assert (np.diff(rates) <= 1e-12).all()
-    assert rates[-1] < 0.01  # the schedule still decays to (about) zero
+        @learning_rate.setter
+        def learning_rate(self, value):
+            rates.append(value)
+
+    model = keras.Sequential([keras.Input((1,))])
+    model.optimizer = Optimizer()
+    trained = _train_epochs(fitted, clock, [30] * 4 + [10] * 30, model=model)
+    assert trained == pytest.approx(22.0) and clock.now == pytest.approx(300.0)
+    assert (np.diff(rates) <= 1e-12).all() and rates[-1] < 0.01
     clock = _Clock()
-    slowing = EpochsFittedToTime(lambda: 120.0 - clock.now, planned=10, most=10, clock=clock)
+    slowing = ScheduleFittedToTime(lambda: 120.0 - clock.now, planned=10, most=10, clock=clock)
     trained = _train_epochs(slowing, clock, [10, 10, 10, 10, 40, 40, 40, 40, 40, 40])
-    assert clock.now <= 120.0 + 40 and trained < 10
-
-
-def test_the_count_never_grows_past_where_the_rate_would_rise():
-    assert most_without_rising(1, 4) == math.inf
-    # After 10 of 11 epochs (progress 9/11 last), 12 keep 10/12 >= 9/11; 13 would not.
-    assert most_without_rising(10, 11) == 12
-    assert most_without_rising(2, 5) == 10
+    assert clock.now <= 120.0 + 1e-9 and trained < 10
 
 
 def test_search_examples_are_a_stratified_subset():

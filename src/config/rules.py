@@ -50,6 +50,7 @@ def validate_config(cfg: DictConfig) -> None:
     _check_tuner(reader)
     _check_search_space(reader)
     _check_data(reader, "data")
+    _check_evaluation(reader)
     _check_mlflow(reader)
     _check_final(reader)
     _check_distributed(reader)
@@ -255,6 +256,25 @@ def _check_data(reader: _Reader, prefix: str) -> None:
             raise ConfigError(f"{prefix}.path={path!r}: no such file")
     elif not Path(str(path)).is_dir():
         raise ConfigError(f"{prefix}.path={path!r}: no such folder (it must hold the IDX files)")
+
+
+EVALUATION_SPLITS = ("test", "development")
+
+
+def _check_evaluation(reader: _Reader) -> None:
+    """``evaluate_on`` and the ``development_digits`` it may read."""
+    start = reader.integer("development_digits.start", 0)
+    stop = reader.integer("development_digits.stop", start + 1)
+    where = reader.one_of("evaluate_on", EVALUATION_SPLITS)
+    folder = reader.get("development_digits.folder", None)
+    if folder is not None and not Path(str(folder)).is_dir():
+        raise ConfigError(f"development_digits.folder={folder!r}: no such folder")
+    if where == "development" and reader.get("data.name") == "mnist_10k" and folder is None:
+        raise ConfigError(
+            f"evaluate_on=development with data=mnist_10k: the bundle lacks digits {start}-"
+            f"{stop - 1}; set MNIST_IDX_FOLDER (or development_digits.folder) to the official "
+            "IDX files"
+        )
 
 
 def _check_mlflow(reader: _Reader) -> None:

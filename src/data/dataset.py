@@ -20,6 +20,7 @@ from sklearn.model_selection import train_test_split
 
 from src.data.mnist_format import NUM_CLASSES
 from src.data.sources import (
+    BUNDLED_PATH,
     FullMnistUnavailable,
     RawDigits,
     raw_digits,
@@ -86,12 +87,18 @@ class Dataset:
         }
 
 
-def load_dataset(data_cfg: Mapping[str, Any], val_fraction: float) -> Dataset:
+def load_dataset(
+    data_cfg: Mapping[str, Any],
+    val_fraction: float,
+    development: Mapping[str, Any] | None = None,
+) -> Dataset:
     """Load the configured source and split it into train / validation / test.
 
     Args:
         data_cfg: The ``data`` config node.
         val_fraction: Fraction of the training digits held out for validation.
+        development: The ``development_digits`` node, where the run scores on them
+            (``evaluate_on=development``): they become the test split, out of training.
 
     Returns:
         The split dataset.
@@ -120,8 +127,39 @@ def load_dataset(data_cfg: Mapping[str, Any], val_fraction: float) -> Dataset:
         raw = read_npz(data_cfg["path"])
     elif name == "idx":
         raw = raw_digits(read_idx_folder(Path(data_cfg["path"])), data_cfg["path"])
+    if development is not None:
+        raw = _development_as_test(raw, development)
     digest = _digest(raw)
     return _split(raw, name, digest, note, data_cfg, val_fraction)
+
+
+def _development_as_test(raw: RawDigits, development: Mapping[str, Any]) -> RawDigits:
+    """``raw`` with the development digits as its test split, none of them left to train on.
+
+    A source with the official 60,000 training digits (full MNIST, an IDX folder) gives up
+    its own; the bundled sample (the first 10,000, none of them) reads them from
+    ``development["folder"]``, the official IDX files.
+    """
+    part = slice(int(development["start"]), int(development["stop"]))
+    origin = f"{raw.origin}; tested on training digits {part.start}-{part.stop - 1} (development)"
+    if len(raw.images) >= part.stop:
+        held_out = np.zeros(len(raw.images), dtype=bool)
+        held_out[part] = True
+        return RawDigits(
+            raw.images[~held_out], raw.labels[~held_out], raw.images[part], raw.labels[part], origin
+        )
+    folder = development.get("folder")
+    if raw.origin != str(BUNDLED_PATH) or not folder:
+        raise DataError(
+            f"{raw.origin} has {len(raw.images)} training digits, not the development digits "
+            f"{part.start}-{part.stop - 1}"
+            + ("" if folder else ": set MNIST_IDX_FOLDER to the official IDX files")
+        )
+    official = read_idx_folder(Path(folder))
+    images, labels = official["train_images"][part], official["train_labels"][part]
+    if len(labels) != part.stop - part.start:
+        raise DataError(f"{folder}: has no training digits {part.start}-{part.stop - 1}")
+    return RawDigits(raw.images, raw.labels, images, labels, origin)
 
 
 def _digest(raw: RawDigits) -> str:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from src.data.dataset import Split
+from src.data.dataset import Dataset, Split, load_dataset
 from src.data.sources import read_idx_folder
 
 
@@ -34,3 +34,14 @@ def official_training(folder: Path, part: slice) -> Split:
 def development_digits(cfg: DictConfig, folder: Path) -> Split:
     """The development digits, from the official IDX files in ``folder``."""
     return official_training(folder, development_slice(cfg))
+
+
+def run_dataset(cfg: DictConfig) -> Dataset:
+    """The dataset a run loads: ``cfg.data``, tested on the official test set, or with
+    ``evaluate_on=development`` on the development digits (out of training), so that a
+    default can be chosen without reading the test set."""
+    development = None
+    if cfg.evaluate_on == "development":
+        development = OmegaConf.to_container(cfg.development_digits, resolve=True)
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    return load_dataset(data, cfg.training.val_fraction, development)

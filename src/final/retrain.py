@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
 from typing import Any
 
 import keras
@@ -11,7 +10,12 @@ import numpy as np
 
 from src.data.dataset import Dataset
 from src.final.evaluation import Evaluation, evaluate
-from src.model.backend import StopWhenAsked, configure_backend, keras_verbosity
+from src.model.backend import (
+    ScheduleFittedToTime,
+    StopWhenAsked,
+    configure_backend,
+    keras_verbosity,
+)
 from src.model.hypermodel import CNNHyperModel, fixed_hyperparameters
 
 log = logging.getLogger("src.final.stage")
@@ -23,13 +27,12 @@ def train_and_test(
     dataset: Dataset,
     training: dict[str, Any],
     epochs: int,
-    callbacks: Sequence[keras.callbacks.Callback] = (),
-    schedule_epochs: Callable[[], int] | None = None,
+    fitted: ScheduleFittedToTime | None = None,
 ) -> tuple[keras.Model, dict[str, list[float]], Evaluation]:
     """Train one model from scratch on train + validation with ``training["seed"]``, test it.
 
-    ``epochs``: the most it trains (a callback may stop it sooner); ``schedule_epochs``:
-    what the learning-rate schedule decays over where that changes as it trains.
+    ``epochs``: the most it trains; ``fitted``: where a budget fits its steps (and its
+    learning-rate schedule) to the time left, which stops it sooner.
     """
     configure_backend(training)
     hp = fixed_hyperparameters(values)
@@ -39,7 +42,7 @@ def train_and_test(
     log.info(
         "final stage: training on %d examples for %s%d epochs, seed %d",
         len(labels),
-        "as many as the time left pays, at most " if schedule_epochs else "",
+        "as many as the time left pays, at most " if fitted else "",
         epochs,
         training["seed"],
     )
@@ -52,8 +55,8 @@ def train_and_test(
         epochs=epochs,
         batch_size=training["batch_size"],
         verbose=keras_verbosity(training["verbose"]),
-        callbacks=[StopWhenAsked(), *callbacks],
-        schedule_epochs=schedule_epochs,
+        callbacks=[StopWhenAsked(), *([fitted] if fitted else [])],
+        fitted=fitted,
     ).history
     return model, history, evaluate(model, dataset.test, dataset.num_classes)
 

@@ -31,7 +31,7 @@ from src.final.register import register_final_model
 from src.final.result import FinalResult
 from src.final.retrain import ensemble_of, train_and_test
 from src.final.robustness import robustness
-from src.model.backend import EpochsFittedToTime
+from src.model.backend import ScheduleFittedToTime
 from src.model.cost import measure_cost
 from src.model.hypermodel import CNNHyperModel
 from src.search.budgeting import time_model
@@ -93,37 +93,35 @@ def run_final_stage(
         max_members=cfg.final.max_members,
     )
     seeds = plan.seeds
-    trained = []
+    trained, fits = [], []
     for index, seed in enumerate(seeds):
         seed_training = {**training, "seed": seed}
         if plan.most_epochs is None:
             trained.append(train_and_test(hypermodel, values, dataset, seed_training, plan.epochs))
             continue
         # Testing, logging and registering keep their time; the epochs fit the rest.
-        fitted = EpochsFittedToTime(
+        fitted = ScheduleFittedToTime(
             lambda: budget.left() - budget.final_overhead_s,
             plan.epochs,
             plan.most_epochs,
             models_after=len(seeds) - 1 - index,
         )
+        fits.append(fitted)
         trained.append(
             train_and_test(
-                hypermodel,
-                values,
-                dataset,
-                seed_training,
-                plan.most_epochs,
-                [fitted],
-                schedule_epochs=lambda fitted=fitted: fitted.epochs,
+                hypermodel, values, dataset, seed_training, plan.most_epochs, fitted=fitted
             )
         )
     parts = _PartTimer(start)
     parts.done("training")  # each model tested as it was trained
     model, history, evaluation = trained[0]  # the first seed's model is the one registered
-    epochs = len(history["loss"])
+    epochs = len(history["loss"])  # a partial last epoch counts as one
     note = plan.note
-    if plan.most_epochs is not None and epochs != plan.epochs:
-        fitted_note = f"{epochs} epochs, not the planned {plan.epochs}, fitted to their time"
+    if fits and fits[0].trained_epochs != plan.epochs:
+        fitted_note = (
+            f"{fits[0].trained_epochs:.2f} epochs ({fits[0].step} steps), not the planned "
+            f"{plan.epochs}, fitted to their time"
+        )
         log.info("final stage: %s", fitted_note)
         note = f"{note}; {fitted_note}" if note else fitted_note
     if plan.ensemble:
@@ -250,6 +248,8 @@ def _facts(cfg: DictConfig, final: FinalResult, dataset: Dataset) -> dict[str, A
         "tuner": cfg.tuner.name,
         "search_space": cfg.search_space.name,
         "data": dataset.describe(),
+        # test: the official test set (reporting) | development: digits held out to choose by
+        "evaluated_on": cfg.evaluate_on,
         "input_shape": list(dataset.input_shape),
         "num_classes": dataset.num_classes,
         "model_uri": (

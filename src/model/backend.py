@@ -7,6 +7,7 @@ same config trains the same way wherever it runs.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -142,16 +143,19 @@ class StopAtDeadline(keras.callbacks.Callback):
         self._check()
 
 
-class EpochsFittedToTime(keras.callbacks.Callback):
-    """Fits a final model's epoch count to the time it has, once its epochs are timed:
-    after every epoch, `src.budget.refit_epochs` (the budget's rule 5) sets the count.
-    `epochs` is what a learning-rate schedule reads (``CNNHyperModel.fit(schedule_epochs=
-    ...)``), so it decays over the epochs that really run; the model stops after an epoch
-    when the next would end past the deadline.
+class ScheduleFittedToTime(keras.callbacks.Callback):
+    """Fits a final model's training to the time it has, to the step (the budget's rule 5).
+
+    After every epoch, `src.budget.refit_epochs` sets how many epochs, fractional, the time
+    left pays at the epochs' measured cost; the model stops at the batch that completes
+    them, so a last partial epoch uses the time a whole one would overrun. With a cosine
+    learning rate (`anneal_from`), the rate falls every step and reaches zero at that last
+    step; when a refit moves the end, the rest of the schedule is a cosine from the current
+    rate to zero over the steps that remain, so the rate never rises.
 
     Args:
         seconds_left: Seconds left for training, this model's and the later ones'.
-        planned: The epoch count planned before training.
+        planned: The epochs planned before training (`src.budget.plan_final`).
         most: The most epochs this model may train (``fit``'s ``epochs``).
         models_after: Models of the same cost still to train after this one.
         clock: Seconds, for timing epochs (``time.perf_counter``).
@@ -160,7 +164,7 @@ class EpochsFittedToTime(keras.callbacks.Callback):
     def __init__(
         self,
         seconds_left: Callable[[], float],
-        planned: int,
+        planned: float,
         most: int,
         models_after: int = 0,
         clock: Callable[[], float] = time.perf_counter,
@@ -168,23 +172,71 @@ class EpochsFittedToTime(keras.callbacks.Callback):
         super().__init__()
         self.seconds_left = seconds_left
         self.clock = clock
-        self.epochs = max(1, min(planned, most))
+        self.epochs = float(max(1, min(planned, most)))
         self.most = most
         self.models_after = models_after
+        self.initial_rate: float | None = None
         self.epoch_seconds: list[float] = []
+        self.steps_per_epoch = 1
+        self.step = 0
+        self._anchor: tuple[int, float] = (0, 0.0)
         self._started = 0.0
+
+    def anneal_from(self, rate: float) -> None:
+        """Decay the optimizer's learning rate from ``rate`` to zero at the last step."""
+        self.initial_rate = rate
+
+    @property
+    def last_step(self) -> int:
+        """The step training ends after, from the current epoch count."""
+        return max(1, round(self.epochs * self.steps_per_epoch))
+
+    @property
+    def trained_epochs(self) -> float:
+        """Epochs trained so far, a partial last one as its fraction."""
+        return self.step / self.steps_per_epoch
+
+    def rate_at(self, step: int) -> float:
+        """The cosine rate at ``step``: from the anchor's rate to zero at `last_step`."""
+        start, rate = self._anchor
+        progress = min((step - start) / max(self.last_step - start, 1), 1.0)
+        return rate * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def on_train_begin(self, logs: Any = None) -> None:
+        self.steps_per_epoch = max(1, int(self.params.get("steps") or 1))
+        self.step = 0
+        self._anchor = (0, self.initial_rate or 0.0)
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
         self._started = self.clock()
 
+    def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+        if self.initial_rate is not None:
+            self.model.optimizer.learning_rate = self.rate_at(self.step)
+
+    def on_train_batch_end(self, batch: int, logs: Any = None) -> None:
+        self.step += 1
+        if self.step >= self.last_step:
+            self.model.stop_training = True
+
     def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
         self.epoch_seconds.append(self.clock() - self._started)
-        done = epoch + 1
+        if logs is not None and self.initial_rate is not None:
+            logs["learning_rate"] = self.rate_at(max(self.step - 1, 0))  # the epoch's last
+        if self.model.stop_training:
+            return
         refitted = refit_epochs(
-            self.epochs, done, self.epoch_seconds, self.seconds_left(), self.most, self.models_after
+            epoch + 1, self.epoch_seconds, self.seconds_left(), self.most, self.models_after
         )
-        if refitted != self.epochs:
-            log.info("budget: refit after epoch %d: %d epochs, not %d", done, refitted, self.epochs)
-        self.epochs = refitted
-        if done >= self.epochs:
+        if round(refitted * self.steps_per_epoch) != self.last_step:
+            log.info(
+                "budget: refit after epoch %d: %.2f epochs, not %.2f",
+                epoch + 1,
+                refitted,
+                self.epochs,
+            )
+            if self.initial_rate is not None:
+                self._anchor = (self.step, self.rate_at(self.step))
+            self.epochs = refitted
+        if self.step >= self.last_step:
             self.model.stop_training = True

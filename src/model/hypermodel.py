@@ -200,19 +200,19 @@ class CNNHyperModel(keras_tuner.HyperModel):
         """Train, with the cosine learning-rate schedule when the trial chose it.
 
         The schedule decays per epoch from the trial's learning rate to zero over the
-        epochs this fit runs, so the tuner and the final stage train the same way.
-        ``schedule_epochs`` (a keyword, never passed on to Keras): returns the epoch count
-        the schedule decays over, read at every epoch's start, where a callback fits the
-        count to the time left (`src.model.backend.EpochsFittedToTime`); default: ``epochs``.
+        epochs this fit runs. ``fitted`` (a keyword, never passed on to Keras): a
+        `src.model.backend.ScheduleFittedToTime` among the callbacks, which fits the steps
+        to the time left and then decays the rate per step instead (the final stage).
         """
-        schedule_epochs = kwargs.pop("schedule_epochs", None)
-        if hp.values.get("lr_schedule") == "cosine":
+        fitted = kwargs.pop("fitted", None)
+        if hp.values.get("lr_schedule") == "cosine" and fitted is not None:
+            fitted.anneal_from(hp.get("learning_rate"))
+        elif hp.values.get("lr_schedule") == "cosine":
             initial, planned = hp.get("learning_rate"), kwargs.get("epochs", 1)
             first = kwargs.get("initial_epoch", 0)
 
             def cosine(epoch: int) -> float:
-                epochs = schedule_epochs() if schedule_epochs else planned
-                progress = (epoch - first) / max(epochs - first, 1)
+                progress = (epoch - first) / max(planned - first, 1)
                 return initial * 0.5 * (1 + math.cos(math.pi * progress))
 
             callbacks = list(kwargs.pop("callbacks", None) or [])
