@@ -33,15 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras
 import keras_tuner
-from common import (
-    add_json_option,
-    commit,
-    composed_dataset,
-    machine,
-    official_idx_folder,
-    packed,
-    write_json,
-)
+from common import add_json_option, composed_dataset, official_idx_folder, packed, write_json
 from epochs_or_seeds import SHIPPED, train_member
 
 from src.data.dataset import Split
@@ -156,8 +148,6 @@ def main() -> None:
         {
             "configurations": configurations,
             "seed": args.seed,
-            "commit": commit(),
-            "machine": machine(),
             "train_digits": len(dataset.train) + len(dataset.val),
             "rows": rows,
         },
