@@ -134,7 +134,10 @@ def anytime_details() -> str:
 
 def development_decisions() -> str:
     """docs/decisions.md's tables: the same, for the runs scored on development digits."""
-    return _details(_records(DECISIONS), "development accuracy")
+    records = _records(DECISIONS)
+    if not records:
+        return "No record yet (`bench/anytime.py --evaluate-on development`).\n"
+    return _details(records, "development accuracy")
 
 
 def _details(records: list[tuple[str, dict[str, Any]]], scored: str) -> str:

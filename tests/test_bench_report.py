@@ -27,7 +27,7 @@ def report():
         yield _load("report")
 
 
-@pytest.mark.parametrize("page", ["README.md", "docs/benchmarks.md"])
+@pytest.mark.parametrize("page", ["README.md", "docs/benchmarks.md", "docs/decisions.md"])
 def test_the_pages_tables_are_rebuilt_from_the_committed_records(report, page):
     text = (report.ROOT / page).read_text()
     assert report.BLOCK.search(text), f"{page} has no bench-report block"
@@ -55,7 +55,7 @@ def test_each_records_bits_give_its_reported_accuracy_and_p_value(report):
 
     common = _load("common")
     checked = 0
-    for name in report.ANYTIME:
+    for name in {**report.ANYTIME, **report.DECISIONS}:
         path = report.DATA / name
         if not path.is_file():
             continue
@@ -68,5 +68,10 @@ def test_each_records_bits_give_its_reported_accuracy_and_p_value(report):
             assert 10_000 - untuned.sum() == row["untuned"]["errors"]
             p = mcnemar(tuned, untuned).p_value
             assert p == pytest.approx(row["mcnemar"]["p_value"])
+            for variant in common.row_variants(row):
+                theirs = common.unpacked(variant["right_bits"], 10_000)
+                assert 10_000 - theirs.sum() == variant["errors"]
+                p = mcnemar(theirs, tuned).p_value
+                assert p == pytest.approx(variant["mcnemar_against_tuned"]["p_value"])
             checked += 1
     assert checked, "no record with per-digit bits"
