@@ -18,8 +18,8 @@ from src.search.results import SearchResult, TrialSummary
 
 def architecture_latency(trials: Sequence[TrialSummary]) -> dict[str, float]:
     """Each measured trial's latency as its architecture's: the median over the trials whose
-    models have the same parameters and FLOPs. One model timed twice differs by a quarter on
-    a busy 2-core machine; the same model must not look faster than itself."""
+    models have the same parameters and FLOPs. One model timed twice differs by up to 29 % on
+    a busy 2-core machine (8.8-11.3 ms); the same model must not look faster than itself."""
     groups: dict[tuple[int, int], list[float]] = {}
     for t in trials:
         groups.setdefault(_architecture(t), []).append(t.cost["latency_ms"])
