@@ -51,11 +51,13 @@ ifeq ($(DATA),mnist)
 	@test -f $(FAST_STUDY_BEST) || { echo "error: no $(FAST_STUDY_BEST): run make reproduce first" >&2; exit 1; }
 	rm -rf outputs/reproduce_full
 	$(PYTHON) -m src.run -m experiment=reproduce_full $(ARGS)
-	$(PYTHON) -m src.final.study outputs/reproduce_full --doc docs/results.md --section reproduce-full
+	$(PYTHON) -m src.final.study outputs/reproduce_full --doc docs/results.md --section reproduce-full \
+		--record docs/data/study_$(DATA).json
 else
 	rm -rf outputs/reproduce
 	$(PYTHON) -m src.run -m experiment=reproduce $(ARGS)
-	$(PYTHON) -m src.final.study outputs/reproduce --doc docs/results.md
+	$(PYTHON) -m src.final.study outputs/reproduce --doc docs/results.md \
+		--record docs/data/study_$(DATA).json
 endif
 
 distributed: $(STAMP) ## One search over a chief and WORKERS workers into PostgreSQL + MLflow server

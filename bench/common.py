@@ -7,16 +7,16 @@ JSON with ``--json PATH`` (`add_json_option`, `write_json`), besides the table i
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import math
 import os
-import platform
-import subprocess
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from src.provenance import commit, machine, provenance
+
+__all__ = ["commit", "machine"]  # re-exported: the scripts take them from here
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:
@@ -28,58 +28,24 @@ def write_json(path: Path | None, payload: Mapping[str, Any]) -> None:
     """Write ``payload`` with the machine and the time it ran, if a path was given."""
     if path is None:
         return
-    record = {
-        "machine": machine(),
-        "commit": commit(),
-        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        **payload,
-    }
+    record = {**provenance(), **payload}
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     print(f"figures written to {path}")
 
 
-def machine() -> dict[str, Any]:
-    """The processor, its core count and the Python that ran: a figure's scope."""
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        cpu = next(
-            (
-                line.split(":", 1)[1].strip()
-                for line in cpuinfo.read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            cpu,
-        )
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
-
-
-def commit() -> str:
-    """The checked-out commit, marked ``-dirty`` when the tree has uncommitted changes."""
-    root = Path(__file__).resolve().parents[1]
-
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
-        return done.stdout.strip()
-
-    head = git("rev-parse", "--short", "HEAD") or "unknown"
-    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
-
-
 def packed(right: Any) -> str:
-    """Per-digit correctness (booleans, in test order) as base64 of packed bits: 10,000
-    digits in 1,668 characters, enough to recompute intervals and McNemar tests."""
-    import numpy as np
+    """`src.stats.packed_bits`: per-digit correctness as base64 of packed bits."""
+    from src.stats import packed_bits
 
-    return base64.b64encode(np.packbits(np.asarray(right, dtype=bool)).tobytes()).decode()
+    return packed_bits(right)
 
 
 def unpacked(bits: str, count: int) -> Any:
-    """The booleans `packed` wrote, ``count`` of them."""
-    import numpy as np
+    """`src.stats.unpacked_bits`: the booleans `packed` wrote, ``count`` of them."""
+    from src.stats import unpacked_bits
 
-    return np.unpackbits(np.frombuffer(base64.b64decode(bits), dtype=np.uint8))[:count].astype(bool)
+    return unpacked_bits(bits, count)
 
 
 def row_variants(row: Mapping[str, Any]) -> list[Mapping[str, Any]]:

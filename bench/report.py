@@ -213,11 +213,48 @@ def trial_overhead() -> str:
     return f"{_provenance(record)}; {record['trials']} trials.\n\n| | |\n| --- | ---: |\n{table}\n"
 
 
+# `make reproduce`'s records (`python -m src.final.study --record`), and their data.
+STUDIES = {
+    "study_mnist_10k.json": "9,000 + 1,000",
+    "study_mnist.json": "54,000 + 6,000",
+}
+
+
+def study() -> str:
+    """The README's table of the reproduced study: each stage's registered model on the
+    official test set, recomputed from its per-digit bits, with the command and commit."""
+    from src.stats import accuracy_with_interval
+
+    lines = [
+        "| model | training digits | test accuracy [95 % interval] | errors |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    sources = []
+    for name, digits in STUDIES.items():
+        if not (DATA / name).is_file():
+            continue
+        record = json.loads((DATA / name).read_text())
+        sources.append(_provenance(record))
+        for stage in record["stages"]:
+            if stage.get("test_right_bits") is None:
+                continue
+            right = unpacked(stage["test_right_bits"], TEST_DIGITS)
+            figures = accuracy_with_interval(int(right.sum()), len(right))
+            interval = {"accuracy": figures.value, "interval": [figures.ci_low, figures.ci_high]}
+            lines.append(
+                f"| {stage['title']} | {digits} | {_percent(interval)} | {figures.errors} |"
+            )
+    if not sources:
+        return "No record yet (`make reproduce`).\n"
+    return "\n".join(lines) + "\n\n" + "; ".join(f"From {s}." for s in sources) + "\n"
+
+
 RENDERERS: dict[str, Callable[[], str]] = {
     "anytime-headline": anytime_headline,
     "anytime-details": anytime_details,
     "trial-overhead": trial_overhead,
     "development-decisions": development_decisions,
+    "study": study,
 }
 
 

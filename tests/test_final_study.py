@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from src.final.study import collect, format_table, main, markers
+from src.stats import packed_bits, unpacked_bits
 
 SECTION_START, SECTION_END = markers("reproduce")
 
@@ -52,6 +54,7 @@ def _stage(folder, score, test_accuracy, wall, seed_accuracies=None):
         "hyperparameters": {"learning_rate": 0.001},
         "decision": "first champion",
         "robustness": {"mean": test_accuracy - 0.2} if seed_accuracies else None,
+        "test_right_bits": packed_bits(np.arange(10_000) >= errors),
     }
     (folder / "final" / "final.json").write_text(json.dumps(final))
 
@@ -94,3 +97,18 @@ def test_results_section_is_replaced_in_place(study, tmp_path, capsys):
 def test_missing_folder_is_a_clear_error(tmp_path, capsys):
     assert main([str(tmp_path / "nothing")]) == 2
     assert capsys.readouterr().err.startswith("error: no such folder")
+
+
+def test_the_record_holds_each_stages_per_digit_results_and_where_it_ran(study, tmp_path):
+    """`--record` writes what the README's study table is rebuilt from: each stage's
+    per-digit bits (the errors recompute), the commit, the machine and the command."""
+    record_file = tmp_path / "data" / "study_mnist_10k.json"
+    assert main([str(study), "--record", str(record_file)]) == 0
+    record = json.loads(record_file.read_text())
+    assert record["command"] == "make reproduce" and record["commit"]
+    assert record["machine"]["cores"] >= 1 and "cpu_flags" in record["machine"]
+    errors = [
+        10_000 - int(unpacked_bits(stage["test_right_bits"], 10_000).sum())
+        for stage in record["stages"]
+    ]
+    assert errors == [stage["test_errors"] for stage in record["stages"]] == [250, 170, 80]

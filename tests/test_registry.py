@@ -28,6 +28,7 @@ from PIL import Image
 from src.data.dataset import load_dataset
 from src.pipeline import run_pipeline
 from src.registry.versions import load_version
+from src.stats import unpacked_bits
 
 MODEL = "mnist-cnn"
 
@@ -106,6 +107,10 @@ def test_figures_and_model_card_are_written_and_logged(registry):
     summary = json.loads((final_dir / "final.json").read_text())
     assert summary["test_accuracy"] == pytest.approx(first.test_accuracy)
     assert len(summary["per_class_accuracy"]) == 10
+    # Per test digit, as packed bits: the errors recompute from them.
+    right = unpacked_bits(summary["test_right_bits"], summary["test_size"])
+    assert summary["test_size"] - right.sum() == summary["test_errors"]
+    assert summary["evaluated_on"] == "test"
     # What the champion costs to serve: in final.json, the model card and the final run.
     cost = summary["cost"]
     assert cost["params"] > 0 and cost["latency_ms"] > 0

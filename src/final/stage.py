@@ -37,6 +37,7 @@ from src.model.hypermodel import CNNHyperModel
 from src.search.budgeting import time_model
 from src.search.results import SearchResult
 from src.search.warm_start import model_hyperparameters, preferred_configuration
+from src.stats import packed_bits
 from src.tracking.final_run import close_final_run, log_final_run
 from src.tracking.tracker import MLflowTracker
 
@@ -188,6 +189,8 @@ def run_final_stage(
         if tracker is not None:
             tracker.record_budget(final.budget)
     facts = _facts(cfg, final, dataset)
+    # Per test digit, in order: anyone can recompute the interval and McNemar tests.
+    facts["test_right_bits"] = packed_bits(evaluation.right)
     card = report.write_model_card(out / "model_card.md", facts)
     (out / "final.json").write_text(json.dumps(facts, indent=2) + "\n")
     if tracker is not None:

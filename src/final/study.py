@@ -19,6 +19,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from src.config.compose import CONFIG_DIR
+from src.provenance import provenance
 
 # The section of docs/results.md a table goes into:
 # between <!-- NAME:start --> and <!-- NAME:end -->.
@@ -55,6 +56,7 @@ def collect(study_dir: Path) -> list[dict[str, Any]]:
                 "data": search["data"],
                 "decision": final.get("decision"),
                 "damaged_accuracy": (final.get("robustness") or {}).get("mean"),
+                "test_right_bits": final.get("test_right_bits"),
             }
         )
     return stages
@@ -146,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("study_dir", type=Path, help="the multirun folder of experiment=reproduce")
     parser.add_argument("--doc", type=Path, help="write the table into this Markdown file")
     parser.add_argument("--section", default=DEFAULT_SECTION, help="the section's marker name")
+    parser.add_argument(
+        "--record",
+        type=Path,
+        help="also write the stages, with per-digit test results, to this JSON file "
+        "(docs/data/study_<data>.json: the README's study table is rebuilt from it)",
+    )
     args = parser.parse_args(argv)
     if not args.study_dir.is_dir():
         print(f"error: no such folder: {args.study_dir}", file=sys.stderr)
@@ -173,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.doc:
         write_into_doc(args.doc, text, args.section)
         print(f"written into {args.doc}")
+    if args.record:
+        command = f"make reproduce{' DATA=mnist' if data['name'] == 'mnist' else ''}"
+        record = {**provenance(), "command": command, "total_s": total, "stages": stages}
+        args.record.parent.mkdir(parents=True, exist_ok=True)
+        args.record.write_text(json.dumps(record, indent=2) + "\n")
+        print(f"written to {args.record}")
     return 0
 
 
