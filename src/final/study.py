@@ -158,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.study_dir.is_dir():
         print(f"error: no such folder: {args.study_dir}", file=sys.stderr)
         return 2
+    measured_at = provenance()  # before this command writes into the tree
     stages = collect(args.study_dir)
     if not stages:
         print(f"error: no stage with results.json in {args.study_dir}", file=sys.stderr)
@@ -183,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"written into {args.doc}")
     if args.record:
         command = f"make reproduce{' DATA=mnist' if data['name'] == 'mnist' else ''}"
-        record = {**provenance(), "command": command, "total_s": total, "stages": stages}
+        record = {**measured_at, "command": command, "total_s": total, "stages": stages}
         args.record.parent.mkdir(parents=True, exist_ok=True)
         args.record.write_text(json.dumps(record, indent=2) + "\n")
         print(f"written to {args.record}")
