@@ -30,6 +30,7 @@ BLOCK = re.compile(r"(<!-- bench-report:([\w-]+) -->\n)(.*?)(<!-- /bench-report 
 # Each anytime record, the data it ran on, in the order the tables show them.
 ANYTIME = {
     "anytime_mnist_10k.json": "MNIST, bundled sample (`data=mnist_10k`, 9,000 + 1,000 digits)",
+    "anytime_mnist_10k_10m.json": "MNIST, bundled sample (`data=mnist_10k`, 9,000 + 1,000 digits)",
     "anytime_fashion.json": "Fashion-MNIST (`data=idx`, 54,000 + 6,000 images)",
     "anytime_fashion_10m.json": "Fashion-MNIST (`data=idx`, 54,000 + 6,000 images)",
     "anytime_mnist.json": "MNIST, full (`data=mnist`, 54,000 + 6,000 digits)",
